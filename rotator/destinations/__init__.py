@@ -1,0 +1,1 @@
+"""Destinations: where keys are written. One module per backend behind `contracts.Destination`."""

@@ -1,0 +1,1 @@
+"""Mistral: the Admin API client, the key verifier and the local stand-in."""

@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Creates or refreshes .venv from the hashed requirements; sourced by the other scripts.
+# Re-installs only when requirements/dev.txt or pyproject.toml changed.
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$root/.venv"
+stamp_want="$(cat "$root/requirements/dev.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
+if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp_want" ]; then
+  echo "==> installing dependencies into .venv (hashed requirements)" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
+    -r "$root/requirements/dev.txt"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+    --no-build-isolation -e "$root"
+  echo "$stamp_want" > "$venv/.stamp"
+fi
+export PATH="$venv/bin:$PATH"
