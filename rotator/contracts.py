@@ -49,7 +49,9 @@ class KeyIssuer(Protocol):
         """Every workspace of the organization, archived ones included (flagged)."""
         ...
 
-    async def find_user(self, *, user_id: str | None = None, email: str | None = None) -> User | None:
+    async def find_user(
+        self, *, user_id: str | None = None, email: str | None = None
+    ) -> User | None:
         """The organization member with this uuid or e-mail, or None."""
         ...
 
@@ -71,4 +73,3 @@ class KeyVerifier(Protocol):
         pass; returns the last result with the attempts and the time it took. A definitive
         ``PAYMENT_REQUIRED`` or ``SPEND_LIMITED`` ends the wait early."""
         ...
-

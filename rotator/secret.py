@@ -9,9 +9,22 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import threading
+from collections import deque
 from typing import NoReturn
 
 MASK = "***"
+
+# The last plaintexts wrapped in this process, so the log scrubber can mask them even if one ever
+# reached a log call by some path the other redaction layers miss (defence in depth).
+_RECENT: deque[str] = deque(maxlen=512)
+_RECENT_LOCK = threading.Lock()
+
+
+def recent_plaintexts() -> tuple[str, ...]:
+    """Plaintexts wrapped recently in this process, for output scrubbing only."""
+    with _RECENT_LOCK:
+        return tuple(_RECENT)
 
 
 def fingerprint_of(value: str) -> str:
@@ -28,6 +41,9 @@ class Secret:
         if not isinstance(value, str) or not value:
             raise ValueError("a secret must be a non-empty string")
         self._value = value
+        if len(value) >= 8:
+            with _RECENT_LOCK:
+                _RECENT.append(value)
 
     def reveal(self) -> str:
         """The plaintext. Call only where it leaves the process (a header, an SDK argument)."""

@@ -7,11 +7,17 @@ venv="$root/.venv"
 stamp_want="$(cat "$root/requirements/dev.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
 if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp_want" ]; then
   echo "==> installing dependencies into .venv (hashed requirements)" >&2
-  python3 -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
-    -r "$root/requirements/dev.txt"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
-    --no-build-isolation -e "$root"
+  log="$(mktemp)"
+  if ! { python3 -m venv "$venv" &&
+         "$venv/bin/python" -m pip install -q --disable-pip-version-check --require-hashes \
+           -r "$root/requirements/dev.txt" &&
+         "$venv/bin/python" -m pip install -q --disable-pip-version-check --no-deps \
+           --no-build-isolation -e "$root"; } >"$log" 2>&1; then
+    grep -v "^WARNING: Location" "$log" >&2 || true
+    echo "dependency installation failed" >&2
+    exit 1
+  fi
+  rm -f "$log"
   echo "$stamp_want" > "$venv/.stamp"
 fi
 export PATH="$venv/bin:$PATH"

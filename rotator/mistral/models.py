@@ -51,11 +51,11 @@ class VerifyOutcome(enum.StrEnum):
     """How ``GET /v1/models`` judged a key. Only ``OK`` means the key works."""
 
     OK = "ok"
-    UNAUTHORIZED = "unauthorized"          # 401/403: unknown, revoked, expired or not yet active
+    UNAUTHORIZED = "unauthorized"  # 401/403: unknown, revoked, expired or not yet active
     PAYMENT_REQUIRED = "payment_required"  # 402: billing inactive on the organization
-    SPEND_LIMITED = "spend_limited"        # 429 while the workspace's monthly limit is reached
-    RATE_LIMITED = "rate_limited"          # 429 otherwise
-    UNAVAILABLE = "unavailable"            # 5xx, timeouts, connection errors
+    SPEND_LIMITED = "spend_limited"  # 429 while the workspace's monthly limit is reached
+    RATE_LIMITED = "rate_limited"  # 429 otherwise
+    UNAVAILABLE = "unavailable"  # 5xx, timeouts, connection errors
 
 
 @dataclass(frozen=True, slots=True)
