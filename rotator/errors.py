@@ -70,7 +70,7 @@ class AuthError(PermanentError):
     """401/403: the credential is invalid or lacks a permission."""
 
 
-class VerificationFailed(RotatorError):
+class VerificationFailed(RotatorError):  # noqa: N818 - the name STYLE.md gives it
     """A key did not pass ``GET /v1/models`` within its activation window."""
 
     def __init__(self, fingerprint: str, outcome: str, detail: str) -> None:
