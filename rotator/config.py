@@ -14,6 +14,9 @@ that never contains a secret.
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
 import re
 import uuid
 from collections.abc import Callable, Iterator, Mapping
@@ -23,6 +26,7 @@ from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+import yaml
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,14 +38,16 @@ from pydantic import (
     PlainValidator,
     PrivateAttr,
     Tag,
+    ValidationError,
     ValidationInfo,
     model_validator,
 )
-from pydantic_core import PydanticCustomError
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from rotator.durations import Duration, PositiveDuration, format_duration
+from rotator.errors import ConfigError
 from rotator.schedule import Schedule, ScheduleField
-from rotator.secret import Secret
+from rotator.secret import MASK, Secret
 
 __all__ = [
     "AppRoleAuth",
@@ -62,6 +68,8 @@ __all__ = [
     "VaultAuth",
     "VaultDestination",
     "VaultStore",
+    "load_config",
+    "parse_config",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -643,13 +651,6 @@ class EngineSettings(_Model):
 # --------------------------------------------------------------------------------------------
 
 
-def _path(*parts: str | int) -> str:
-    out = ""
-    for part in parts:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
-    return out
-
-
 class Config(_Model):
     """The whole configuration file. ``source`` is the file it came from (not read from it)."""
 
@@ -709,7 +710,7 @@ class Config(_Model):
             if target.name in seen:
                 raise problem(
                     f"duplicate target name {target.name!r}"
-                    f" (also {_path('targets', seen[target.name], 'name')})",
+                    f" (also {format_loc(('targets', seen[target.name], 'name'))})",
                     "targets",
                     index,
                     "name",
@@ -752,10 +753,8 @@ class Config(_Model):
                     what = f"store {dest.store!r}, secret_id {dest.secret_id!r}"
                     why = "an AWS secret's version labels cover all its fields, so it holds one key"
                 if key in seen:
-                    raise problem(
-                        f"same destination as {_path('targets', *seen[key])} ({what}); {why}",
-                        *here,
-                    )
+                    first = format_loc(("targets", *seen[key]))
+                    raise problem(f"same destination as {first} ({what}); {why}", *here)
                 seen[key] = (t_index, d_index)
 
     def target(self, name: str) -> Target:
@@ -768,3 +767,295 @@ class Config(_Model):
     def store_of(self, destination: VaultDestination | AwsDestination) -> Store:
         """The store a destination names (always present in a validated config)."""
         return self.stores[destination.store]
+
+
+# --------------------------------------------------------------------------------------------
+# Loading: file -> YAML -> ${NAME} expansion -> models, every failure one ConfigError line
+# --------------------------------------------------------------------------------------------
+
+CONFIG_ENV = "ROTATOR_CONFIG"
+"""The environment variable naming the configuration file when no path is given."""
+MAX_FILE_BYTES = 1 << 20
+MAX_VALUES = 100_000
+MAX_DEPTH = 32
+_VAR = re.compile(r"\$(?:(\$)|\{([^}]*)\}|(\{))")
+_VAR_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]+")
+_REDACT_MIN = 4  # shorter "secrets" would blank out ordinary words
+
+
+def load_config(
+    path: str | os.PathLike[str] | None,
+    *,
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Read, expand and validate a configuration file.
+
+    ``path=None`` uses ``$ROTATOR_CONFIG`` from ``env`` (default: ``os.environ``), which also
+    supplies ``${NAME}`` values. Raises :class:`~rotator.errors.ConfigError` and nothing else,
+    for any input: ``str()`` is one line, ``<file as given>: <field.path>: <problem>``, with no
+    secret in it. Reads the file and any ``*_file`` secrets; changes nothing.
+    """
+    environ: Mapping[str, str] = os.environ if env is None else env
+    if path is None:
+        given = environ.get(CONFIG_ENV)
+        if not given:
+            raise ConfigError(
+                "rotator", "", f"no configuration file: pass --config PATH or set {CONFIG_ENV}"
+            )
+        path = given
+    source = os.fsdecode(path)
+    try:
+        data = _parse_yaml(_read_text(source), source)
+        return parse_config(data, source=source, env=environ)
+    except ConfigError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the contract: only ConfigError leaves here
+        raise ConfigError(
+            source, "", f"could not be loaded ({type(exc).__name__}); please report this bug"
+        ) from None
+
+
+def parse_config(
+    data: object,
+    *,
+    source: str = "<config>",
+    env: Mapping[str, str] | None = None,
+) -> Config:
+    """Validate an already-parsed document (what ``yaml.safe_load`` returns) into a Config.
+
+    Same expansion, checks and errors as :func:`load_config`; ``source`` names the document in
+    messages and becomes ``Config.source``.
+    """
+    if data is None:
+        raise ConfigError(source, "", "the file is empty; it needs at least a mistral: section")
+    if not isinstance(data, Mapping):
+        raise ConfigError(
+            source, "", f"the top level must be a mapping of settings, not {_kind(data)}"
+        )
+    expanded = _Expander(os.environ if env is None else env, source).expand(data, ())
+    assert isinstance(expanded, dict)
+    read_secrets: list[str] = []
+    try:
+        return Config.model_validate(expanded, context={"source": source, "secrets": read_secrets})
+    except ValidationError as exc:
+        raise _config_error(exc, source, expanded, read_secrets) from None
+
+
+def _read_text(source: str) -> str:
+    try:
+        with Path(source).open("rb") as handle:
+            raw = handle.read(MAX_FILE_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(
+            source, "", f"cannot read file: {exc.strerror or type(exc).__name__}"
+        ) from None
+    except ValueError:  # e.g. a NUL byte in the path
+        raise ConfigError(source, "", "cannot read file: invalid path") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise ConfigError(source, "", "the file is larger than 1 MiB")
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(source, "", f"not UTF-8 text (byte {exc.start})") from None
+
+
+def _parse_yaml(text: str, source: str) -> object:
+    try:
+        return yaml.safe_load(text)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+        problem = exc.problem or exc.context or "invalid YAML"
+        raise ConfigError(source, "", f"{where}{_one_line(problem)}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(source, "", f"invalid YAML: {_one_line(str(exc))}") from None
+    except RecursionError:
+        raise ConfigError(source, "", "the YAML is nested too deeply") from None
+    except (ValueError, OverflowError) as exc:  # PyYAML building e.g. a date 2001-02-30
+        raise ConfigError(source, "", f"invalid YAML value: {_one_line(str(exc))}") from None
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.splitlines()[0].split()) if text.strip() else "invalid"
+
+
+def _kind(value: object) -> str:
+    if isinstance(value, list | tuple):
+        return "a list"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return "a number"
+    return f"a {type(value).__name__}"
+
+
+def format_loc(loc: tuple[object, ...]) -> str:
+    """A field path in ``a.b[1].c`` form (odd keys quoted: ``tags["a b"]``)."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int) and not isinstance(part, bool):
+            out += f"[{part}]"
+        elif _PLAIN_KEY.fullmatch(str(part)):
+            out += f".{part}" if out else str(part)
+        else:
+            out += f"[{json.dumps(str(part))}]"
+    return out
+
+
+class _Expander:
+    """Copies a YAML document, replacing ``${NAME}``, ``${NAME:-default}`` and ``$$``."""
+
+    def __init__(self, env: Mapping[str, str], source: str) -> None:
+        self._env = env
+        self._source = source
+        self._count = 0
+        self._open: set[int] = set()
+
+    def _fail(self, loc: tuple[object, ...], problem: str) -> ConfigError:
+        return ConfigError(self._source, format_loc(loc), problem)
+
+    def expand(self, node: object, loc: tuple[object, ...]) -> object:
+        self._count += 1
+        if self._count > MAX_VALUES:
+            raise self._fail(loc, f"the document has more than {MAX_VALUES} values")
+        if len(loc) > MAX_DEPTH:
+            raise self._fail(loc, "nested too deeply")
+        if isinstance(node, str):
+            return self._string(node, loc)
+        if not isinstance(node, Mapping | list | tuple):
+            return node
+        if id(node) in self._open:
+            raise self._fail(loc, "contains itself (a recursive YAML alias)")
+        self._open.add(id(node))
+        try:
+            if isinstance(node, Mapping):
+                return {key: self.expand(value, (*loc, key)) for key, value in node.items()}
+            return [self.expand(value, (*loc, index)) for index, value in enumerate(node)]
+        finally:
+            self._open.discard(id(node))
+
+    def _string(self, text: str, loc: tuple[object, ...]) -> str:
+        def substitute(match: re.Match[str]) -> str:
+            if match.group(1):
+                return "$"
+            body = match.group(2)
+            if body is None:
+                raise self._fail(loc, "unterminated '${' (write $$ for a literal $)")
+            name, has_default, default = body.partition(":-")
+            if not _VAR_NAME.fullmatch(name):
+                raise self._fail(
+                    loc,
+                    "'${...}' must hold a variable name, like ${MISTRAL_ADMIN_KEY} or"
+                    " ${NAME:-default} (write $$ for a literal $)",
+                )
+            value = self._env.get(name)
+            if value is None or (has_default and not value):
+                if not has_default:
+                    raise self._fail(loc, f"environment variable {name} is not set")
+                return default
+            return value
+
+        return _VAR.sub(substitute, text) if "$" in text else text
+
+
+_STORE_TAGS = frozenset({"vault", "aws_secrets_manager"})
+_AUTH_TAGS = frozenset({"token", "approle", "kubernetes"})
+_DESTINATION_TAGS = _STORE_TAGS | {_UNKNOWN_STORE}
+_DISCRIMINATORS = {"type": "vault or aws_secrets_manager", "method": "token, approle or kubernetes"}
+_PLAIN_MESSAGES = {
+    "missing": "missing (required)",
+    "string_type": "must be a string",
+    "bool_type": "must be true or false",
+    "bool_parsing": "must be true or false",
+    "int_type": "must be a whole number",
+    "int_parsing": "must be a whole number",
+    "int_from_float": "must be a whole number",
+    "dict_type": "must be a mapping",
+    "model_type": "must be a mapping",
+    "model_attributes_type": "must be a mapping",
+    "mapping_type": "must be a mapping",
+    "list_type": "must be a list",
+    "tuple_type": "must be a list",
+    "too_short": "must not be empty",
+    "path_type": "must be a file path",
+    "recursion_loop": "contains itself (a recursive YAML alias)",
+    "extra_forbidden": "unknown key",
+}
+
+
+def _clean_loc(loc: tuple[int | str, ...]) -> list[int | str]:
+    """Drop the union tags pydantic puts in a loc (``stores.x.vault.url`` -> ``stores.x.url``)."""
+    parts = [part for part in loc if part != "[key]"]
+    if len(parts) > 2 and parts[0] == "stores" and parts[2] in _STORE_TAGS:
+        del parts[2]
+        if len(parts) > 3 and parts[2] == "auth" and parts[3] in _AUTH_TAGS:
+            del parts[3]
+    if (
+        len(parts) > 4
+        and parts[0] == "targets"
+        and parts[2] == "destinations"
+        and parts[4] in _DESTINATION_TAGS
+    ):
+        del parts[4]
+    return parts
+
+
+def _describe(error: ErrorDetails) -> tuple[list[int | str], str]:
+    """Field path and plain-words problem of one pydantic error, built without its input."""
+    loc = _clean_loc(error["loc"])
+    ctx = error.get("ctx") or {}
+    kind = error["type"]
+    extra = ctx.get(LOC_KEY)
+    if isinstance(extra, tuple):
+        loc.extend(extra)
+    if kind in {"union_tag_invalid", "union_tag_not_found"}:
+        field_name = str(ctx.get("discriminator", "")).strip("'\"")
+        loc.append(field_name)
+        if kind == "union_tag_not_found":
+            return loc, "missing (required)"
+        return loc, f"must be {_DISCRIMINATORS.get(field_name, ctx.get('expected_tags'))}"
+    if kind in _PLAIN_MESSAGES:
+        return loc, _PLAIN_MESSAGES[kind]
+    if kind == "literal_error":
+        return loc, f"must be {ctx.get('expected')}"
+    if kind in {"greater_than_equal", "less_than_equal"}:
+        bound = ctx.get("ge", ctx.get("le"))
+        return loc, f"must be at {'least' if kind == 'greater_than_equal' else 'most'} {bound}"
+    message = error["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
+    return loc, message[:1].lower() + message[1:]
+
+
+def _secrets_in(data: Mapping[Any, Any]) -> list[str]:
+    """The secret values given inline in a raw document (for scrubbing messages)."""
+
+    def at(node: object, *keys: str) -> object:
+        for key in keys:
+            node = node.get(key) if isinstance(node, Mapping) else None
+        return node
+
+    found = [at(data, "mistral", "admin_key"), at(data, "server", "admin_token")]
+    stores = at(data, "stores")
+    if isinstance(stores, Mapping):
+        for store in stores.values():
+            found += [at(store, "auth", "token"), at(store, "auth", "secret_id")]
+    url = at(data, "state", "url")
+    if isinstance(url, str):
+        from sqlalchemy.engine import make_url
+
+        with contextlib.suppress(Exception):  # an unparsable URL has no password to hide
+            found.append(make_url(url).password)
+    return [value for value in found if isinstance(value, str)]
+
+
+def _config_error(
+    exc: ValidationError, source: str, data: Mapping[Any, Any], read: list[str]
+) -> ConfigError:
+    """The operator's one line for the first problem pydantic found, scrubbed of secrets."""
+    loc, message = _describe(exc.errors(include_url=False, include_input=False)[0])
+    for secret in sorted({*_secrets_in(data), *read}, key=len, reverse=True):
+        if len(secret) >= _REDACT_MIN:
+            message = message.replace(secret, MASK)
+    return ConfigError(source, format_loc(tuple(loc)), _one_line(message))
