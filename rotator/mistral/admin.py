@@ -53,8 +53,9 @@ class AmbiguousCreate(TransientError):  # noqa: N818 - the name the engine match
     """A create failed ambiguously and its outcome could not be ruled out.
 
     ``key_id`` names the key that the failed call created (found by its unique name): its
-    plaintext is lost, so the caller must delete it and create again. ``key_id`` is None when
-    the lookup itself failed: a key named ``name`` may exist, so look it up before creating.
+    plaintext is lost, so the caller must delete it and create again, under a new name (a
+    deleted key may stay listed). ``key_id`` is None when the lookup itself failed: a key named
+    ``name`` may exist, so look it up before creating.
     """
 
     def __init__(
