@@ -146,7 +146,7 @@ async def test_drop_after_create_names_the_created_key(
             name="dropped-1",
             expiration=None,
         )
-    (orphan,) = standin.control.keys()
+    (orphan,) = standin.control.key_facts()
     assert orphan.name == "dropped-1"
     assert caught.value.key_id == orphan.key_id
     assert standin.control.requests()[Operation.CREATE_KEY] == 1
@@ -166,7 +166,7 @@ async def test_timeout_after_create_names_the_created_key(
             name="timed-out-1",
             expiration=None,
         )
-    (orphan,) = standin.control.keys()
+    (orphan,) = standin.control.key_facts()
     assert caught.value.key_id == orphan.key_id
     assert standin.control.requests()[Operation.CREATE_KEY] == 1
 
@@ -182,7 +182,7 @@ async def test_503_before_create_is_safe_to_retry(
             workspace_id=standin.workspace_id, user_id=standin.user_id, name="n-1", expiration=None
         )
     assert type(caught.value) is TransientError
-    assert standin.control.keys() == []
+    assert standin.control.key_facts() == []
     assert standin.control.requests()[Operation.CREATE_KEY] == 1
     assert standin.control.requests()[Operation.LIST_KEYS] == 1
 
