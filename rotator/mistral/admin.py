@@ -123,7 +123,8 @@ class MistralAdminClient(HttpBackend):
         """
         params: dict[str, str | int] = {} if name is None else {"name": name}
         keys = [
-            _parse_key(item) for item in await self._offset_pages("list_keys", "/api-keys", params)
+            _parse_key(item)
+            for item in await self._offset_pages("list_keys", "/api-keys", "keys", params)
         ]
         return [
             key
@@ -290,7 +291,7 @@ class MistralAdminClient(HttpBackend):
         return PermanentError(BACKEND, operation, "unexpected answer", status=status)
 
     async def _offset_pages(
-        self, operation: str, path: str, params: Mapping[str, str | int]
+        self, operation: str, path: str, field: str, params: Mapping[str, str | int]
     ) -> list[Json]:
         """Every item of a ``limit``/``offset`` listing, until a page is shorter than the limit."""
         items: list[Json] = []
@@ -298,7 +299,7 @@ class MistralAdminClient(HttpBackend):
         for _ in range(MAX_PAGES):
             query = {**params, "limit": self._page_size, "offset": offset}
             response = await self._retried(operation, "GET", path, params=query)
-            page = _items(_json_object(response, operation), "keys", operation)
+            page = _items(_json_object(response, operation), field, operation)
             items.extend(page)
             if len(page) < self._page_size:
                 return items

@@ -20,6 +20,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 async def admin(standin: StandinHandle) -> AsyncIterator[MistralAdminClient]:
+    """An admin client for the stand-in, to create keys and to serve as the spend-limit probe."""
     async with MistralAdminClient(
         base_url=standin.url, admin_key=Secret(standin.admin_key), timeout=5
     ) as client:
