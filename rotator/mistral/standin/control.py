@@ -1,0 +1,197 @@
+"""The control API under ``/_standin/``: how tests, the demo and benchmarks steer the stand-in.
+
+No Mistral authentication; every request must come from a loopback address (403 otherwise).
+Bodies are JSON; a bad one is a FastAPI-shaped 422. :class:`~rotator.mistral.standin.client.
+StandinControl` is the typed client for these routes.
+
+| method and path | body / query | effect |
+| --- | --- | --- |
+| POST /reset | | back to the seed organization, real time, no faults, zero counters |
+| GET, POST /clock | ``{now?, frozen?, advance_seconds?}`` | read, set, freeze or move the clock |
+| GET, POST /settings | any of :class:`~rotator.mistral.standin.records.Settings` | switches |
+| GET, POST /workspaces | ``{name, uuid?, description?, icon?}`` | list (with switches) / add |
+| POST /workspaces/{uuid}/archive | | archive |
+| POST /workspaces/{uuid}/spend-limit | ``{reached}`` | the monthly-limit switch |
+| POST /users | ``{email, uuid?, name?, role?}`` | add an organization member |
+| GET, POST, DELETE /faults | fault fields / ``?operation=`` | list, arm, clear |
+| GET /keys | | every key's non-secret facts, deleted ones too |
+| GET /requests | | request count per operation |
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from rotator.mistral.standin import wire
+from rotator.mistral.standin.faults import Fault, FaultKind, FaultWhen, Operation
+from rotator.mistral.standin.records import StandinHTTPError, iso_utc
+from rotator.mistral.standin.state import StandinState
+
+Endpoint = Callable[[Request], Awaitable[Response]]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ClockBody(_Body):
+    now: datetime | None = None
+    frozen: bool | None = None
+    advance_seconds: float | None = None
+
+
+class SettingsBody(_Body):
+    activation_delay_seconds: float | None = Field(default=None, ge=0)
+    revocation_delay_seconds: float | None = Field(default=None, ge=0)
+    billing_active: bool | None = None
+    max_expiration_days: int | None = Field(default=None, ge=1)
+    list_deleted: bool | None = None
+
+
+class WorkspaceBody(_Body):
+    name: str
+    uuid: UUID | None = None
+    description: str | None = None
+    icon: str | None = None
+
+
+class SpendLimitBody(_Body):
+    reached: bool
+
+
+class UserBody(_Body):
+    email: str
+    uuid: UUID | None = None
+    name: str | None = None
+    role: str = "member"
+
+
+class FaultBody(_Body):
+    operation: Operation
+    kind: FaultKind
+    status: int = 503
+    retry_after: int | None = None
+    seconds: float | None = None
+    count: int | None = 1
+    when: FaultWhen = FaultWhen.BEFORE
+
+
+def _loopback_only(request: Request) -> None:
+    host = request.client.host if request.client else ""
+    try:
+        allowed = ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        allowed = False
+    if not allowed:
+        raise StandinHTTPError(403, "the stand-in control API answers loopback clients only")
+
+
+def control_routes(state: StandinState) -> list[BaseRoute]:
+    """The ``/_standin`` routes over ``state`` (mount them under ``/_standin``)."""
+
+    def clock_json() -> dict[str, Any]:
+        return {"now": iso_utc(state.clock.now()), "frozen": state.clock.frozen}
+
+    async def reset(_request: Request) -> Response:
+        state.reset()
+        return JSONResponse({"detail": "reset"})
+
+    async def clock(request: Request) -> Response:
+        if request.method == "POST":
+            body = await wire.body_as(request, ClockBody)
+            if body.now is not None or body.frozen is not None:
+                frozen = body.frozen if body.frozen is not None else state.clock.frozen
+                state.clock.set(body.now or state.clock.now(), frozen=frozen)
+            if body.advance_seconds:
+                state.clock.advance(body.advance_seconds)
+        return JSONResponse(clock_json())
+
+    async def settings(request: Request) -> Response:
+        if request.method == "POST":
+            body = await wire.body_as(request, SettingsBody)
+            state.update_settings(**body.model_dump(exclude_unset=True))
+        return JSONResponse(state.settings().to_json())
+
+    async def workspaces(request: Request) -> Response:
+        if request.method == "POST":
+            body = await wire.body_as(request, WorkspaceBody)
+            record = state.add_workspace(
+                body.name,
+                workspace_id=str(body.uuid) if body.uuid else None,
+                description=body.description,
+                icon=body.icon,
+            )
+            return JSONResponse(record.to_json())
+        return JSONResponse({"workspaces": [w.to_json() for w in state.workspaces()]})
+
+    async def archive(request: Request) -> Response:
+        return JSONResponse(state.archive_workspace(request.path_params["uuid"]).to_json())
+
+    async def workspace_spend_limit(request: Request) -> Response:
+        body = await wire.body_as(request, SpendLimitBody)
+        record = state.set_spend_limit(request.path_params["uuid"], body.reached)
+        return JSONResponse(record.to_json())
+
+    async def users(request: Request) -> Response:
+        body = await wire.body_as(request, UserBody)
+        record = state.add_member(
+            body.email,
+            user_id=str(body.uuid) if body.uuid else None,
+            name=body.name,
+            role=body.role,
+        )
+        return JSONResponse(record.to_json())
+
+    async def faults(request: Request) -> Response:
+        if request.method == "POST":
+            body = await wire.body_as(request, FaultBody)
+            fields = body.model_dump(exclude={"operation"})
+            try:
+                fault = Fault.checked(**fields)
+            except ValueError as exc:
+                raise StandinHTTPError(422, str(exc)) from None
+            state.faults.arm(body.operation, fault)
+        elif request.method == "DELETE":
+            name = request.query_params.get("operation")
+            try:
+                operation = Operation(name) if name else None
+            except ValueError:
+                raise StandinHTTPError(422, f"unknown operation {name!r}") from None
+            state.faults.clear(operation)
+        return JSONResponse({"faults": state.faults.snapshot()})
+
+    async def keys(_request: Request) -> Response:
+        return JSONResponse({"keys": [k.to_json() for k in state.key_facts()]})
+
+    async def requests(_request: Request) -> Response:
+        return JSONResponse({"requests": state.request_counts()})
+
+    def guarded(endpoint: Endpoint) -> Endpoint:
+        async def run(request: Request) -> Response:
+            _loopback_only(request)
+            return await endpoint(request)
+
+        return run
+
+    table: list[tuple[str, Endpoint, list[str]]] = [
+        ("/reset", reset, ["POST"]),
+        ("/clock", clock, ["GET", "POST"]),
+        ("/settings", settings, ["GET", "POST"]),
+        ("/workspaces", workspaces, ["GET", "POST"]),
+        ("/workspaces/{uuid}/archive", archive, ["POST"]),
+        ("/workspaces/{uuid}/spend-limit", workspace_spend_limit, ["POST"]),
+        ("/users", users, ["POST"]),
+        ("/faults", faults, ["GET", "POST", "DELETE"]),
+        ("/keys", keys, ["GET"]),
+        ("/requests", requests, ["GET"]),
+    ]
+    return [Route(path, guarded(endpoint), methods=methods) for path, endpoint, methods in table]
