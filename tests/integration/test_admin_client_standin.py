@@ -13,6 +13,7 @@ from rotator.mistral.admin import AmbiguousCreate, AuthHeader, MistralAdminClien
 from rotator.mistral.standin import (
     ARCHIVED_WORKSPACE_ID,
     SEED_USER_EMAIL,
+    FaultKind,
     FaultWhen,
     Operation,
     StandinHandle,
@@ -133,42 +134,25 @@ async def test_a_wrong_admin_key_is_an_auth_error(
     assert standin.control.requests()[Operation.LIST_KEYS] == 1
 
 
-async def test_drop_after_create_names_the_created_key(
-    standin: StandinHandle, clients: ClientFactory
+@pytest.mark.parametrize("fault", [FaultKind.DROP, FaultKind.HANG])
+async def test_failure_after_create_names_the_created_key(
+    standin: StandinHandle, clients: ClientFactory, fault: FaultKind
 ) -> None:
-    """A connection dropped after the key was created gives AmbiguousCreate with its key_id."""
-    admin = clients()
-    standin.control.drop(Operation.CREATE_KEY, when=FaultWhen.AFTER)
+    """A connection dropped, or timed out, after the key was made gives AmbiguousCreate(key_id)."""
+    admin = clients(timeout=0.5)
+    standin.control.inject(Operation.CREATE_KEY, fault, when=FaultWhen.AFTER)
     with pytest.raises(AmbiguousCreate) as caught:
         await admin.create_key(
             workspace_id=standin.workspace_id,
             user_id=standin.user_id,
-            name="dropped-1",
+            name="orphan-1",
             expiration=None,
         )
     (orphan,) = standin.control.key_facts()
-    assert orphan.name == "dropped-1"
+    assert orphan.name == "orphan-1"
     assert caught.value.key_id == orphan.key_id
     assert standin.control.requests()[Operation.CREATE_KEY] == 1
     assert await admin.delete_key(orphan.key_id) is True
-
-
-async def test_timeout_after_create_names_the_created_key(
-    standin: StandinHandle, clients: ClientFactory
-) -> None:
-    """A create that times out after the key was made gives AmbiguousCreate with its key_id."""
-    admin = clients(timeout=0.5)
-    standin.control.hang(Operation.CREATE_KEY, None, when=FaultWhen.AFTER)
-    with pytest.raises(AmbiguousCreate) as caught:
-        await admin.create_key(
-            workspace_id=standin.workspace_id,
-            user_id=standin.user_id,
-            name="timed-out-1",
-            expiration=None,
-        )
-    (orphan,) = standin.control.key_facts()
-    assert caught.value.key_id == orphan.key_id
-    assert standin.control.requests()[Operation.CREATE_KEY] == 1
 
 
 async def test_503_before_create_is_safe_to_retry(

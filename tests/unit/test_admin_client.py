@@ -6,7 +6,7 @@ import json
 from collections.abc import Callable, Iterator, MutableMapping
 from datetime import UTC, date, datetime, timedelta
 from email.utils import format_datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
@@ -415,28 +415,39 @@ def read_timeout(request: httpx.Request) -> httpx.Response:
     raise httpx.ReadTimeout("timed out", request=request)
 
 
+def refused(request: httpx.Request) -> httpx.Response:
+    raise httpx.ConnectError("connection refused", request=request)
+
+
+E = TypeVar("E", bound=BaseException)
+
+
+async def create_failing(recorder: Recorder, expected: type[E], **client_kwargs: Any) -> E:
+    """One create of a key named ``svc-1`` in WS, which must raise ``expected``; the error."""
+    async with make_client(recorder, **client_kwargs) as client:
+        with pytest.raises(expected) as caught:
+            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
+    return caught.value
+
+
 async def test_ambiguous_create_with_the_key_found_names_it(canary_logs: list[Any]) -> None:
     """A timeout after sending, then exactly one key with the name: AmbiguousCreate(key_id)."""
     keys = [key_json("k-orphan", "svc-1"), key_json("k-old", "svc-10")]
     recorder = Recorder(create_then_list(read_timeout, keys))
-    async with make_client(recorder) as client:
-        with pytest.raises(AmbiguousCreate) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert caught.value.key_id == "k-orphan"
-    assert caught.value.name == "svc-1"
-    assert "k-orphan" in str(caught.value)
+    error = await create_failing(recorder, AmbiguousCreate)
+    assert error.key_id == "k-orphan"
+    assert error.name == "svc-1"
+    assert "k-orphan" in str(error)
     assert len(recorder.sent("POST")) == 1
     assert recorder.sent("GET")[0].url.params["name"] == "svc-1"
-    assert_clean(caught.value)
+    assert_clean(error)
 
 
 async def test_ambiguous_create_with_no_key_found_is_plainly_transient() -> None:
     """A timeout after sending and no key with the name: a plain TransientError (retry is safe)."""
     recorder = Recorder(create_then_list(read_timeout, [key_json("k-x", "svc-10")]))
-    async with make_client(recorder) as client:
-        with pytest.raises(TransientError) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert type(caught.value) is TransientError
+    error = await create_failing(recorder, TransientError)
+    assert type(error) is TransientError
     assert len(recorder.sent("POST")) == 1
     assert len(recorder.sent("GET")) == 1
 
@@ -445,21 +456,17 @@ async def test_ambiguous_create_with_two_keys_found_is_permanent() -> None:
     """A timeout after sending and two keys with the exact name: PermanentError naming both."""
     keys = [key_json("k-1", "svc-1"), key_json("k-2", "svc-1")]
     recorder = Recorder(create_then_list(read_timeout, keys))
-    async with make_client(recorder) as client:
-        with pytest.raises(PermanentError) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert "k-1" in str(caught.value)
-    assert "k-2" in str(caught.value)
+    error = await create_failing(recorder, PermanentError)
+    assert "k-1" in str(error)
+    assert "k-2" in str(error)
     assert len(recorder.sent("POST")) == 1
 
 
 async def test_a_same_named_key_in_another_workspace_is_not_ours() -> None:
     """Only keys in the target workspace (or without one) count in the lookup."""
     recorder = Recorder(create_then_list(read_timeout, [key_json("k-1", "svc-1", OTHER_WS)]))
-    async with make_client(recorder) as client:
-        with pytest.raises(TransientError) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert type(caught.value) is TransientError
+    error = await create_failing(recorder, TransientError)
+    assert type(error) is TransientError
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])
@@ -467,11 +474,9 @@ async def test_create_5xx_is_ambiguous(status: int) -> None:
     """A 5xx on create is resolved by the lookup, and the POST is not repeated."""
     keys = [key_json("k-orphan", "svc-1")]
     recorder = Recorder(create_then_list(lambda r: httpx.Response(status), keys))
-    async with make_client(recorder, attempts=5) as client:
-        with pytest.raises(AmbiguousCreate) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert caught.value.key_id == "k-orphan"
-    assert caught.value.status == status
+    error = await create_failing(recorder, AmbiguousCreate, attempts=5)
+    assert error.key_id == "k-orphan"
+    assert error.status == status
     assert len(recorder.sent("POST")) == 1
 
 
@@ -482,10 +487,8 @@ async def test_create_dropped_connection_is_ambiguous() -> None:
         raise httpx.RemoteProtocolError("Server disconnected", request=request)
 
     recorder = Recorder(create_then_list(dropped, [key_json("k-orphan", "svc-1")]))
-    async with make_client(recorder) as client:
-        with pytest.raises(AmbiguousCreate) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert caught.value.key_id == "k-orphan"
+    error = await create_failing(recorder, AmbiguousCreate)
+    assert error.key_id == "k-orphan"
 
 
 async def test_create_lookup_failure_leaves_the_outcome_unknown() -> None:
@@ -495,10 +498,8 @@ async def test_create_lookup_failure_leaves_the_outcome_unknown() -> None:
         return httpx.Response(502 if request.method == "POST" else 503)
 
     recorder = Recorder(handler)
-    async with make_client(recorder) as client:
-        with pytest.raises(AmbiguousCreate) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert caught.value.key_id is None
+    error = await create_failing(recorder, AmbiguousCreate)
+    assert error.key_id is None
     assert len(recorder.sent("POST")) == 1
 
 
@@ -506,7 +507,7 @@ async def test_create_lookup_failure_leaves_the_outcome_unknown() -> None:
     "fail",
     [
         lambda r: httpx.Response(429, headers={"Retry-After": "3"}),
-        lambda r: (_ for _ in ()).throw(httpx.ConnectError("refused", request=r)),
+        refused,
     ],
     ids=["429", "connect-error"],
 )
@@ -515,10 +516,8 @@ async def test_create_refused_before_acting_is_transient_without_lookup(
 ) -> None:
     """A 429 or a connection that never opened created nothing: TransientError, no lookup."""
     recorder = Recorder(create_then_list(fail, [key_json("k-1", "svc-1")]))
-    async with make_client(recorder) as client:
-        with pytest.raises(TransientError) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert not isinstance(caught.value, AmbiguousCreate)
+    error = await create_failing(recorder, TransientError)
+    assert not isinstance(error, AmbiguousCreate)
     assert recorder.sent("GET") == []
     assert len(recorder.sent("POST")) == 1
 
@@ -527,9 +526,8 @@ async def test_create_refused_before_acting_is_transient_without_lookup(
 async def test_create_clear_4xx_is_permanent(status: int, error_type: type[BackendError]) -> None:
     """A clear 4xx on create is permanent, sent once and not looked up."""
     recorder = Recorder(create_then_list(lambda r: httpx.Response(status), []))
-    async with make_client(recorder) as client:
-        with pytest.raises(error_type):
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
+    error = await create_failing(recorder, error_type)
+    assert type(error) is error_type
     assert len(recorder.requests) == 1
 
 
@@ -568,10 +566,8 @@ async def test_create_answer_without_plaintext_names_the_key_to_delete() -> None
     """A create answer that lacks the plaintext still created a key: AmbiguousCreate names it."""
     body = {**created_json(), "key": None}
     recorder = Recorder(lambda r: httpx.Response(200, json=body))
-    async with make_client(recorder) as client:
-        with pytest.raises(AmbiguousCreate) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert caught.value.key_id == "k-new"
+    error = await create_failing(recorder, AmbiguousCreate)
+    assert error.key_id == "k-new"
 
 
 async def test_unreadable_create_answer_is_resolved_by_name() -> None:
@@ -581,12 +577,10 @@ async def test_unreadable_create_answer_is_resolved_by_name() -> None:
         return httpx.Response(200, json={"key": PLAINTEXT, "name": "svc-1"})
 
     recorder = Recorder(create_then_list(create, [key_json("k-orphan", "svc-1")]))
-    async with make_client(recorder) as client:
-        with pytest.raises(AmbiguousCreate) as caught:
-            await client.create_key(workspace_id=WS, user_id=USER, name="svc-1", expiration=None)
-    assert caught.value.key_id == "k-orphan"
+    error = await create_failing(recorder, AmbiguousCreate)
+    assert error.key_id == "k-orphan"
     assert len(recorder.sent("POST")) == 1
-    assert_clean(caught.value)
+    assert_clean(error)
 
 
 # -- delete -------------------------------------------------------------------------------------
