@@ -1,0 +1,198 @@
+"""Helpers every destination shares: rotation-id rules, ownership marks, JSON fields, call logs."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+
+import structlog
+
+from rotator.contracts import OWNER, CurrentValue, PromotedValue, StagedValue
+from rotator.errors import BackendError, ConflictError, PermanentError
+from rotator.secret import Secret
+
+log = structlog.get_logger(__name__)
+
+MANAGED_BY = "managed-by"
+MARK_KEYS = (MANAGED_BY, "key_id", "rotation_id", "fingerprint", "version")
+"""The ownership marks rotator keeps on a secret (never the key itself)."""
+
+_ROTATION_ID = re.compile(r"^[A-Za-z0-9-]{32,64}$")
+
+
+def check_rotation_id(rotation_id: str) -> None:
+    """Raise ``ValueError`` unless ``rotation_id`` is usable as an AWS ``ClientRequestToken``."""
+    if not _ROTATION_ID.match(rotation_id):
+        raise ValueError("rotation_id must be 32-64 letters, digits or '-' (a UUID string)")
+
+
+def check_staged_secret(staged: StagedValue, secret: Secret) -> None:
+    """Raise ``ValueError`` if ``secret`` is not the value ``staged`` describes."""
+    if secret.fingerprint != staged.fingerprint:
+        raise ValueError(
+            f"secret {secret.fingerprint} is not the staged value {staged.fingerprint}"
+        )
+
+
+def marks_for(staged: StagedValue, version: str) -> dict[str, str]:
+    """The ownership marks that describe ``staged`` served as ``version``."""
+    return {
+        MANAGED_BY: OWNER,
+        "key_id": staged.key_id,
+        "rotation_id": staged.rotation_id,
+        "fingerprint": staged.fingerprint,
+        "version": version,
+    }
+
+
+def our_marks(marks: Mapping[str, str]) -> dict[str, str]:
+    """The subset of ``marks`` that rotator owns (what a roll back restores)."""
+    return {k: v for k, v in marks.items() if k in MARK_KEYS}
+
+
+def with_marks(existing: Mapping[str, str], marks: Mapping[str, str]) -> dict[str, str]:
+    """``existing`` metadata with rotator's marks replaced by ``marks``; other keys untouched."""
+    merged = {k: v for k, v in existing.items() if k not in MARK_KEYS}
+    merged.update(marks)
+    return merged
+
+
+def current_from_marks(
+    *,
+    secret: Secret | None,
+    version: str | None,
+    marks: Mapping[str, str],
+    pending_version: str | None = None,
+) -> CurrentValue:
+    """A ``CurrentValue`` for an existing secret carrying ``marks``."""
+    return CurrentValue(
+        exists=True,
+        secret=secret,
+        version=version,
+        managed_by=marks.get(MANAGED_BY),
+        key_id=marks.get("key_id"),
+        rotation_id=marks.get("rotation_id"),
+        fingerprint=marks.get("fingerprint"),
+        pending_version=pending_version,
+    )
+
+
+def refuse_foreign(name: str, current: CurrentValue) -> None:
+    """Raise ``ConflictError`` if another manager's ``managed-by`` mark is on the secret."""
+    if current.foreign:
+        raise ConflictError(
+            f"{name}: managed by {current.managed_by!r}, not {OWNER!r}; rotator will not write it"
+        )
+
+
+def refuse_moved(name: str, current: CurrentValue, base_version: str | None) -> None:
+    """Raise ``ConflictError`` if the current version is not the one the rotation planned on."""
+    if current.version != base_version:
+        raise ConflictError(
+            f"{name}: current version is {current.version or 'none'}, planned against "
+            f"{base_version or 'none'}: someone else wrote it in between"
+        )
+
+
+def field_of(name: str, document: Secret | None, field: str | None) -> Secret | None:
+    """The managed value inside a stored string: the whole string, or ``field`` of a JSON object.
+
+    Raises ``PermanentError`` if ``field`` is set and the string is not a JSON object.
+    """
+    if document is None:
+        return None
+    if field is None:
+        return document
+    value = _json_object(name, document).get(field)
+    return Secret(value) if isinstance(value, str) and value else None
+
+
+def with_field(name: str, document: Secret | None, field: str | None, secret: Secret) -> Secret:
+    """The string to store: ``secret`` itself, or ``document`` (a JSON object, or nothing) with
+    ``field`` set to it and every other field preserved."""
+    if field is None:
+        return secret
+    obj = _json_object(name, document) if document is not None else {}
+    obj[field] = secret.reveal()
+    return Secret(json.dumps(obj, separators=(",", ":")))
+
+
+def _json_object(name: str, document: Secret) -> dict[str, object]:
+    try:
+        obj = json.loads(document.reveal())
+    except ValueError:
+        obj = None
+    if not isinstance(obj, dict):
+        raise PermanentError(
+            "destination", name, "the stored value is not a JSON object, but a field is configured"
+        )
+    return obj
+
+
+@contextmanager
+def observed(backend: str, operation: str, target: str) -> Iterator[None]:
+    """Log one line per backend call: backend, operation, target, outcome and duration."""
+    started = time.monotonic()
+    outcome = "ok"
+    try:
+        yield
+    except BackendError as exc:
+        outcome = "transient" if exc.transient else "permanent"
+        raise
+    except ConflictError:
+        outcome = "conflict"
+        raise
+    finally:
+        log.debug(
+            "backend_call",
+            backend=backend,
+            operation=operation,
+            target=target,
+            outcome=outcome,
+            duration_s=round(time.monotonic() - started, 4),
+        )
+
+
+def require_create_missing(backend: str, target: str, create_missing: bool) -> None:
+    """Raise ``PermanentError`` for a missing secret unless ``create_missing`` is set."""
+    if not create_missing:
+        raise PermanentError(
+            backend, f"stage {target}", "the secret does not exist and create_missing is off"
+        )
+
+
+def log_staged(staged: StagedValue) -> None:
+    """The one log line of a stage (ids, versions, fingerprint: never the key)."""
+    log.info(
+        "destination_staged",
+        destination=staged.destination,
+        rotation_id=staged.rotation_id,
+        fingerprint=staged.fingerprint,
+        base_version=staged.base_version,
+        version=staged.version,
+    )
+
+
+def log_promoted(promoted: PromotedValue) -> None:
+    """The one log line of a promotion."""
+    log.info(
+        "destination_promoted",
+        destination=promoted.destination,
+        rotation_id=promoted.rotation_id,
+        fingerprint=promoted.fingerprint,
+        version=promoted.version,
+        previous_version=promoted.previous_version,
+    )
+
+
+def log_rolled_back(staged: StagedValue, changed: bool) -> None:
+    """The one log line of a roll back."""
+    log.info(
+        "destination_rolled_back",
+        destination=staged.destination,
+        rotation_id=staged.rotation_id,
+        changed=changed,
+    )

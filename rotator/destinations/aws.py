@@ -1,0 +1,397 @@
+"""AWS Secrets Manager destination: a secret's ``SecretString``, whole or one JSON ``field``.
+
+Staging writes a version labelled AWSPENDING whose ``VersionId`` is the rotation id
+(``ClientRequestToken``), so a retry finds it instead of adding another. Promotion moves
+AWSCURRENT to it with ``RemoveFromVersionId`` = the version the rotation planned on (a
+compare-and-swap; AWSPREVIOUS follows) and then drops AWSPENDING. A secret with no current value
+(or none at all, with ``create_missing``) gets its first version at promotion: Secrets Manager
+serves a secret's first version at once, whatever its labels. Semantics are those of
+:class:`rotator.contracts.Destination`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rotator.clock import Clock
+from rotator.config import AwsDestination as AwsDestinationConfig
+from rotator.config import AwsSecretsManagerStore
+from rotator.contracts import OWNER, AccessCheck, CurrentValue, PromotedValue, StagedValue
+from rotator.destinations._common import (
+    MANAGED_BY,
+    check_rotation_id,
+    check_staged_secret,
+    current_from_marks,
+    field_of,
+    log_promoted,
+    log_rolled_back,
+    log_staged,
+    refuse_foreign,
+    refuse_moved,
+    require_create_missing,
+    with_field,
+)
+from rotator.destinations.aws_api import (
+    CURRENT,
+    PENDING,
+    PREVIOUS,
+    Boto3SecretsManager,
+    SecretDescription,
+    SecretsManagerApi,
+)
+from rotator.errors import AuthError, BackendError, ConflictError, PermanentError, TransientError
+from rotator.pool import BlockingPool
+from rotator.secret import Secret
+
+if TYPE_CHECKING:
+    from rotator.destinations.registry import StoreConnections
+
+PROBE_VALUE = "rotator check: write probe (never stored)"
+
+
+class AwsDestination:
+    """One Secrets Manager secret (optionally one JSON field of it)."""
+
+    def __init__(
+        self,
+        *,
+        api: SecretsManagerApi,
+        pool: BlockingPool,
+        store: str,
+        secret_id: str,
+        field: str | None = None,
+        create_missing: bool = False,
+        kms_key_id: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> None:
+        self._api = api
+        self._pool = pool
+        self._secret_id = secret_id
+        self._field = field
+        self._create_missing = create_missing
+        self._kms_key_id = kms_key_id
+        self._tags = {**(tags or {}), MANAGED_BY: OWNER}
+        self._name = f"{store}:{secret_id}" + (f"#{field}" if field else "")
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def read_current(self) -> CurrentValue:
+        return await self._pool.run_blocking(self._read_current)
+
+    async def stage(
+        self, secret: Secret, *, rotation_id: str, key_id: str, base: CurrentValue
+    ) -> StagedValue:
+        check_rotation_id(rotation_id)
+        staged = await self._pool.run_blocking(self._stage, secret, rotation_id, key_id, base)
+        log_staged(staged)
+        return staged
+
+    async def read_back(self, version: str) -> Secret | None:
+        def read() -> Secret | None:
+            found = self._api.get_value(self._secret_id, version_id=version)
+            if found is None:
+                raise PermanentError(
+                    "aws", f"GetSecretValue {self._secret_id}", f"version {version} not found"
+                )
+            return field_of(self._name, found.value, self._field)
+
+        return await self._pool.run_blocking(read)
+
+    async def promote(self, staged: StagedValue, secret: Secret) -> PromotedValue:
+        check_staged_secret(staged, secret)
+        promoted = await self._pool.run_blocking(self._promote, staged, secret)
+        log_promoted(promoted)
+        return promoted
+
+    async def roll_back(self, staged: StagedValue) -> bool:
+        changed = await self._pool.run_blocking(self._roll_back, staged)
+        log_rolled_back(staged, changed)
+        return changed
+
+    async def check_access(self) -> list[AccessCheck]:
+        return await self._pool.run_blocking(self._check_access)
+
+    # -- helpers (run on a pool thread) ---------------------------------------------------------
+
+    def _describe(self) -> SecretDescription | None:
+        found = self._api.describe(self._secret_id)
+        if found is not None and found.deleted:
+            raise PermanentError(
+                "aws",
+                f"DescribeSecret {self._secret_id}",
+                "the secret is scheduled for deletion (restore it or fix the configuration)",
+            )
+        return found
+
+    def _read_current(self) -> CurrentValue:
+        described = self._describe()
+        if described is None:
+            return CurrentValue(exists=False)
+        return self._current(described)
+
+    def _current(self, described: SecretDescription) -> CurrentValue:
+        version = described.holder(CURRENT)
+        secret = None
+        if version is not None:
+            found = self._api.get_value(self._secret_id)  # plain: what consumers read
+            if found is not None:
+                version = found.version_id
+                secret = field_of(self._name, found.value, self._field)
+        return current_from_marks(
+            secret=secret,
+            version=version,
+            marks=described.tags,
+            pending_version=described.holder(PENDING),
+        )
+
+    def _stage(
+        self, secret: Secret, rotation_id: str, key_id: str, base: CurrentValue
+    ) -> StagedValue:
+        def staged(base_version: str | None, version: str | None) -> StagedValue:
+            return StagedValue(
+                destination=self._name,
+                rotation_id=rotation_id,
+                key_id=key_id,
+                fingerprint=secret.fingerprint,
+                base_version=base_version,
+                version=version,
+            )
+
+        described = self._describe()
+        if described is None:
+            if base.exists:
+                raise ConflictError(f"{self._name}: the secret was deleted since it was read")
+            require_create_missing("aws", self._secret_id, self._create_missing)
+            return staged(None, None)  # created, with its value, at promotion
+        current = current_from_marks(
+            secret=None,
+            version=described.holder(CURRENT),
+            marks=described.tags,
+            pending_version=described.holder(PENDING),
+        )
+        refuse_foreign(self._name, current)
+        refuse_moved(self._name, current, base.version)
+        pending = current.pending_version
+        if pending == rotation_id:
+            self._require_same_value(rotation_id, secret)
+            return staged(current.version, rotation_id)
+        if pending is not None:
+            raise ConflictError(
+                f"{self._name}: AWSPENDING is on version {pending}, staged by someone else; "
+                "rotator will not replace it"
+            )
+        if current.version is None:
+            return staged(None, None)  # the first version would be served at once
+        document = None
+        if self._field is not None:
+            found = self._api.get_value(self._secret_id, version_id=current.version)
+            document = found.value if found is not None else None
+        written = self._api.put_value(
+            self._secret_id,
+            token=rotation_id,
+            value=with_field(self._name, document, self._field, secret),
+            stages=[PENDING],
+        )
+        if PENDING not in written.stages:
+            # The token named a version we wrote before (and rolled back): AWS ignored the put.
+            self._api.move_stage(self._secret_id, PENDING, to=written.version_id, away_from=None)
+        return staged(current.version, written.version_id)
+
+    def _require_same_value(self, version: str, secret: Secret) -> None:
+        found = self._api.get_value(self._secret_id, version_id=version)
+        value = field_of(self._name, found.value, self._field) if found else None
+        if value is None or value.fingerprint != secret.fingerprint:
+            raise ConflictError(
+                f"{self._name}: version {version} already holds another value for this rotation id"
+            )
+
+    def _promote(self, staged: StagedValue, secret: Secret) -> PromotedValue:
+        ours = staged.version or staged.rotation_id
+        described = self._describe()
+        if described is None:
+            if staged.base_version is not None:
+                raise ConflictError(f"{self._name}: the secret was deleted since it was staged")
+            require_create_missing("aws", self._secret_id, self._create_missing)
+            version = self._api.create(
+                self._secret_id,
+                token=staged.rotation_id,
+                value=with_field(self._name, None, self._field, secret),
+                kms_key_id=self._kms_key_id,
+                tags=self._tags,
+            )
+            return staged.promoted(version)
+        refuse_foreign(
+            self._name, current_from_marks(secret=None, version=None, marks=described.tags)
+        )
+        current = described.holder(CURRENT)
+        pending = described.holder(PENDING)
+        if current == ours:  # promoted before: finish by dropping AWSPENDING
+            if pending == ours:
+                self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
+            return staged.promoted(ours)
+        if current != staged.base_version:
+            raise ConflictError(
+                f"{self._name}: AWSCURRENT is on {current or 'no version'}, staged against "
+                f"{staged.base_version or 'none'}: someone else wrote it in between"
+            )
+        if staged.version is None:  # the secret's first value
+            self._api.put_value(
+                self._secret_id,
+                token=staged.rotation_id,
+                value=with_field(self._name, None, self._field, secret),
+                stages=[CURRENT],
+            )
+            return staged.promoted(staged.rotation_id)
+        if pending not in (None, ours):
+            raise ConflictError(
+                f"{self._name}: AWSPENDING moved to version {pending}; rotator will not promote"
+            )
+        try:
+            self._api.move_stage(self._secret_id, CURRENT, to=ours, away_from=staged.base_version)
+        except PermanentError:
+            again = self._api.describe(self._secret_id)
+            if again is not None and again.holder(CURRENT) not in (staged.base_version, ours):
+                raise ConflictError(
+                    f"{self._name}: AWSCURRENT moved while promoting; nothing was changed"
+                ) from None
+            raise
+        if pending == ours:
+            self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
+        return staged.promoted(ours)
+
+    def _roll_back(self, staged: StagedValue) -> bool:
+        ours = staged.version or staged.rotation_id
+        described = self._api.describe(self._secret_id)
+        if described is None:
+            return False
+        labels = described.stages.get(ours, ())
+        current = described.holder(CURRENT)
+        changed = False
+        if current == ours:
+            if staged.base_version is None:
+                raise PermanentError(
+                    "aws",
+                    f"roll back {self._secret_id}",
+                    "the secret had no value before this rotation and rotator never deletes "
+                    "secrets; remove it by hand if needed",
+                )
+            self._api.move_stage(self._secret_id, CURRENT, to=staged.base_version, away_from=ours)
+            changed = True
+        elif current != staged.base_version and PREVIOUS in labels:
+            raise ConflictError(
+                f"{self._name}: version {current} replaced this rotation's "
+                "value; roll back would overwrite someone else's write"
+            )
+        if PENDING in labels:
+            self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
+            changed = True
+        return changed
+
+    def _check_access(self) -> list[AccessCheck]:
+        checks: list[AccessCheck] = []
+
+        def add(check: str, ok: bool, detail: str) -> None:
+            checks.append(AccessCheck(self._name, check, ok, detail))
+
+        try:
+            described = self._api.describe(self._secret_id)
+        except BackendError as exc:
+            add("read", False, str(exc))
+            return checks
+        if described is None:
+            if self._create_missing:
+                add("read", True, "the secret does not exist yet; created at the first promotion")
+            else:
+                add("read", False, "the secret does not exist and create_missing is off")
+            return checks
+        problems = self._state_problems(described)
+        for problem in problems:
+            add("state", False, problem)
+        if described.deleted:
+            return checks
+        try:
+            current = self._current(described)
+        except (BackendError, ConflictError) as exc:
+            add("read", False, str(exc))
+            return checks
+        add("read", True, f"AWSCURRENT is version {current.version or 'none (no value yet)'}")
+        add(*self._probe_writes(described))
+        return checks
+
+    @staticmethod
+    def _state_problems(described: SecretDescription) -> list[str]:
+        problems = []
+        if described.deleted:
+            problems.append("the secret is scheduled for deletion")
+        if described.rotation_enabled:
+            problems.append(
+                "Secrets Manager's own rotation (a Lambda) is enabled on it and would fight rotator"
+            )
+        owner = described.tags.get(MANAGED_BY)
+        if owner not in (None, OWNER):
+            problems.append(f"managed by {owner!r}; rotator will not write it")
+        pending = described.holder(PENDING)
+        if pending is not None:
+            problems.append(f"AWSPENDING is on version {pending}: a rotation is in progress")
+        return problems
+
+    def _probe_writes(self, described: SecretDescription) -> tuple[str, bool, str]:
+        """Prove PutSecretValue and UpdateSecretVersionStage are allowed without changing
+        anything: AWS authorizes a call before it looks at its arguments, and both probes are
+        refused after that — a ``ClientRequestToken`` that already names the current version
+        (with other content), and a label move to a version id that does not exist."""
+        current = described.holder(CURRENT)
+        if current is None or PENDING in described.stages.get(current, ()):
+            return ("write", True, "not probed (no settled current version); proven at staging")
+        try:
+            self._api.put_value(
+                self._secret_id, token=current, value=Secret(PROBE_VALUE), stages=[PENDING]
+            )
+        except ConflictError:
+            pass  # the refusal that comes after authorization
+        except BackendError as exc:
+            return ("write", False, str(exc))
+        try:
+            self._api.move_stage(self._secret_id, PENDING, to=str(uuid.uuid4()), away_from=None)
+        except (AuthError, TransientError) as exc:
+            return ("write", False, str(exc))
+        except PermanentError:
+            pass  # "no such version": the refusal that comes after authorization
+        return ("write", True, "PutSecretValue and UpdateSecretVersionStage allowed (probed)")
+
+
+def from_config(
+    store: AwsSecretsManagerStore,
+    destination: AwsDestinationConfig,
+    *,
+    pool: BlockingPool,
+    clock: Clock,
+    connections: StoreConnections,
+) -> AwsDestination:
+    """An :class:`AwsDestination` for a configured destination; the store's boto3 client
+    (credentials from the default AWS chain) is shared through ``connections``."""
+    del clock  # boto3 refreshes its own credentials; nothing here is timed
+
+    def connect() -> Boto3SecretsManager:
+        return Boto3SecretsManager.connect(
+            region=store.region,
+            endpoint_url=store.endpoint_url,
+            timeout=store.timeout.total_seconds(),
+        )
+
+    return AwsDestination(
+        api=connections.get(destination.store, connect),
+        pool=pool,
+        store=destination.store,
+        secret_id=destination.secret_id,
+        field=destination.field,
+        create_missing=destination.create_missing,
+        kms_key_id=destination.kms_key_id,
+        tags=destination.tags,
+    )

@@ -1,0 +1,368 @@
+"""Vault / OpenBao KV v2 destination: one ``field`` of the secret at ``mount``/``path``.
+
+KV v2 has no pending state: :meth:`stage` writes nothing and only proves the promotion will be
+allowed (capabilities, CAS version, ownership). :meth:`promote` writes the new version with
+``cas`` = the version the rotation planned on, then stamps ``custom_metadata`` with the marks of
+the rotation. Semantics are those of :class:`rotator.contracts.Destination`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from rotator.clock import Clock
+from rotator.config import AppRoleAuth, KubernetesAuth, TokenAuth, VaultStore
+from rotator.config import VaultDestination as VaultDestinationConfig
+from rotator.contracts import AccessCheck, CurrentValue, PromotedValue, StagedValue
+from rotator.destinations._common import (
+    check_rotation_id,
+    check_staged_secret,
+    current_from_marks,
+    log_promoted,
+    log_rolled_back,
+    log_staged,
+    marks_for,
+    our_marks,
+    refuse_foreign,
+    refuse_moved,
+    require_create_missing,
+    with_marks,
+)
+from rotator.destinations.vault_api import HvacApi, KvVersion, VaultApi
+from rotator.destinations.vault_auth import (
+    AppRoleLogin,
+    KubernetesLogin,
+    StaticToken,
+    VaultCredentials,
+    VaultSession,
+)
+from rotator.errors import AuthError, BackendError, ConflictError, PermanentError
+from rotator.pool import BlockingPool
+from rotator.secret import Secret
+
+if TYPE_CHECKING:
+    from rotator.destinations.registry import StoreConnections
+
+
+class VaultDestination:
+    """A KV v2 secret field in one Vault/OpenBao store."""
+
+    def __init__(
+        self,
+        *,
+        session: VaultSession,
+        pool: BlockingPool,
+        store: str,
+        mount: str,
+        path: str,
+        field: str,
+        create_missing: bool = False,
+    ) -> None:
+        self._session = session
+        self._pool = pool
+        self._mount = mount.strip("/")
+        self._path = path.strip("/")
+        self._field = field
+        self._create_missing = create_missing
+        self._name = f"{store}:{self._mount}/{self._path}#{field}"
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def data_path(self) -> str:
+        """The API path of the secret's data (what policies name)."""
+        return f"{self._mount}/data/{self._path}"
+
+    @property
+    def metadata_path(self) -> str:
+        """The API path of the secret's metadata."""
+        return f"{self._mount}/metadata/{self._path}"
+
+    # -- the contract ---------------------------------------------------------------------------
+
+    async def read_current(self) -> CurrentValue:
+        return await self._pool.run_blocking(self._session.call, self._read_current)
+
+    async def stage(
+        self, secret: Secret, *, rotation_id: str, key_id: str, base: CurrentValue
+    ) -> StagedValue:
+        check_rotation_id(rotation_id)
+        fingerprint = secret.fingerprint
+
+        def stage(api: VaultApi) -> StagedValue:
+            latest = api.read_version(self._mount, self._path)
+            current = self._current(latest)
+            refuse_foreign(self._name, current)
+            refuse_moved(self._name, current, base.version)
+            if not current.exists:
+                require_create_missing("vault", self.data_path, self._create_missing)
+            self._require_capabilities(api, exists=current.exists)
+            return StagedValue(
+                destination=self._name,
+                rotation_id=rotation_id,
+                key_id=key_id,
+                fingerprint=fingerprint,
+                base_version=current.version,
+                version=None,
+                base_marks=our_marks(self._marks_of_version(latest)),
+            )
+
+        staged = await self._pool.run_blocking(self._session.call, stage)
+        log_staged(staged)
+        return staged
+
+    async def read_back(self, version: str) -> Secret | None:
+        def read(api: VaultApi) -> Secret | None:
+            found = api.read_version(self._mount, self._path, _version_number(version))
+            if found is None or found.data is None:
+                raise PermanentError(
+                    "vault", f"read {self.data_path}", f"version {version} is gone"
+                )
+            return self._field_of(found.data)
+
+        return await self._pool.run_blocking(self._session.call, read)
+
+    async def promote(self, staged: StagedValue, secret: Secret) -> PromotedValue:
+        check_staged_secret(staged, secret)
+
+        def promote(api: VaultApi) -> PromotedValue:
+            latest = api.read_version(self._mount, self._path)
+            current = self._current(latest)
+            refuse_foreign(self._name, current)
+            if current.version != staged.base_version and self._is_ours(current, staged):
+                # A retry after the write: finish the metadata if the first try died before it.
+                assert current.version is not None
+                self._stamp(api, latest, staged, current.version)
+                return staged.promoted(current.version)
+            refuse_moved(self._name, current, staged.base_version)
+            if not current.exists:
+                require_create_missing("vault", self.data_path, self._create_missing)
+            data = dict(latest.data or {}) if latest else {}
+            data[self._field] = secret.reveal()
+            written = api.write(self._mount, self._path, data, cas=_cas(staged.base_version))
+            self._stamp(api, latest, staged, str(written))
+            return staged.promoted(str(written))
+
+        promoted = await self._pool.run_blocking(self._session.call, promote)
+        log_promoted(promoted)
+        return promoted
+
+    async def roll_back(self, staged: StagedValue) -> bool:
+        def roll_back(api: VaultApi) -> bool:
+            latest = api.read_version(self._mount, self._path)
+            current = self._current(latest)
+            if current.version == staged.base_version:
+                return False  # nothing of ours was ever served
+            if not self._is_ours(current, staged):
+                if self._restored(api, current, staged):
+                    return False  # rolled back before
+                if self._served_ours_since(api, staged, current.version):
+                    raise ConflictError(
+                        f"{self._name}: version {current.version} replaced this rotation's "
+                        "value; roll back would overwrite someone else's write"
+                    )
+                return False
+            refuse_foreign(self._name, current)
+            if staged.base_version is None:
+                raise PermanentError(
+                    "vault",
+                    f"roll back {self.data_path}",
+                    "the secret did not exist before this rotation and rotator never deletes "
+                    "secrets; remove it by hand if needed",
+                )
+            previous = api.read_version(
+                self._mount, self._path, _version_number(staged.base_version)
+            )
+            if previous is None or previous.data is None:
+                raise PermanentError(
+                    "vault",
+                    f"roll back {self.data_path}",
+                    f"previous version {staged.base_version} is deleted or destroyed",
+                )
+            assert current.version is not None
+            written = api.write(
+                self._mount, self._path, previous.data, cas=_version_number(current.version)
+            )
+            marks = dict(staged.base_marks)
+            if marks:
+                marks["version"] = str(written)
+            api.write_custom_metadata(
+                self._mount, self._path, with_marks(self._marks_of_version(latest), marks)
+            )
+            return True
+
+        changed = await self._pool.run_blocking(self._session.call, roll_back)
+        log_rolled_back(staged, changed)
+        return changed
+
+    async def check_access(self) -> list[AccessCheck]:
+        return await self._pool.run_blocking(self._check_access)
+
+    # -- helpers (run on a pool thread) ---------------------------------------------------------
+
+    def _read_current(self, api: VaultApi) -> CurrentValue:
+        return self._current(api.read_version(self._mount, self._path))
+
+    def _current(self, latest: KvVersion | None) -> CurrentValue:
+        if latest is None:
+            return CurrentValue(exists=False)
+        secret = self._field_of(latest.data) if latest.data is not None else None
+        return current_from_marks(
+            secret=secret, version=str(latest.version), marks=latest.custom_metadata
+        )
+
+    def _field_of(self, data: Mapping[str, object]) -> Secret | None:
+        value = data.get(self._field)
+        return Secret(value) if isinstance(value, str) and value else None
+
+    @staticmethod
+    def _marks_of_version(latest: KvVersion | None) -> Mapping[str, str]:
+        return latest.custom_metadata if latest is not None else {}
+
+    @staticmethod
+    def _is_ours(current: CurrentValue, staged: StagedValue) -> bool:
+        return current.secret is not None and current.secret.fingerprint == staged.fingerprint
+
+    def _restored(self, api: VaultApi, current: CurrentValue, staged: StagedValue) -> bool:
+        """Whether consumers read the pre-rotation value again (a roll back already ran)."""
+        if staged.base_version is None or current.secret is None:
+            return False
+        before = api.read_version(self._mount, self._path, _version_number(staged.base_version))
+        value = self._field_of(before.data) if before and before.data is not None else None
+        return value is not None and value.fingerprint == current.secret.fingerprint
+
+    def _served_ours_since(self, api: VaultApi, staged: StagedValue, upto: str | None) -> bool:
+        first = _cas(staged.base_version) + 1
+        last = _version_number(upto) if upto else 0
+        for number in range(first, last + 1):
+            found = api.read_version(self._mount, self._path, number)
+            if found is not None and found.data is not None:
+                value = self._field_of(found.data)
+                if value is not None and value.fingerprint == staged.fingerprint:
+                    return True
+        return False
+
+    def _stamp(
+        self, api: VaultApi, latest: KvVersion | None, staged: StagedValue, version: str
+    ) -> None:
+        existing = self._marks_of_version(latest)
+        wanted = marks_for(staged, version)
+        if all(existing.get(k) == v for k, v in wanted.items()):
+            return
+        api.write_custom_metadata(self._mount, self._path, with_marks(existing, wanted))
+
+    def _missing_capabilities(self, api: VaultApi, *, exists: bool) -> list[str]:
+        write = "update" if exists else "create"
+        wanted = {self.data_path: ("read", write), self.metadata_path: ("update",)}
+        granted = api.capabilities(list(wanted))
+        missing = []
+        for path, needed in wanted.items():
+            have = granted.get(path, frozenset())
+            if "root" in have:
+                continue
+            lacking = [c for c in needed if c not in have]
+            if lacking:
+                missing.append(f"{'/'.join(lacking)} on {path}")
+        return missing
+
+    def _require_capabilities(self, api: VaultApi, *, exists: bool) -> None:
+        missing = self._missing_capabilities(api, exists=exists)
+        if missing:
+            raise AuthError(
+                "vault",
+                f"stage {self.data_path}",
+                "the token lacks " + "; ".join(missing) + " (see deploy/policies)",
+            )
+
+    def _check_access(self) -> list[AccessCheck]:
+        checks: list[AccessCheck] = []
+
+        def add(check: str, ok: bool, detail: str) -> None:
+            checks.append(AccessCheck(self._name, check, ok, detail))
+
+        method = self._session.credentials.method
+        try:
+            self._session.ensure_login()
+        except BackendError as exc:
+            add("login", False, f"{method}: {exc}")
+            return checks
+        add("login", True, f"authenticated with {method}")
+        try:
+            current = self._session.call(self._read_current)
+        except BackendError as exc:
+            add("read", False, str(exc))
+            return checks
+        if current.exists:
+            add("read", True, f"version {current.version}")
+        elif self._create_missing:
+            add("read", True, "the secret does not exist yet; created at the first promotion")
+        else:
+            add("read", False, "the secret does not exist and create_missing is off")
+        if current.foreign:
+            add("owner", False, f"managed by {current.managed_by!r}; rotator will not write it")
+        try:
+            missing = self._session.call(
+                lambda api: self._missing_capabilities(api, exists=current.exists)
+            )
+        except BackendError as exc:
+            add("write", False, str(exc))
+            return checks
+        if missing:
+            add("write", False, "the token lacks " + "; ".join(missing))
+        else:
+            add("write", True, f"capabilities cover {self.data_path} and {self.metadata_path}")
+        return checks
+
+
+def _version_number(version: str) -> int:
+    try:
+        return int(version)
+    except ValueError:
+        raise PermanentError("vault", "read", f"not a KV v2 version: {version!r}") from None
+
+
+def _cas(base_version: str | None) -> int:
+    return _version_number(base_version) if base_version is not None else 0
+
+
+def from_config(
+    store: VaultStore,
+    destination: VaultDestinationConfig,
+    *,
+    pool: BlockingPool,
+    clock: Clock,
+    connections: StoreConnections,
+) -> VaultDestination:
+    """A :class:`VaultDestination` for a configured destination; the store's session (one login)
+    is shared with the other destinations of that store through ``connections``."""
+
+    def connect() -> VaultSession:
+        api = HvacApi.connect(
+            store.url,
+            namespace=store.namespace,
+            ca_cert=str(store.ca_cert) if store.ca_cert else None,
+            verify=store.verify,
+            timeout=store.timeout.total_seconds(),
+        )
+        return VaultSession(api, _credentials(store.auth), clock)
+
+    return VaultDestination(
+        session=connections.get(destination.store, connect),
+        pool=pool,
+        store=destination.store,
+        mount=store.mount,
+        path=destination.path,
+        field=destination.field,
+        create_missing=destination.create_missing,
+    )
+
+
+def _credentials(auth: TokenAuth | AppRoleAuth | KubernetesAuth) -> VaultCredentials:
+    if isinstance(auth, TokenAuth):
+        return StaticToken(auth.token)
+    if isinstance(auth, AppRoleAuth):
+        return AppRoleLogin(role_id=auth.role_id, secret_id=auth.secret_id, mount=auth.mount)
+    return KubernetesLogin(role=auth.role, jwt_path=str(auth.jwt_path), mount=auth.mount)

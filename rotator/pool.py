@@ -1,0 +1,62 @@
+"""A bounded thread pool for the synchronous SDKs (hvac, boto3), so the event loop never blocks.
+
+Every blocking backend call goes through :meth:`BlockingPool.run_blocking`. At most
+``max_workers`` calls run at once; more wait their turn in the executor's queue. The caller's
+context variables (structlog's bound ``target``/``rotation_id``) travel into the worker thread.
+A cancelled ``await`` does not stop the thread: the call runs to its end and its result is dropped,
+which is why every backend operation is idempotent or check-and-set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from types import TracebackType
+from typing import ParamSpec, TypeVar
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+DEFAULT_MAX_WORKERS = 8
+
+
+class BlockingPool:
+    """A bounded executor for blocking calls, awaited from async code."""
+
+    def __init__(self, max_workers: int = DEFAULT_MAX_WORKERS, *, name: str = "rotator-io") -> None:
+        if max_workers < 1:
+            raise ValueError("max_workers must be at least 1")
+        self.max_workers = max_workers
+        self._executor = ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name)
+        self._closed = False
+
+    async def run_blocking(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` on a worker thread and return (or raise) its outcome.
+
+        Raises ``RuntimeError`` once the pool is shut down.
+        """
+        if self._closed:
+            raise RuntimeError("the blocking pool is shut down")
+        loop = asyncio.get_running_loop()
+        ctx = contextvars.copy_context()
+        call = functools.partial(ctx.run, fn, *args, **kwargs)
+        return await loop.run_in_executor(self._executor, call)
+
+    def shutdown(self, *, wait: bool = True) -> None:
+        """Refuse new calls; with ``wait``, block until running calls end. Idempotent."""
+        self._closed = True
+        self._executor.shutdown(wait=wait, cancel_futures=True)
+
+    def __enter__(self) -> BlockingPool:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.shutdown()
