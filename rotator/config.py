@@ -753,7 +753,7 @@ class Config(_Model):
                     what = f"store {dest.store!r}, secret_id {dest.secret_id!r}"
                     why = "an AWS secret's version labels cover all its fields, so it holds one key"
                 if key in seen:
-                    first = format_loc(("targets", *seen[key]))
+                    first = format_loc(("targets", seen[key][0], "destinations", seen[key][1]))
                     raise problem(f"same destination as {first} ({what}); {why}", *here)
                 seen[key] = (t_index, d_index)
 
@@ -839,7 +839,9 @@ def parse_config(
     try:
         return Config.model_validate(expanded, context={"source": source, "secrets": read_secrets})
     except ValidationError as exc:
-        raise _config_error(exc, source, expanded, read_secrets) from None
+        failure = _config_error(exc, source, expanded, read_secrets)
+    # Raised outside the handler: the ValidationError (which holds input values) is not chained.
+    raise failure
 
 
 def _read_text(source: str) -> str:
@@ -860,9 +862,30 @@ def _read_text(source: str) -> str:
         raise ConfigError(source, "", f"not UTF-8 text (byte {exc.start})") from None
 
 
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key repeated in one mapping is an error."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[object] = set()
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                duplicate = key in seen
+                seen.add(key)
+            except TypeError:
+                continue  # unhashable: PyYAML reports it below
+            if duplicate:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+        return super().construct_mapping(node, deep=deep)
+
+
 def _parse_yaml(text: str, source: str) -> object:
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""

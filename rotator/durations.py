@@ -38,7 +38,7 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     """
     if not isinstance(text, str):
         raise TypeError(f"must be a duration string; {_HINT}")
-    cleaned = text.strip().lower()
+    cleaned = text.strip()
     if cleaned.startswith("-"):
         raise ValueError("must not be negative")
     if cleaned == "0":

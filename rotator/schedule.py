@@ -129,7 +129,7 @@ class Schedule:
             try:
                 interval = parse_duration(every.group(1))
             except ValueError as exc:
-                raise ValueError(f"'every <duration>': the duration {exc}") from None
+                raise ValueError(f"every: {exc}") from None
             return cls(cleaned, interval=interval)
         if cleaned.lower().startswith("every"):
             raise ValueError("'every' needs a duration, like 'every 30d'")
