@@ -850,6 +850,23 @@ def test_meaningless_faults_are_refused(standin: StandinHandle, fault: dict[str,
     assert standin.control.faults() == {}
 
 
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"activation_delay_seconds": -1},
+        {"max_expiration_days": 0},
+        {"billing_active": None},
+        {"no_such_switch": True},
+    ],
+)
+def test_meaningless_settings_are_refused(standin: StandinHandle, change: dict[str, Any]) -> None:
+    """The control API refuses a setting it does not know or that is out of range, with 422."""
+    before = standin.control.settings()
+    response = httpx.post(f"{standin.url}/_standin/settings", json=change)
+    assert response.status_code == 422
+    assert standin.control.settings() == before
+
+
 def test_faults_clear_per_operation_and_on_reset(
     http: httpx.Client, standin: StandinHandle
 ) -> None:

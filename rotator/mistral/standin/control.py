@@ -23,7 +23,6 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 from uuid import UUID
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -36,7 +35,7 @@ from rotator.mistral.standin.faults import Fault, FaultKind, FaultWhen, Operatio
 from rotator.mistral.standin.records import StandinHTTPError, iso_utc
 from rotator.mistral.standin.state import StandinState
 
-Endpoint = Callable[[Request], Awaitable[Response]]
+Handler = Callable[[Request, StandinState], Awaitable[Response]]
 
 
 class _Body(BaseModel):
@@ -95,103 +94,114 @@ def _loopback_only(request: Request) -> None:
         raise StandinHTTPError(403, "the stand-in control API answers loopback clients only")
 
 
+async def _reset(_request: Request, state: StandinState) -> Response:
+    state.reset()
+    return JSONResponse({"detail": "reset"})
+
+
+async def _clock(request: Request, state: StandinState) -> Response:
+    if request.method == "POST":
+        body = await wire.body_as(request, ClockBody)
+        if body.now is not None or body.frozen is not None:
+            frozen = body.frozen if body.frozen is not None else state.clock.frozen
+            state.clock.set(body.now or state.clock.now(), frozen=frozen)
+        if body.advance_seconds:
+            state.clock.advance(body.advance_seconds)
+    return JSONResponse({"now": iso_utc(state.clock.now()), "frozen": state.clock.frozen})
+
+
+async def _settings(request: Request, state: StandinState) -> Response:
+    if request.method == "POST":
+        body = await wire.body_as(request, SettingsBody)
+        try:
+            state.update_settings(**body.model_dump(exclude_unset=True))
+        except ValueError as exc:
+            raise StandinHTTPError(422, str(exc)) from None
+    return JSONResponse(state.settings().to_json())
+
+
+async def _workspaces(request: Request, state: StandinState) -> Response:
+    if request.method == "POST":
+        body = await wire.body_as(request, WorkspaceBody)
+        record = state.add_workspace(
+            body.name,
+            workspace_id=str(body.uuid) if body.uuid else None,
+            description=body.description,
+            icon=body.icon,
+        )
+        return JSONResponse(record.to_json())
+    return JSONResponse({"workspaces": [w.to_json() for w in state.workspaces()]})
+
+
+async def _archive(request: Request, state: StandinState) -> Response:
+    return JSONResponse(state.archive_workspace(request.path_params["uuid"]).to_json())
+
+
+async def _spend_limit(request: Request, state: StandinState) -> Response:
+    body = await wire.body_as(request, SpendLimitBody)
+    record = state.set_spend_limit(request.path_params["uuid"], body.reached)
+    return JSONResponse(record.to_json())
+
+
+async def _users(request: Request, state: StandinState) -> Response:
+    body = await wire.body_as(request, UserBody)
+    record = state.add_member(
+        body.email,
+        user_id=str(body.uuid) if body.uuid else None,
+        name=body.name,
+        role=body.role,
+    )
+    return JSONResponse(record.to_json())
+
+
+async def _faults(request: Request, state: StandinState) -> Response:
+    if request.method == "POST":
+        body = await wire.body_as(request, FaultBody)
+        try:
+            fault = Fault.checked(**body.model_dump(exclude={"operation"}))
+        except ValueError as exc:
+            raise StandinHTTPError(422, str(exc)) from None
+        state.faults.arm(body.operation, fault)
+    elif request.method == "DELETE":
+        name = request.query_params.get("operation")
+        try:
+            operation = Operation(name) if name else None
+        except ValueError:
+            raise StandinHTTPError(422, f"unknown operation {name!r}") from None
+        state.faults.clear(operation)
+    return JSONResponse({"faults": state.faults.snapshot()})
+
+
+async def _keys(_request: Request, state: StandinState) -> Response:
+    return JSONResponse({"keys": [k.to_json() for k in state.key_facts()]})
+
+
+async def _requests(_request: Request, state: StandinState) -> Response:
+    return JSONResponse({"requests": state.request_counts()})
+
+
+_TABLE: list[tuple[str, Handler, list[str]]] = [
+    ("/reset", _reset, ["POST"]),
+    ("/clock", _clock, ["GET", "POST"]),
+    ("/settings", _settings, ["GET", "POST"]),
+    ("/workspaces", _workspaces, ["GET", "POST"]),
+    ("/workspaces/{uuid}/archive", _archive, ["POST"]),
+    ("/workspaces/{uuid}/spend-limit", _spend_limit, ["POST"]),
+    ("/users", _users, ["POST"]),
+    ("/faults", _faults, ["GET", "POST", "DELETE"]),
+    ("/keys", _keys, ["GET"]),
+    ("/requests", _requests, ["GET"]),
+]
+
+
 def control_routes(state: StandinState) -> list[BaseRoute]:
     """The ``/_standin`` routes over ``state`` (mount them under ``/_standin``)."""
 
-    def clock_json() -> dict[str, Any]:
-        return {"now": iso_utc(state.clock.now()), "frozen": state.clock.frozen}
-
-    async def reset(_request: Request) -> Response:
-        state.reset()
-        return JSONResponse({"detail": "reset"})
-
-    async def clock(request: Request) -> Response:
-        if request.method == "POST":
-            body = await wire.body_as(request, ClockBody)
-            if body.now is not None or body.frozen is not None:
-                frozen = body.frozen if body.frozen is not None else state.clock.frozen
-                state.clock.set(body.now or state.clock.now(), frozen=frozen)
-            if body.advance_seconds:
-                state.clock.advance(body.advance_seconds)
-        return JSONResponse(clock_json())
-
-    async def settings(request: Request) -> Response:
-        if request.method == "POST":
-            body = await wire.body_as(request, SettingsBody)
-            state.update_settings(**body.model_dump(exclude_unset=True))
-        return JSONResponse(state.settings().to_json())
-
-    async def workspaces(request: Request) -> Response:
-        if request.method == "POST":
-            body = await wire.body_as(request, WorkspaceBody)
-            record = state.add_workspace(
-                body.name,
-                workspace_id=str(body.uuid) if body.uuid else None,
-                description=body.description,
-                icon=body.icon,
-            )
-            return JSONResponse(record.to_json())
-        return JSONResponse({"workspaces": [w.to_json() for w in state.workspaces()]})
-
-    async def archive(request: Request) -> Response:
-        return JSONResponse(state.archive_workspace(request.path_params["uuid"]).to_json())
-
-    async def workspace_spend_limit(request: Request) -> Response:
-        body = await wire.body_as(request, SpendLimitBody)
-        record = state.set_spend_limit(request.path_params["uuid"], body.reached)
-        return JSONResponse(record.to_json())
-
-    async def users(request: Request) -> Response:
-        body = await wire.body_as(request, UserBody)
-        record = state.add_member(
-            body.email,
-            user_id=str(body.uuid) if body.uuid else None,
-            name=body.name,
-            role=body.role,
-        )
-        return JSONResponse(record.to_json())
-
-    async def faults(request: Request) -> Response:
-        if request.method == "POST":
-            body = await wire.body_as(request, FaultBody)
-            fields = body.model_dump(exclude={"operation"})
-            try:
-                fault = Fault.checked(**fields)
-            except ValueError as exc:
-                raise StandinHTTPError(422, str(exc)) from None
-            state.faults.arm(body.operation, fault)
-        elif request.method == "DELETE":
-            name = request.query_params.get("operation")
-            try:
-                operation = Operation(name) if name else None
-            except ValueError:
-                raise StandinHTTPError(422, f"unknown operation {name!r}") from None
-            state.faults.clear(operation)
-        return JSONResponse({"faults": state.faults.snapshot()})
-
-    async def keys(_request: Request) -> Response:
-        return JSONResponse({"keys": [k.to_json() for k in state.key_facts()]})
-
-    async def requests(_request: Request) -> Response:
-        return JSONResponse({"requests": state.request_counts()})
-
-    def guarded(endpoint: Endpoint) -> Endpoint:
-        async def run(request: Request) -> Response:
+    def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+        async def endpoint(request: Request) -> Response:
             _loopback_only(request)
-            return await endpoint(request)
+            return await handler(request, state)
 
-        return run
+        return endpoint
 
-    table: list[tuple[str, Endpoint, list[str]]] = [
-        ("/reset", reset, ["POST"]),
-        ("/clock", clock, ["GET", "POST"]),
-        ("/settings", settings, ["GET", "POST"]),
-        ("/workspaces", workspaces, ["GET", "POST"]),
-        ("/workspaces/{uuid}/archive", archive, ["POST"]),
-        ("/workspaces/{uuid}/spend-limit", workspace_spend_limit, ["POST"]),
-        ("/users", users, ["POST"]),
-        ("/faults", faults, ["GET", "POST", "DELETE"]),
-        ("/keys", keys, ["GET"]),
-        ("/requests", requests, ["GET"]),
-    ]
-    return [Route(path, guarded(endpoint), methods=methods) for path, endpoint, methods in table]
+    return [Route(path, guarded(handler), methods=methods) for path, handler, methods in _TABLE]

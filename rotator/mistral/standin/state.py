@@ -225,6 +225,9 @@ class StandinState:
         unknown = set(changes) - _SETTING_NAMES
         if unknown:
             raise ValueError(f"unknown settings: {', '.join(sorted(unknown))}")
+        nulled = sorted(k for k, v in changes.items() if v is None and k != "max_expiration_days")
+        if nulled:
+            raise ValueError(f"settings that cannot be null: {', '.join(nulled)}")
         for name in ("activation_delay_seconds", "revocation_delay_seconds"):
             if name in changes and float(changes[name]) < 0:
                 raise ValueError(f"{name} must be >= 0")
