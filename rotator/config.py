@@ -109,7 +109,10 @@ Text = Annotated[str, BeforeValidator(_text)]
 
 def _http_url(value: object) -> str:
     text = _text(value).strip()
-    parts = urlsplit(text)
+    try:
+        parts = urlsplit(text)
+    except ValueError:  # e.g. an unclosed IPv6 bracket
+        raise ValueError("must be an http:// or https:// URL with a host") from None
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
@@ -205,14 +208,22 @@ STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 # --------------------------------------------------------------------------------------------
 
 
+MAX_SECRET_FILE_BYTES = 64 << 10
+
+
 def _read_secret_file(value: object, key: str, info: ValidationInfo) -> Secret:
     """Read a ``*_file`` secret: the content minus one trailing newline; never echoed."""
     if not isinstance(value, str) or not value.strip():
         raise problem("must be the path of a file holding the secret", key)
     try:
-        raw = Path(value).read_bytes()
+        with Path(value).open("rb") as handle:
+            raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
         raise problem(f"cannot read {value}: {exc.strerror or type(exc).__name__}", key) from None
+    except ValueError:  # a NUL byte in the path
+        raise problem("cannot read the file: invalid path", key) from None
+    if len(raw) > MAX_SECRET_FILE_BYTES:
+        raise problem(f"{value} is larger than 64 KiB, which no credential is", key)
     try:
         content = raw.decode("utf-8")
     except UnicodeDecodeError:
@@ -494,8 +505,8 @@ def _destination_kind(value: Any) -> str | None:
         if store not in types:
             return _UNKNOWN_STORE
         kind = types[store]
-        if kind in STORE_KINDS:
-            return str(kind)
+        if isinstance(kind, str) and kind in STORE_KINDS:
+            return kind
     return "aws_secrets_manager" if "secret_id" in value else "vault"
 
 
@@ -890,6 +901,8 @@ def _parse_yaml(text: str, source: str) -> object:
         mark = exc.problem_mark or exc.context_mark
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
+        if exc.context and problem.startswith("but "):  # "expected …, but found …"
+            problem = f"{exc.context}, {problem}"
         raise ConfigError(source, "", f"{where}{_one_line(problem)}") from None
     except yaml.YAMLError as exc:
         raise ConfigError(source, "", f"invalid YAML: {_one_line(str(exc))}") from None

@@ -406,6 +406,11 @@ def test_base_is_valid(tmp_path: Path) -> None:
     assert [t.name for t in load_config(path, env={}).targets] == ["prod-backend", "batch"]
 
 
+# Ten times more values at each level: 10^6 once expanded, from a few hundred bytes.
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{name}: &{name} [{', '.join([f'*{prev}'] * 10)}]\n"
+    for prev, name in zip("abcde", "bcdef", strict=True)
+)
 TEXT_CASES = [
     ("top level a list", "- mistral\n", "the top level must be a mapping of settings, not a list"),
     (
@@ -437,6 +442,18 @@ TEXT_CASES = [
         "invalid YAML value: day is out of range for month",
     ),
     ("recursive alias", "a: &x [*x]\n", "a[0]: contains itself (a recursive YAML alias)"),
+    (
+        "two documents",
+        "a: 1\n---\nb: 2\n",
+        "line 2 column 1: expected a single document in the stream, but found another document",
+    ),
+    (
+        "NUL character",
+        "mistral: \x00\n",
+        "invalid YAML: unacceptable character #x0000: special characters are not allowed",
+    ),
+    ("nested too deeply", "a: " + "[" * 5000 + "]" * 5000, "the YAML is nested too deeply"),
+    ("alias bomb", ALIAS_BOMB, "e[7][8][8][8][9]: the document has more than 100000 values"),
 ]
 
 
