@@ -46,6 +46,11 @@ def _load(tmp_path: Path, text: str, env: dict[str, str] | None = None) -> Confi
     return load_config(path, env=env or {})
 
 
+def _load_with_stores(tmp_path: Path, text: str) -> Config:
+    """MINIMAL plus the two STORES plus text."""
+    return _load(tmp_path, MINIMAL + STORES + text)
+
+
 def test_minimal_config_has_contract_defaults(tmp_path: Path) -> None:
     """Only mistral.admin_key and user_id are required; everything else has CONTRACT defaults."""
     config = _load(tmp_path, MINIMAL)
@@ -90,11 +95,9 @@ def test_path_from_rotator_config_variable(tmp_path: Path) -> None:
 
 def test_targets_inherit_defaults_and_overrides_win(tmp_path: Path) -> None:
     """A target's policy is defaults plus its own fields; key_expiration: null overrides too."""
-    config = _load(
+    config = _load_with_stores(
         tmp_path,
-        MINIMAL
-        + STORES
-        + """\
+        """\
 defaults:
   schedule: every 14d
   grace: 2h
@@ -126,11 +129,9 @@ targets:
 
 def test_shared_target_takes_each_configs_defaults(tmp_path: Path) -> None:
     """A Target instance reused in another Config gets that Config's defaults, not the first's."""
-    first = _load(
+    first = _load_with_stores(
         tmp_path,
-        MINIMAL
-        + STORES
-        + """\
+        """\
 targets:
   - name: a
     workspace_id: 019b2bd7-96e7-7219-8c0b-45a73da50088
@@ -149,11 +150,9 @@ targets:
 
 def test_destination_kind_follows_the_store(tmp_path: Path) -> None:
     """A destination naming a vault store is a VaultDestination; an AWS store, an AwsDestination."""
-    config = _load(
+    config = _load_with_stores(
         tmp_path,
-        MINIMAL
-        + STORES
-        + """\
+        """\
 targets:
   - name: both
     workspace_id: 019b2bd7-96e7-7219-8c0b-45a73da50088
