@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import string
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -661,6 +662,29 @@ def test_models_calls_are_counted_per_key(http: httpx.Client, standin: StandinHa
     assert (facts["second"].models_calls, facts["second"].models_ok) == (0, 0)
     assert facts["first"].key_id == first["key_id"]
     assert facts["second"].key_id == second["key_id"]
+
+
+def test_concurrent_creates_and_checks_stay_consistent(standin: StandinHandle) -> None:
+    """Parallel clients get distinct keys, and every call is counted exactly once."""
+    headers = {"Authorization": f"Bearer {standin.admin_key}"}
+    body = {"workspace_uuid": standin.workspace_id, "user_id": standin.user_id, "name": "par"}
+
+    def worker(_: int) -> list[str]:
+        with httpx.Client(base_url=standin.url, headers=headers, timeout=10) as client:
+            keys = [client.post(KEYS, json=body).json()["key"] for _ in range(5)]
+            for key in keys:
+                ok = client.get("/v1/models", headers={"Authorization": f"Bearer {key}"})
+                assert ok.status_code == 200
+            return keys
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        keys = [key for batch in pool.map(worker, range(8)) for key in batch]
+    assert len(set(keys)) == 40
+    facts = standin.control.key_facts()
+    assert len({f.key_id for f in facts}) == 40
+    assert {(f.models_calls, f.models_ok) for f in facts} == {(1, 1)}
+    counts = standin.control.requests()
+    assert (counts["create_key"], counts["models"]) == (40, 40)
 
 
 # -- faults ----------------------------------------------------------------------------------
