@@ -80,7 +80,7 @@ LOC_KEY = "rotator_loc"
 """Context key of a :class:`PydanticCustomError`: field names to append to the error's loc."""
 
 
-def problem(message: str, *loc: str | int) -> PydanticCustomError:
+def _field_error(message: str, *loc: str | int) -> PydanticCustomError:
     """A validation error whose field path is the validated object's plus ``loc``."""
     return PydanticCustomError("rotator", message, {LOC_KEY: loc})
 
@@ -97,9 +97,9 @@ SecretValue = Annotated[Secret, PlainValidator(_to_secret), PlainSerializer(str,
 
 def _text(value: object, *, strip: bool = True) -> str:
     if not isinstance(value, str):
-        raise problem("must be a string")
+        raise _field_error("must be a string")
     if not (value.strip() if strip else value):
-        raise problem("must not be empty")
+        raise _field_error("must not be empty")
     return value
 
 
@@ -214,26 +214,28 @@ MAX_SECRET_FILE_BYTES = 64 << 10
 def _read_secret_file(value: object, key: str, info: ValidationInfo) -> Secret:
     """Read a ``*_file`` secret: the content minus one trailing newline; never echoed."""
     if not isinstance(value, str) or not value.strip():
-        raise problem("must be the path of a file holding the secret", key)
+        raise _field_error("must be the path of a file holding the secret", key)
     try:
         with Path(value).open("rb") as handle:
             raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
-        raise problem(f"cannot read {value}: {exc.strerror or type(exc).__name__}", key) from None
+        raise _field_error(
+            f"cannot read {value}: {exc.strerror or type(exc).__name__}", key
+        ) from None
     except ValueError:  # a NUL byte in the path
-        raise problem("cannot read the file: invalid path", key) from None
+        raise _field_error("cannot read the file: invalid path", key) from None
     if len(raw) > MAX_SECRET_FILE_BYTES:
-        raise problem(f"{value} is larger than 64 KiB, which no credential is", key)
+        raise _field_error(f"{value} is larger than 64 KiB, which no credential is", key)
     try:
         content = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise problem(f"{value} is not UTF-8 text", key) from None
+        raise _field_error(f"{value} is not UTF-8 text", key) from None
     if content.endswith("\r\n"):
         content = content[:-2]
     elif content.endswith("\n"):
         content = content[:-1]
     if not content:
-        raise problem(f"{value} is empty", key)
+        raise _field_error(f"{value} is empty", key)
     context = info.context
     if isinstance(context, dict) and isinstance(context.get("secrets"), list):
         context["secrets"].append(content)
@@ -267,16 +269,16 @@ class _Model(BaseModel):
             if key in cls._foreign_keys:
                 store = data.get("store")
                 shown = repr(store) if isinstance(store, str) else "(none)"
-                raise problem(cls._foreign_keys[key].replace("{store}", shown), name)
-            raise problem(f"unknown key (known: {', '.join(_display(known, cls))})", name)
+                raise _field_error(cls._foreign_keys[key].replace("{store}", shown), name)
+            raise _field_error(f"unknown key (known: {', '.join(_display(known, cls))})", name)
         for name in cls._secret_fields:
             file_key = f"{name}_file"
             if file_key in data:
                 if name in data:
-                    raise problem(f"give {name} or {file_key}, not both", file_key)
+                    raise _field_error(f"give {name} or {file_key}, not both", file_key)
                 data[name] = _read_secret_file(data.pop(file_key), file_key, info)
             elif name not in data and cls.model_fields[name].is_required():
-                raise problem(f"required: give {name} or {file_key}", name)
+                raise _field_error(f"required: give {name} or {file_key}", name)
         return cls._rewrite(data, info)
 
     @classmethod
@@ -313,9 +315,9 @@ class MistralSettings(_Model):
     @model_validator(mode="after")
     def _one_user(self) -> MistralSettings:
         if (self.user_id is None) == (self.user_email is None):
-            raise problem("give user_id or user_email (exactly one)", "user_id")
+            raise _field_error("give user_id or user_email (exactly one)", "user_id")
         if self.user_email is not None and not re.fullmatch(r"[^@\s]+@[^@\s]+", self.user_email):
-            raise problem("must be an e-mail address", "user_email")
+            raise _field_error("must be an e-mail address", "user_email")
         return self
 
 
@@ -332,7 +334,7 @@ class StateSettings(_Model):
         try:
             make_url(self.url)
         except (ArgumentError, ValueError):
-            raise problem(
+            raise _field_error(
                 "must be a SQLAlchemy URL, like sqlite:///var/lib/rotator/state.db", "url"
             ) from None
         return self
@@ -513,7 +515,7 @@ def _destination_kind(value: Any) -> str | None:
 def _unknown_store(value: Any) -> Any:
     known = list(_STORE_TYPES.get() or {})
     listing = f"known: {', '.join(known)}" if known else "no stores are configured"
-    raise problem(f"unknown store {value.get('store')!r} ({listing})", "store")
+    raise _field_error(f"unknown store {value.get('store')!r} ({listing})", "store")
 
 
 Destination = Annotated[
@@ -551,7 +553,7 @@ class Policy(_Model):
     def _coherent(self) -> Policy:
         found = policy_problem(self)
         if found:
-            raise problem(found[1], found[0][0])
+            raise _field_error(found[1], found[0][0])
         return self
 
 
@@ -595,7 +597,8 @@ class Target(_Model):
 
     name: TargetName
     workspace_id: UuidText
-    key_name_prefix: KeyNamePrefix | None = None
+    key_name_prefix: KeyNamePrefix = ""
+    """Prefix of new keys' names; ``rotator-<name>`` unless given."""
     adopt_existing: bool = False
     destinations: Annotated[tuple[Destination, ...], Field(min_length=1)]
 
@@ -614,9 +617,11 @@ class Target(_Model):
     def _rewrite(cls, data: dict[Any, Any], _info: ValidationInfo) -> dict[Any, Any]:
         for name in POLICY_FIELDS:
             if name != "key_expiration" and name in data and data[name] is None:
-                raise problem("must not be null (leave it out to inherit defaults)", name)
+                raise _field_error("must not be null (leave it out to inherit defaults)", name)
         if data.get("destinations") == []:
-            raise problem("needs at least one destination", "destinations")
+            raise _field_error("needs at least one destination", "destinations")
+        if data.get("key_name_prefix") is None and isinstance(data.get("name"), str):
+            data["key_name_prefix"] = f"rotator-{data['name']}"
         return data
 
     @property
@@ -633,11 +638,6 @@ class Target(_Model):
             self._policy = merge_policy(Policy(), self)
         return self._policy
 
-    @property
-    def prefix(self) -> str:
-        """The key-name prefix: ``key_name_prefix`` or ``rotator-<name>``."""
-        return self.key_name_prefix or f"rotator-{self.name}"
-
 
 def merge_policy(defaults: Policy, target: Target) -> Policy:
     """``defaults`` with the target's overrides (not re-checked: see :func:`policy_problem`)."""
@@ -653,7 +653,7 @@ class EngineSettings(_Model):
     @classmethod
     def _no_bool(cls, data: Any) -> Any:
         if isinstance(data, Mapping) and isinstance(data.get("concurrency"), bool):
-            raise problem("must be a whole number", "concurrency")
+            raise _field_error("must be a whole number", "concurrency")
         return data
 
 
@@ -682,7 +682,7 @@ class Config(_Model):
         if isinstance(stores, Mapping):
             for name in stores:
                 if not isinstance(name, str) or not STORE_NAME.fullmatch(name):
-                    raise problem(
+                    raise _field_error(
                         "store names are letters, digits, '.', '_' and '-' (at most 100)",
                         "stores",
                         str(name),
@@ -719,7 +719,7 @@ class Config(_Model):
         bound: list[Target] = []
         for index, target in enumerate(self.targets):
             if target.name in seen:
-                raise problem(
+                raise _field_error(
                     f"duplicate target name {target.name!r}"
                     f" (also {format_loc(('targets', seen[target.name], 'name'))})",
                     "targets",
@@ -732,7 +732,7 @@ class Config(_Model):
             if found:
                 fields, message = found
                 blamed = next((f for f in fields if f in target.model_fields_set), fields[0])
-                raise problem(message, "targets", index, blamed)
+                raise _field_error(message, "targets", index, blamed)
             copy = target.model_copy()  # a Target instance may be shared by two configs
             copy._policy = merged
             bound.append(copy)
@@ -746,9 +746,11 @@ class Config(_Model):
                 store = self.stores.get(dest.store)
                 if store is None:
                     known = ", ".join(self.stores) or "none"
-                    raise problem(f"unknown store {dest.store!r} (known: {known})", *here, "store")
+                    raise _field_error(
+                        f"unknown store {dest.store!r} (known: {known})", *here, "store"
+                    )
                 if isinstance(dest, VaultDestination) != isinstance(store, VaultStore):
-                    raise problem(
+                    raise _field_error(
                         f"store {dest.store!r} is {STORE_KINDS[store.type]} store, which does not"
                         " take this kind of destination",
                         *here,
@@ -765,7 +767,7 @@ class Config(_Model):
                     why = "an AWS secret's version labels cover all its fields, so it holds one key"
                 if key in seen:
                     first = format_loc(("targets", seen[key][0], "destinations", seen[key][1]))
-                    raise problem(f"same destination as {first} ({what}); {why}", *here)
+                    raise _field_error(f"same destination as {first} ({what}); {why}", *here)
                 seen[key] = (t_index, d_index)
 
     def target(self, name: str) -> Target:

@@ -124,7 +124,7 @@ targets:
     assert str(overrides.policy.schedule) == "30 4 * * *"
     assert overrides.policy.max_age == config.defaults.max_age
     assert config.target("overrides") is overrides
-    assert inherits.prefix == "rotator-inherits"
+    assert inherits.key_name_prefix == "rotator-inherits"
 
 
 def test_shared_target_takes_each_configs_defaults(tmp_path: Path) -> None:
@@ -172,7 +172,7 @@ targets:
     assert (aws.field, aws.kms_key_id, aws.tags) == (None, "alias/rotator", {"team": "platform"})
     assert isinstance(config.store_of(vault), VaultStore)
     assert isinstance(config.store_of(aws), AwsSecretsManagerStore)
-    assert config.targets[0].prefix == "Prod-Backend-2"
+    assert config.targets[0].key_name_prefix == "Prod-Backend-2"
     store = config.stores["vault-main"]
     assert isinstance(store, VaultStore)
     assert store.url == "https://vault.example:8200"
