@@ -19,7 +19,7 @@ import json
 import os
 import re
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
@@ -512,10 +512,16 @@ def _destination_kind(value: Any) -> str | None:
     return "aws_secrets_manager" if "secret_id" in value else "vault"
 
 
+def _unknown_store_message(store: object, known: Iterable[str]) -> str:
+    listing = ", ".join(known)
+    where = f"known: {listing}" if listing else "no stores are configured"
+    return f"unknown store {store!r} ({where})"
+
+
 def _unknown_store(value: Any) -> Any:
-    known = list(_STORE_TYPES.get() or {})
-    listing = f"known: {', '.join(known)}" if known else "no stores are configured"
-    raise _field_error(f"unknown store {value.get('store')!r} ({listing})", "store")
+    """Validator of a destination whose store is not configured: always fails, naming it."""
+    message = _unknown_store_message(value.get("store"), _STORE_TYPES.get() or {})
+    raise _field_error(message, "store")
 
 
 Destination = Annotated[
@@ -745,10 +751,8 @@ class Config(_Model):
                 here = ("targets", t_index, "destinations", d_index)
                 store = self.stores.get(dest.store)
                 if store is None:
-                    known = ", ".join(self.stores) or "none"
-                    raise _field_error(
-                        f"unknown store {dest.store!r} (known: {known})", *here, "store"
-                    )
+                    message = _unknown_store_message(dest.store, self.stores)
+                    raise _field_error(message, *here, "store")
                 if isinstance(dest, VaultDestination) != isinstance(store, VaultStore):
                     raise _field_error(
                         f"store {dest.store!r} is {STORE_KINDS[store.type]} store, which does not"

@@ -151,6 +151,11 @@ CASES: list[tuple[str, list[Edit], str]] = [
         "targets[1].destinations[0].store: unknown store 'vaultx' (known: vault-main, aws-main)",
     ),
     (
+        "destination with no stores configured",
+        [("stores", _MISSING)],
+        "targets[0].destinations[0].store: unknown store 'vault-main' (no stores are configured)",
+    ),
+    (
         "AWS field on a vault destination",
         [("targets.0.destinations.2", {"store": "vault-main", "secret_id": "s", "field": "f"})],
         (
