@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import os
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -80,7 +79,7 @@ def _check(directory: Path, text: str) -> None:
 
 
 FUZZ = settings(
-    max_examples=int(os.environ.get("FUZZ_N", "70")),
+    max_examples=65,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
