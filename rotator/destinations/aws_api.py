@@ -61,6 +61,8 @@ _DENIED = frozenset(
     }
 )
 
+_XML_ERROR = re.compile(r"<Code>(?P<code>[^<]*)</Code>\s*<Message>(?P<message>[^<]*)</Message>")
+
 _SCRUBBERS: tuple[tuple[re.Pattern[str], str], ...] = (
     # Request ids: "RequestId: 1b2c…", "request id 1b2c…", "x-amzn-RequestId=…".
     (re.compile(r"(?i)(request[ _-]?id[\"']?\s*[:=]?\s*[\"']?)[A-Za-z0-9-]{8,}"), r"\1***"),
@@ -176,9 +178,14 @@ def _map_client_error(
 ) -> BackendError | ConflictError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
+    message = str(error.get("Message", ""))
     status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    detail = f"{code}: {scrub_aws_error(str(error.get('Message', '')))}"
-    if code in _DENIED:
+    # An XML error body where JSON was expected (some proxies, moto's IAM layer): unwrap it.
+    xml = _XML_ERROR.search(message)
+    if xml:
+        code, message = xml.group("code"), xml.group("message")
+    detail = f"{code}: {scrub_aws_error(message)}"
+    if code in _DENIED or status in (401, 403):
         needs = f"needs secretsmanager:{operation}"
         return AuthError(BACKEND, where, f"denied: {needs} ({detail})", status=status)
     if code in _THROTTLED or code in _SERVER or (status is not None and status >= 500):

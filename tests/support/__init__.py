@@ -1,0 +1,1 @@
+"""Test support: real servers on loopback (OpenBao, moto) and the destination harnesses."""
