@@ -14,9 +14,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import click
 import structlog
 import typer
+
+# typer vendors its own click; its exception classes are the ones raised here.
+from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
 
 from rotator import __version__
 from rotator.config import Config, load_config
@@ -92,9 +94,9 @@ def _root(
 ) -> None:
     level = log_level.upper()
     if level not in {"DEBUG", "INFO", "WARNING", "ERROR"}:
-        raise click.BadParameter(f"unknown level {log_level!r}", param_hint="--log-level")
+        raise typer.BadParameter(f"unknown level {log_level!r}", param_hint="--log-level")
     if log_format not in {"auto", "json", "console"}:
-        raise click.BadParameter(f"unknown format {log_format!r}", param_hint="--log-format")
+        raise typer.BadParameter(f"unknown format {log_format!r}", param_hint="--log-format")
     fmt: LogFormat = "json" if log_format == "json" else "auto"
     if log_format == "console":
         fmt = "console"
@@ -144,14 +146,17 @@ def main(argv: list[str] | None = None) -> None:
     except ConfigError as exc:
         print(scrub(str(exc)), file=sys.stderr)
         code = EXIT_USAGE
-    except click.UsageError as exc:
+    except NoArgsIsHelpError as exc:
+        print(exc.format_message(), file=sys.stderr)
+        code = EXIT_USAGE
+    except UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         print(f"rotator: {exc.format_message()}{hint}", file=sys.stderr)
         code = EXIT_USAGE
-    except click.ClickException as exc:
+    except ClickException as exc:
         print(f"rotator: {exc.format_message()}", file=sys.stderr)
         code = EXIT_USAGE
-    except (click.Abort, KeyboardInterrupt):
+    except (typer.Abort, KeyboardInterrupt):
         print("rotator: interrupted", file=sys.stderr)
         code = 130
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback

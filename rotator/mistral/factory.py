@@ -1,0 +1,41 @@
+"""Builds the Mistral clients from configuration, so every caller wires them the same way."""
+
+from __future__ import annotations
+
+from rotator.clock import Clock
+from rotator.config import MistralSettings
+from rotator.mistral._http import OnCall
+from rotator.mistral.admin import MistralAdminClient
+from rotator.mistral.verify import MistralVerifier
+
+
+def admin_client(
+    settings: MistralSettings, *, clock: Clock | None = None, on_call: OnCall | None = None
+) -> MistralAdminClient:
+    """The Admin API client for ``settings`` (base URL, path prefix, auth header, timeout)."""
+    return MistralAdminClient(
+        base_url=str(settings.admin_url),
+        admin_key=settings.admin_key,
+        path_prefix=settings.admin_path_prefix,
+        auth_header=settings.auth_header,
+        timeout=settings.timeout.total_seconds(),
+        clock=clock,
+        on_call=on_call,
+    )
+
+
+def verifier(
+    settings: MistralSettings,
+    *,
+    admin: MistralAdminClient | None = None,
+    clock: Clock | None = None,
+    on_call: OnCall | None = None,
+) -> MistralVerifier:
+    """The ``GET /v1/models`` verifier; with ``admin`` it can tell a spend limit from a rate limit."""
+    return MistralVerifier(
+        api_url=str(settings.api_url),
+        timeout=settings.timeout.total_seconds(),
+        clock=clock,
+        spend_limit_probe=admin.spend_limit_reached if admin is not None else None,
+        on_call=on_call,
+    )
