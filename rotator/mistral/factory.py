@@ -31,7 +31,7 @@ def verifier(
     clock: Clock | None = None,
     on_call: OnCall | None = None,
 ) -> MistralVerifier:
-    """The ``GET /v1/models`` verifier; with ``admin`` it can tell a spend limit from a rate limit."""
+    """The ``GET /v1/models`` verifier; with ``admin`` it tells a spend limit from a rate limit."""
     return MistralVerifier(
         api_url=str(settings.api_url),
         timeout=settings.timeout.total_seconds(),
