@@ -2,6 +2,22 @@
 
 from __future__ import annotations
 
+import pytest
+
+from rotator.pool import BlockingPool
 from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
+from tests.support.harness import AwsHarness, MotoEnv, OpenBaoEnv, VaultHarness
 
 __all__ = ["blocking_pool", "moto", "moto_server", "openbao", "openbao_server"]
+
+
+@pytest.fixture
+def vault(openbao: OpenBaoEnv, blocking_pool: BlockingPool) -> VaultHarness:
+    """Destinations on the session's OpenBao under rotator's policy, plus admin actions."""
+    return VaultHarness(openbao, blocking_pool)
+
+
+@pytest.fixture
+def aws(moto: MotoEnv, blocking_pool: BlockingPool) -> AwsHarness:
+    """Destinations on the session's moto as the IAM user holding rotator's policy."""
+    return AwsHarness(moto, blocking_pool)

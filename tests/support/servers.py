@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -81,13 +82,14 @@ def _start(
     return ServerProcess(name=name, url=url, process=process, log=log)
 
 
-def _wait_ready(server: ServerProcess, probe: str, ok: set[int]) -> None:
+def _wait_ready(server: ServerProcess, probe: str, ok: set[int], ca: Path | None = None) -> None:
     deadline = time.monotonic() + READY_TIMEOUT
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise RuntimeError(f"{server.name} exited early:\n{server.log_tail()}")
         try:
-            with urllib.request.urlopen(server.url + probe, timeout=2) as answer:
+            context = ssl.create_default_context(cafile=str(ca)) if ca else None
+            with urllib.request.urlopen(server.url + probe, timeout=2, context=context) as answer:
                 if answer.status in ok:
                     return
         except urllib.error.HTTPError as exc:
@@ -104,9 +106,10 @@ def _base_env(home: Path) -> dict[str, str]:
     return {"PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(home), "LANG": "C.UTF-8"}
 
 
-def start_openbao(workdir: Path) -> ServerProcess:
+def start_openbao(workdir: Path, *, tls: bool = False) -> ServerProcess:
     """``bao server -dev`` on a free loopback port with root token :data:`ROOT_TOKEN`; its KV v2
-    engine is mounted at ``secret/``."""
+    engine is mounted at ``secret/``. With ``tls``, it serves HTTPS with a generated CA written
+    to :func:`openbao_ca` of ``workdir``."""
     port = free_port()
     argv = [
         tool("bao"),
@@ -115,9 +118,18 @@ def start_openbao(workdir: Path) -> ServerProcess:
         f"-dev-root-token-id={ROOT_TOKEN}",
         f"-dev-listen-address={HOST}:{port}",
     ]
-    server = _start("openbao", argv, workdir, _base_env(workdir), f"http://{HOST}:{port}")
-    _wait_ready(server, "/v1/sys/health", {200})
+    if tls:
+        (workdir / "tls").mkdir(parents=True, exist_ok=True)
+        argv += ["-dev-tls", f"-dev-tls-cert-dir={workdir / 'tls'}"]
+    scheme = "https" if tls else "http"
+    server = _start("openbao", argv, workdir, _base_env(workdir), f"{scheme}://{HOST}:{port}")
+    _wait_ready(server, "/v1/sys/health", {200}, ca=openbao_ca(workdir) if tls else None)
     return server
+
+
+def openbao_ca(workdir: Path) -> Path:
+    """The CA certificate a ``tls`` OpenBao dev server started in ``workdir`` generated."""
+    return workdir / "tls" / "vault-ca.pem"
 
 
 def start_moto(workdir: Path, *, initial_no_auth_actions: int | None = None) -> ServerProcess:

@@ -1,0 +1,283 @@
+"""AWS Secrets Manager destination on a real moto server: the moto fix, IAM, formats, states."""
+
+from __future__ import annotations
+
+import json
+import re
+import uuid
+from datetime import timedelta
+
+import botocore.session
+import pytest
+
+from rotator.clock import SystemClock
+from rotator.config import AwsDestination as AwsDestinationConfig
+from rotator.config import AwsSecretsManagerStore
+from rotator.contracts import OWNER, Destination
+from rotator.destinations.aws import AwsDestination
+from rotator.destinations.registry import StoreConnections, build_destination
+from rotator.errors import AuthError, ConflictError, PermanentError
+from rotator.secret import Secret
+from tests.support.harness import (
+    IAM_ACTIONS,
+    IAM_POLICY,
+    PREFIX,
+    AwsHarness,
+    AwsIdentity,
+)
+from tests.support.servers import AWS_REGION
+
+pytestmark = pytest.mark.integration
+
+OLD = "0ldKeyAAAAAAAAAAAAAAAAAAAAAAAAAA"
+NEW = "NewKeyBBBBBBBBBBBBBBBBBBBBBBBBBB"
+
+
+async def rotate(dest: Destination, secret: str = NEW) -> None:
+    base = await dest.read_current()
+    staged = await dest.stage(
+        Secret(secret), rotation_id=str(uuid.uuid4()), key_id="key-new", base=base
+    )
+    await dest.promote(staged, Secret(secret))
+
+
+def test_moto_fix_plain_get_serves_the_new_awscurrent(aws: AwsHarness) -> None:
+    """With the launcher's fix, a plain GetSecretValue returns the version AWSCURRENT moved to."""
+    client = aws.env.admin_client()
+    name = aws.new_path()
+    first = client.create_secret(Name=name, SecretString="v1")["VersionId"]
+    second = client.put_secret_value(
+        SecretId=name, SecretString="v2", VersionStages=["AWSPENDING"]
+    )["VersionId"]
+    assert client.get_secret_value(SecretId=name)["SecretString"] == "v1"
+    client.update_secret_version_stage(
+        SecretId=name, VersionStage="AWSCURRENT", MoveToVersionId=second, RemoveFromVersionId=first
+    )
+    answer = client.get_secret_value(SecretId=name)
+    assert (answer["VersionId"], answer["SecretString"]) == (second, "v2")
+    assert "AWSPREVIOUS" in aws.stages(name)[first]
+
+
+async def test_promotion_leaves_awscurrent_awsprevious_and_no_awspending(aws: AwsHarness) -> None:
+    """After a rotation the new version is AWSCURRENT alone, the old one AWSPREVIOUS, and no
+    version carries AWSPENDING (CONTRACT.md)."""
+    path = aws.new_path()
+    aws.seed(path, {"api_key": OLD})
+    dest = aws.destination(path)
+    base = await dest.read_current()
+    rid = str(uuid.uuid4())
+    staged = await dest.stage(Secret(NEW), rotation_id=rid, key_id="k", base=base)
+    assert staged.version == rid
+    assert aws.stages(path)[rid] == ["AWSPENDING"]
+    await dest.promote(staged, Secret(NEW))
+    stages = aws.stages(path)
+    assert stages[rid] == ["AWSCURRENT"]
+    assert base.version is not None
+    assert stages[base.version] == ["AWSPREVIOUS"]
+    assert not any("AWSPENDING" in labels for labels in stages.values())
+
+
+async def test_plain_string_secret_is_replaced_whole(aws: AwsHarness) -> None:
+    """Without a field the SecretString is the key itself."""
+    path = aws.new_path()
+    client = aws.env.admin_client()
+    client.create_secret(Name=path, SecretString=OLD)
+    dest = aws.destination(path, field=None)
+    assert (await dest.read_current()).secret == Secret(OLD)
+    await rotate(dest)
+    assert client.get_secret_value(SecretId=path)["SecretString"] == NEW
+
+
+async def test_field_on_a_non_json_secret_is_a_permanent_error(aws: AwsHarness) -> None:
+    """A configured field on a secret that is not a JSON object fails without writing."""
+    path = aws.new_path()
+    aws.env.admin_client().create_secret(Name=path, SecretString="not json")
+    dest = aws.destination(path)
+    with pytest.raises(PermanentError, match="not a JSON object"):
+        await dest.read_current()
+    assert aws.version_count(path) == 1
+
+
+async def test_empty_secret_gets_its_first_value_at_promotion(aws: AwsHarness) -> None:
+    """A secret created without a value (e.g. by Terraform) is filled at promotion, not staged:
+    its first version would be served at once."""
+    path = aws.new_path()
+    aws.env.admin_client().create_secret(Name=path)
+    dest = aws.destination(path)
+    base = await dest.read_current()
+    assert base.exists
+    assert base.version is None
+    staged = await dest.stage(Secret(NEW), rotation_id=str(uuid.uuid4()), key_id="k", base=base)
+    assert not staged.pending
+    assert aws.version_count(path) == 0
+    await dest.promote(staged, Secret(NEW))
+    assert aws.consumer_read(path) == {"api_key": NEW}
+
+
+async def test_create_missing_uses_kms_key_and_tags(aws: AwsHarness) -> None:
+    """A created secret carries the configured KMS key id, the tags and managed-by: rotator."""
+    path = aws.new_path()
+    dest = AwsDestination(
+        api=aws.env.client(aws.env.rotator),
+        pool=aws.pool,
+        store="moto",
+        secret_id=path,
+        field="api_key",
+        create_missing=True,
+        kms_key_id="alias/rotator-test",
+        tags={"team": "search"},
+    )
+    await rotate(dest)
+    described = aws.env.admin_client().describe_secret(SecretId=path)
+    assert described["KmsKeyId"] == "alias/rotator-test"
+    assert {t["Key"]: t["Value"] for t in described["Tags"]} == {
+        "team": "search",
+        "managed-by": OWNER,
+    }
+
+
+async def test_unknown_credentials_are_an_auth_error(aws: AwsHarness) -> None:
+    """moto enforces IAM: credentials it does not know are refused as a permanent AuthError."""
+    stranger = AwsIdentity("stranger", "AKIAIOSFODNN7EXAMPLE", "wJalrXUtnFEMI/K7MDENG/EXAMPLEKEY00")
+    dest = aws.destination_as(stranger, aws.new_path())
+    with pytest.raises(AuthError) as caught:
+        await dest.read_current()
+    assert "AKIAIOSFODNN7EXAMPLE" not in str(caught.value)
+
+
+@pytest.mark.parametrize("action", IAM_ACTIONS)
+async def test_every_action_of_the_iam_policy_is_needed(aws: AwsHarness, action: str) -> None:
+    """Under the shipped policy minus one action, the step that needs it fails with AuthError
+    naming that action (the policy is minimal); the full policy passes the contract suite."""
+    path = aws.new_path()
+    create = action == "CreateSecret"
+    if not create:
+        aws.seed(path, {"api_key": OLD})
+    dest = aws.destination_as(aws.env.lacking[action], path, create_missing=create)
+    with pytest.raises(AuthError, match=f"secretsmanager:{action}"):
+        await rotate(dest)
+    if not create:
+        assert aws.consumer_read(path) == {"api_key": OLD}
+
+
+def test_iam_policy_document_is_valid_and_scoped(aws: AwsHarness) -> None:
+    """The shipped IAM policy names only real actions and its resources match the test secrets'
+    ARNs (as moto mints them) and nothing outside the mistral/ prefix. moto cannot enforce the
+    Resource part (it authorizes Secrets Manager calls against '*'), so it is checked here."""
+    document = json.loads(IAM_POLICY.read_text())
+    assert document["Version"] == "2012-10-17"
+    session = botocore.session.get_session()
+    known = {
+        service: set(session.get_service_model(service).operation_names)
+        for service in ("secretsmanager", "kms")
+    }
+    for statement in document["Statement"]:
+        assert statement["Effect"] == "Allow"
+        for action in statement["Action"]:
+            service, name = action.split(":")
+            assert name in known[service], action
+    patterns = [
+        _arn_pattern(s["Resource"])
+        for s in document["Statement"]
+        if s["Resource"].startswith("arn:aws:secretsmanager")
+    ]
+    client = aws.env.admin_client()
+    inside = client.create_secret(Name=aws.new_path(), SecretString="x")["ARN"]
+    outside = client.create_secret(Name=f"other/{uuid.uuid4().hex}", SecretString="x")["ARN"]
+    assert inside.split(":secret:")[1].startswith(PREFIX)
+    assert all(p.fullmatch(inside) for p in patterns)
+    assert not any(p.fullmatch(outside) for p in patterns)
+
+
+def _arn_pattern(resource: str) -> re.Pattern[str]:
+    return re.compile(".*".join(re.escape(part) for part in resource.split("*")))
+
+
+async def test_registry_builds_from_config_with_the_default_chain(
+    aws: AwsHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """From config models, the destination takes credentials from the default AWS chain (here
+    the environment, holding the rotator user's key) and the store's endpoint and region."""
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", aws.env.rotator.access_key_id)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", aws.env.rotator.secret_access_key)
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent/rotator-test")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/rotator-test")
+    monkeypatch.delenv("AWS_SESSION_TOKEN", raising=False)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    path = aws.new_path()
+    aws.seed(path, {"api_key": OLD})
+    store = AwsSecretsManagerStore(
+        type="aws_secrets_manager",
+        region=AWS_REGION,
+        endpoint_url=aws.env.url,
+        timeout=timedelta(seconds=5),
+    )
+    dest = build_destination(
+        store,
+        AwsDestinationConfig(store="aws-main", secret_id=path, field="api_key"),
+        pool=aws.pool,
+        clock=SystemClock(),
+        connections=StoreConnections(),
+    )
+    assert isinstance(dest, AwsDestination)
+    assert dest.name == f"aws-main:{path}#api_key"
+    assert (await dest.read_current()).secret == Secret(OLD)
+
+
+async def test_secret_scheduled_for_deletion_is_reported(aws: AwsHarness) -> None:
+    """A secret pending deletion is a permanent error to read and a failed 'state' check."""
+    path = aws.new_path()
+    aws.seed(path, {"api_key": OLD})
+    aws.env.admin_client().delete_secret(SecretId=path, RecoveryWindowInDays=7)
+    dest = aws.destination(path)
+    with pytest.raises(PermanentError, match="scheduled for deletion"):
+        await dest.read_current()
+    checks = await dest.check_access()
+    assert [(c.check, c.ok) for c in checks] == [("state", False)]
+
+
+async def test_check_reports_a_rotation_in_progress(aws: AwsHarness) -> None:
+    """check_access flags someone else's AWSPENDING while still probing read and write."""
+    path = aws.new_path()
+    aws.seed(path, {"api_key": OLD})
+    aws.stage_foreign(path, {"api_key": NEW})
+    checks = {c.check: c for c in await aws.destination(path).check_access()}
+    assert not checks["state"].ok
+    assert "AWSPENDING" in checks["state"].detail
+    assert checks["read"].ok
+
+
+async def test_write_probes_change_nothing(aws: AwsHarness) -> None:
+    """check_access's write probes leave versions, labels and the served value as they were."""
+    path = aws.new_path()
+    aws.seed(path, {"api_key": OLD})
+    before = (aws.stages(path), aws.version_count(path))
+    checks = await aws.destination(path).check_access()
+    assert all(c.ok for c in checks)
+    assert (aws.stages(path), aws.version_count(path)) == before
+    assert aws.consumer_read(path) == {"api_key": OLD}
+
+
+async def test_promote_after_awscurrent_moved_is_a_conflict(aws: AwsHarness) -> None:
+    """RemoveFromVersionId is the CAS: if AWSCURRENT moved since staging, nothing changes."""
+    path = aws.new_path()
+    aws.seed(path, {"api_key": OLD})
+    dest = aws.destination(path)
+    staged = await dest.stage(
+        Secret(NEW), rotation_id=str(uuid.uuid4()), key_id="k", base=await dest.read_current()
+    )
+    assert staged.base_version is not None
+    client = aws.env.admin_client()
+    other = client.put_secret_value(
+        SecretId=path, SecretString=json.dumps({"api_key": "x"}), VersionStages=["custom"]
+    )["VersionId"]
+    client.update_secret_version_stage(
+        SecretId=path,
+        VersionStage="AWSCURRENT",
+        MoveToVersionId=other,
+        RemoveFromVersionId=staged.base_version,
+    )
+    with pytest.raises(ConflictError):
+        await dest.promote(staged, Secret(NEW))
+    assert aws.stages(path)[other] == ["custom", "AWSCURRENT"]
