@@ -369,8 +369,11 @@ class Destination(Protocol):
 # destination version ids, timestamps, scrubbed error text): no method accepts a ``Secret``, and
 # no column could hold a plaintext key. Timestamps are timezone-aware UTC ``datetime`` values.
 
-JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
-"""A JSON-safe value: what journal and audit ``facts`` may contain."""
+JsonValue: TypeAlias = (
+    "str | int | float | bool | Sequence[JsonValue] | Mapping[str, JsonValue] | None"
+)
+"""A JSON-safe value: what journal and audit ``facts`` may contain (read-only containers, so
+``StagedValue.to_record()`` fits as it is)."""
 
 Facts: TypeAlias = "Mapping[str, JsonValue]"
 
@@ -516,8 +519,8 @@ class StateStore(Protocol):
     async def migrate(self) -> int:
         """Create or upgrade the schema to the latest version, keeping every row; returns the
         version. Idempotent and safe to run from several processes at once. Raises
-        ``rotator.state.SchemaTooNew`` (a ``ConfigError``) if the database was written by a newer
-        rotator. Call once before anything else."""
+        ``rotator.state.SchemaTooNewError`` (a ``ConfigError``) if the database was written by a
+        newer rotator. Call once before anything else."""
         ...
 
     async def close(self) -> None:

@@ -1,0 +1,13 @@
+"""The state store: per-target state, rotations and their journal, and the audit log.
+
+``SqlStateStore(url)`` implements :class:`rotator.contracts.StateStore` on SQLite (default) or
+PostgreSQL; :mod:`rotator.state.migrations` owns the schema.
+"""
+
+from __future__ import annotations
+
+from rotator.state.migrations import LATEST as LATEST_SCHEMA
+from rotator.state.migrations import SchemaError, SchemaTooNewError
+from rotator.state.store import SqlStateStore
+
+__all__ = ["LATEST_SCHEMA", "SchemaError", "SchemaTooNewError", "SqlStateStore"]

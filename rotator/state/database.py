@@ -1,0 +1,85 @@
+"""Opening the state database: one SQLAlchemy engine per store, set up for safe short writes.
+
+SQLite (the default): one file whose parent directory is created mode 0700 and the file itself
+0600; WAL journal, foreign keys on, a busy timeout, and every transaction opened with
+``BEGIN IMMEDIATE`` so writers queue for the lock up front instead of failing halfway (pysqlite's
+own transaction handling is switched off, as SQLAlchemy's documentation recommends).
+PostgreSQL: ``postgresql+psycopg://…`` with connections checked before use.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import URL, make_url
+
+from rotator.errors import ConfigError
+
+BUSY_TIMEOUT_S = 30.0
+"""How long a SQLite writer waits for another's lock before giving up."""
+
+
+def create_state_engine(url: str | URL) -> Engine:
+    """An engine for a ``sqlite:///path`` or ``postgresql+psycopg://`` URL.
+
+    Raises ``ConfigError`` for another backend, an in-memory SQLite database (it would lose the
+    state at exit) or a URL that does not parse.
+    """
+    try:
+        parsed = make_url(url)
+    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
+        raise ConfigError("state.url", "", f"not a database URL: {type(exc).__name__}") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        return _sqlite_engine(parsed)
+    if backend == "postgresql":
+        if parsed.get_driver_name() != "psycopg":
+            parsed = parsed.set(drivername="postgresql+psycopg")
+        return create_engine(parsed, pool_pre_ping=True)
+    raise ConfigError(
+        "state.url", "", f"unsupported database {backend!r}: use sqlite or postgresql"
+    )
+
+
+def _sqlite_engine(url: URL) -> Engine:
+    database = url.database or ""
+    if database in {"", ":memory:"} or database.startswith("file:"):
+        raise ConfigError("state.url", "", "an in-memory SQLite database would lose the state")
+    path = Path(database).expanduser()
+    _prepare_file(path)
+    engine = create_engine(
+        url.set(database=str(path)),
+        connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},
+    )
+    event.listen(engine, "connect", _on_sqlite_connect)
+    event.listen(engine, "begin", _on_sqlite_begin)
+    return engine
+
+
+def _prepare_file(path: Path) -> None:
+    """Create the parent directory (0700) and the file (0600) if missing: the journal is not a
+    secret, but it is nobody else's business either."""
+    if not path.parent.exists():
+        path.parent.mkdir(mode=0o700, parents=True)
+    if not path.exists():
+        os.close(os.open(path, os.O_CREAT | os.O_WRONLY, 0o600))
+
+
+def _on_sqlite_connect(dbapi_connection: sqlite3.Connection, _record: Any) -> None:
+    dbapi_connection.isolation_level = None  # we emit BEGIN ourselves (see _on_sqlite_begin)
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=FULL")
+        cursor.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    finally:
+        cursor.close()
+
+
+def _on_sqlite_begin(connection: Any) -> None:
+    connection.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,22 @@
+"""The state store on a real PostgreSQL server: the shared contract suite."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+pytest.register_assert_rewrite("tests.state_fixtures")  # plain asserts there explain failures
+
+from tests.integration.postgres import PostgresServer, postgres_server  # noqa: E402, F401
+from tests.state_fixtures import StoreContract  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+
+class TestPostgresStore(StoreContract):
+    """The contract suite, one fresh database per test on the session's server."""
+
+    @pytest.fixture
+    def fresh_url(self, postgres_server: PostgresServer) -> Callable[[], str]:  # noqa: F811
+        return postgres_server.create_database

@@ -1,0 +1,135 @@
+"""The state store on SQLite: the shared contract suite, plus what only a SQLite file shows."""
+
+from __future__ import annotations
+
+import itertools
+import sqlite3
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from sqlalchemy import insert, text
+from sqlalchemy.exc import IntegrityError
+
+from rotator.clock import FakeClock
+from rotator.errors import ConfigError, TransientError
+from rotator.pool import BlockingPool
+from rotator.state import SqlStateStore
+from rotator.state.database import create_state_engine
+from rotator.state.models import RotationRow
+
+pytest.register_assert_rewrite("tests.state_fixtures")  # plain asserts there explain failures
+
+from tests.state_fixtures import (  # noqa: E402
+    START,
+    TARGET,
+    StoreContract,
+    key_shaped_secret,
+    odd_secret,
+    scripted_run,
+)
+
+
+class TestSqliteStore(StoreContract):
+    """The contract suite on a SQLite file per database."""
+
+    @pytest.fixture
+    def fresh_url(self, tmp_path: Path) -> Callable[[], str]:
+        counter = itertools.count(1)
+        return lambda: f"sqlite:///{tmp_path}/db{next(counter)}/state.db"
+
+
+async def test_file_and_directory_are_private(tmp_path: Path) -> None:
+    """The state directory is created 0700 and the database file 0600."""
+    path = tmp_path / "state" / "rotator.db"
+    store = SqlStateStore(f"sqlite:///{path}")
+    try:
+        await store.migrate()
+    finally:
+        await store.close()
+    assert stat.S_IMODE(path.parent.stat().st_mode) == 0o700
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
+    """The file is in WAL mode and the store's connections enforce foreign keys."""
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = SqlStateStore(url)
+    await store.migrate()
+    await store.close()
+    with sqlite3.connect(tmp_path / "state.db") as conn:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+    engine = create_state_engine(url)
+    try:
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            conn.execute(
+                insert(RotationRow).values(
+                    rotation_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
+                    target="no-such-target",
+                    state="planned",
+                    started_at=START,
+                    emergency=False,
+                    old_key_ids=[],
+                )
+            )
+        with engine.connect() as conn:
+            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+    finally:
+        engine.dispose()
+
+
+@pytest.mark.parametrize(
+    "url", ["sqlite://", "sqlite:///:memory:", "mysql://db/state", "not a url"]
+)
+def test_unusable_urls_are_configuration_errors(url: str) -> None:
+    """In-memory SQLite, other databases and garbage are refused as configuration errors."""
+    with pytest.raises(ConfigError, match=r"state\.url"):
+        SqlStateStore(url)
+
+
+async def test_an_unreachable_database_is_a_transient_error(tmp_path: Path) -> None:
+    """A database that refuses connections raises TransientError naming the operation."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]  # bound but not listening: connections are refused
+        store = SqlStateStore(f"postgresql+psycopg://nobody@127.0.0.1:{port}/state")
+        try:
+            with pytest.raises(TransientError, match="state get_target"):
+                await store.get_target(TARGET)
+        finally:
+            await store.close()
+
+
+async def test_calls_run_on_the_given_pool(tmp_path: Path) -> None:
+    """With a BlockingPool, the store's work goes through it (a shut pool refuses it)."""
+    pool = BlockingPool(2)
+    store = SqlStateStore(f"sqlite:///{tmp_path}/state.db", pool=pool)
+    assert await store.migrate() > 0
+    pool.shutdown()
+    with pytest.raises(RuntimeError, match="shut down"):
+        await store.get_target(TARGET)
+    store_without_pool = SqlStateStore(f"sqlite:///{tmp_path}/state.db")
+    assert await store_without_pool.get_target(TARGET) is None
+    await store_without_pool.close()
+
+
+async def test_no_plaintext_reaches_the_sqlite_files(tmp_path: Path) -> None:
+    """Canary: after a full scripted run with fingerprints and smuggling attempts, the raw
+    bytes of the database, its WAL and shared-memory files contain no plaintext key."""
+    clock = FakeClock(START)
+    plaintexts = [key_shaped_secret(), odd_secret()]
+    store = SqlStateStore(f"sqlite:///{tmp_path}/state/state.db", clock=clock)
+    await store.migrate()
+    await scripted_run(store, clock, plaintexts)
+    wal = tmp_path / "state" / "state.db-wal"
+    assert wal.exists()  # the run's pages sit in the WAL until the store closes
+    files = {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir()}
+    await store.close()
+    files |= {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir()}
+    everything = b"".join(files.values())
+    assert plaintexts[0].fingerprint.encode() in everything
+    for secret in plaintexts:
+        assert secret.reveal().encode() not in everything
