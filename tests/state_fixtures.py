@@ -25,6 +25,7 @@ from sqlalchemy.orm import Session
 from rotator.clock import FakeClock
 from rotator.contracts import (
     TERMINAL_STATES,
+    JsonValue,
     ManagedKey,
     PromotedValue,
     RetiringKey,
@@ -728,6 +729,29 @@ class StoreContract:
             conn.execute(update(AuditRow).where(AuditRow.seq == -3).values(seq=4))
         verdict = await store.verify_audit()
         assert (verdict.ok, verdict.first_bad_seq) == (False, 3)
+
+    async def test_facts_round_trip_exactly_and_keep_the_chain_valid(
+        self, store: SqlStateStore
+    ) -> None:
+        """Facts with awkward numbers and non-ASCII text come back equal, and the audit rows
+        holding them still verify."""
+        facts: dict[str, JsonValue] = {
+            "big": 1e20,
+            "small": 1e-7,
+            "third": 1 / 3,
+            "whole": 2.0,
+            "large_int": 2**53 + 1,
+            "text": 'clé ✓ "quoted" \\ back',
+            "nested": {"list": [1, 2.5, None, True, "x"], "empty": {}},
+        }
+        rid = (await store.start_rotation(TARGET)).rotation_id
+        entry = await store.append_step(rid, "created", facts)
+        event = await store.append_audit("odd.facts", facts=facts)
+        assert entry.facts == facts
+        assert event.facts == facts
+        assert (await store.journal(rid))[0].facts == facts
+        assert (await store.audit_events(limit=1))[0].facts == facts
+        assert (await store.verify_audit()).ok
 
     async def test_concurrent_audit_appends_keep_one_chain(
         self, make_store: Callable[[], SqlStateStore], store: SqlStateStore

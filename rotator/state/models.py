@@ -34,7 +34,6 @@ from sqlalchemy import (
     UniqueConstraint,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
@@ -76,8 +75,9 @@ class UtcDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
-JsonType = JSON().with_variant(JSONB(), "postgresql")
-"""JSON facts: text on SQLite, ``jsonb`` on PostgreSQL."""
+JsonType = JSON()
+"""JSON facts, kept as the exact text written (PostgreSQL ``json``, not ``jsonb``, which would
+rewrite numbers such as ``1e+20`` and so change what an audit row's hash covers)."""
 
 ONE_OPEN_ROTATION = "uq_rotations_one_open"
 """The partial unique index that allows one open rotation per target."""

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import sqlite3
 import stat
+import subprocess
+import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -38,6 +42,50 @@ class TestSqliteStore(StoreContract):
     def fresh_url(self, tmp_path: Path) -> Callable[[], str]:
         counter = itertools.count(1)
         return lambda: f"sqlite:///{tmp_path}/db{next(counter)}/state.db"
+
+
+_START_ONE = """
+import asyncio, sys, time
+from rotator.errors import ConflictError
+from rotator.state import SqlStateStore
+
+async def main() -> None:
+    store = SqlStateStore(sys.argv[1])
+    while time.time() < float(sys.argv[2]):  # start together with the other processes
+        time.sleep(0.001)
+    try:
+        await store.start_rotation(sys.argv[3])
+        print("started")
+    except ConflictError:
+        print("refused")
+    finally:
+        await store.close()
+
+asyncio.run(main())
+"""
+
+
+def test_separate_processes_cannot_both_start_a_rotation(tmp_path: Path) -> None:
+    """Of several processes starting a rotation of one target at the same moment, exactly one
+    succeeds: the lock is the database file's, not the process's."""
+    url = f"sqlite:///{tmp_path}/state.db"
+    store = SqlStateStore(url)
+    asyncio.run(store.migrate())
+    start_at = str(time.time() + 1.5)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", _START_ONE, url, start_at, TARGET],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for _ in range(3)
+    ]
+    outputs = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0, 0], outputs
+    assert sorted(out.strip() for out, _ in outputs) == ["refused", "refused", "started"]
+    assert len(asyncio.run(store.open_rotations(TARGET))) == 1
+    asyncio.run(store.close())
 
 
 async def test_file_and_directory_are_private(tmp_path: Path) -> None:
