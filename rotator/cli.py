@@ -8,11 +8,13 @@ Logs go to stderr so stdout carries only the command's output (or its one JSON d
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import sys
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, TypeVar
 
 import structlog
 import typer
@@ -22,8 +24,14 @@ from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageErro
 
 from rotator import __version__
 from rotator.config import Config, load_config
-from rotator.errors import ConfigError
+from rotator.errors import ConfigError, RotatorError
 from rotator.logs import LogFormat, configure_logging, scrub
+
+if TYPE_CHECKING:
+    from rotator.engine.engine import Engine
+    from rotator.engine.rotation import RotationResult
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -125,6 +133,282 @@ def check(
     raise typer.Exit(EXIT_OK if all(r.ok for r in results) else EXIT_FAILED)
 
 
+def _with_engine(
+    ctx: typer.Context, config: Path | None, work: Callable[[Engine], Awaitable[T]]
+) -> T:
+    """Load the configuration, build the engine, run ``work`` on it, close it."""
+    from rotator.engine.wiring import build_engine
+
+    cfg = _load(ctx, config)
+
+    async def go() -> T:
+        engine = await build_engine(cfg)
+        try:
+            return await work(engine)
+        finally:
+            await engine.close()
+
+    return asyncio.run(go())
+
+
+def _target_names(
+    ctx: typer.Context, config: Path | None, targets: list[str], all_: bool
+) -> list[str]:
+    cfg = _load(ctx, config)
+    known = [t.name for t in cfg.targets]
+    if all_ and targets:
+        raise typer.BadParameter("give target names or --all, not both")
+    if all_:
+        return known
+    if not targets:
+        raise typer.BadParameter("name at least one target, or --all")
+    for name in targets:
+        if name not in known:
+            raise typer.BadParameter(
+                f"unknown target {name!r} (known: {', '.join(known) or 'none'})",
+                param_hint="TARGET",
+            )
+    return targets
+
+
+@app.command()
+def rotate(
+    ctx: typer.Context,
+    targets: Annotated[list[str] | None, typer.Argument(help="Targets to rotate.")] = None,
+    config: ConfigOption = None,
+    all_: Annotated[bool, typer.Option("--all", help="Rotate every configured target.")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan; change nothing.")
+    ] = False,
+    emergency: Annotated[
+        bool,
+        typer.Option("--emergency", help="Leaked key: no grace, revoke as soon as served."),
+    ] = False,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Block until the old keys are revoked.")
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Rotate now: create, verify, stage, read back, promote; revoke after the grace."""
+    names = _target_names(ctx, config, targets or [], all_)
+
+    async def work(engine: Engine) -> list[dict[str, object]]:
+        if dry_run:
+            return [await engine.plan(n, emergency=emergency) for n in names]
+        results = await engine.rotate_many(names, emergency=emergency)
+        if wait:
+            results = await _wait_for_revocation(engine, results)
+        return [r.as_dict() for r in results]
+
+    rows = _with_engine(ctx, config, work)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        from rotator.render import table
+
+        typer.echo(
+            table(
+                rows,
+                ["target", "outcome", "new_key_id", "revoked_key_ids", "revoke_due_at", "error"],
+            )
+        )
+        if dry_run:
+            for row in rows:
+                typer.echo(json.dumps(row["plan"], indent=2))
+    ok = {"rotated", "promoted", "planned"}
+    raise typer.Exit(EXIT_OK if all(r["outcome"] in ok for r in rows) else EXIT_FAILED)
+
+
+async def _wait_for_revocation(
+    engine: Engine, results: list[RotationResult]
+) -> list[RotationResult]:
+    """``--wait``: sleep until each promoted target's revoke deadline, then revoke."""
+    from rotator.engine.steps import Outcome
+
+    out: list[RotationResult] = []
+    for result in results:
+        final = result
+        if result.outcome is Outcome.PROMOTED and result.revoke_due_at is not None:
+            delay = (result.revoke_due_at - engine.deps.clock.now()).total_seconds()
+            await engine.deps.clock.sleep(max(0.0, delay))
+            revoked = [
+                r.key_id
+                for r in await engine.revoke_due()
+                if r.target == result.target and r.outcome in {"revoked", "already_gone"}
+            ]
+            if revoked:
+                final = dataclasses.replace(
+                    result,
+                    outcome=Outcome.ROTATED,
+                    revoked_key_ids=tuple(revoked),
+                    revoke_due_at=None,
+                )
+        out.append(final)
+    return out
+
+
+@app.command()
+def recover(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    sweep_orphans: Annotated[
+        bool,
+        typer.Option("--sweep-orphans", help="Delete keys with our prefix nobody accounts for."),
+    ] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Finish or undo every interrupted rotation; exit 0 when every target is consistent."""
+
+    async def work(engine: Engine) -> dict[str, list[dict[str, object]]]:
+        results, orphans = await engine.recover(sweep_orphans=sweep_orphans)
+        return {
+            "rotations": [r.as_dict() for r in results],
+            "orphans": [o.as_dict() for o in orphans],
+        }
+
+    report = _with_engine(ctx, config, work)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+    else:
+        from rotator.render import table
+
+        typer.echo(f"{len(report['rotations'])} interrupted rotation(s)")
+        if report["rotations"]:
+            typer.echo(table(report["rotations"], ["target", "rotation_id", "outcome", "error"]))
+        typer.echo(f"{len(report['orphans'])} orphan key(s)")
+        if report["orphans"]:
+            typer.echo(table(report["orphans"], ["target", "key_id", "name", "deleted"]))
+    consistent = all(
+        r["outcome"] in {"rotated", "promoted", "rolled_back"} for r in report["rotations"]
+    )
+    consistent = consistent and all(bool(o["deleted"]) for o in report["orphans"])
+    raise typer.Exit(EXIT_OK if consistent else EXIT_FAILED)
+
+
+@app.command("revoke-due")
+def revoke_due(
+    ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False
+) -> None:
+    """Revoke old keys whose grace deadline has passed and that no destination serves."""
+
+    async def work(engine: Engine) -> list[dict[str, str]]:
+        return [r.as_dict() for r in await engine.revoke_due()]
+
+    rows = _with_engine(ctx, config, work)
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    else:
+        from rotator.render import table
+
+        typer.echo(
+            table(rows, ["target", "key_id", "outcome", "detail"]) if rows else "nothing due"
+        )
+    raise typer.Exit(EXIT_OK if all(r["outcome"] != "refused" for r in rows) else EXIT_FAILED)
+
+
+@app.command()
+def status(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    """Per target: state, key, age, next due, revoke due, compliance."""
+
+    async def work(engine: Engine) -> list[dict[str, object]]:
+        rows = []
+        now = engine.deps.clock.now()
+        from rotator.render import age
+
+        for st in await engine.status():
+            row = st.as_dict()
+            row["age"] = age(st.last_rotated_at, now)
+            rows.append(row)
+        return rows
+
+    rows = _with_engine(ctx, config, work)
+    if as_json:
+        typer.echo(json.dumps([{k: v for k, v in r.items() if k != "age"} for r in rows], indent=2))
+    else:
+        from rotator.render import table
+
+        typer.echo(
+            table(
+                rows,
+                [
+                    "target",
+                    "state",
+                    "key_id",
+                    "age",
+                    "next_due_at",
+                    "revoke_due_at",
+                    "compliant",
+                    "reason",
+                ],
+            )
+        )
+
+
+@app.command()
+def history(
+    ctx: typer.Context,
+    target: Annotated[str | None, typer.Argument(help="Only this target.")] = None,
+    config: ConfigOption = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="At most N events.")] = 50,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV.")] = False,
+    verify: Annotated[
+        bool, typer.Option("--verify", help="Check the audit log's hash chain.")
+    ] = False,
+) -> None:
+    """The audit trail, newest first."""
+    from rotator.render import iso, table, to_csv
+
+    async def work(engine: Engine) -> tuple[list[dict[str, object]], str | None, bool]:
+        events = await engine.deps.store.audit_events(target, limit=limit)
+        rows: list[dict[str, object]] = [
+            {
+                "seq": e.seq,
+                "at": iso(e.at),
+                "event": e.event,
+                "target": e.target,
+                "rotation_id": e.rotation_id,
+                "facts": e.facts,
+            }
+            for e in events
+        ]
+        if not verify:
+            return rows, None, True
+        verdict = await engine.deps.store.verify_audit()
+        return rows, verdict.line(), verdict.ok
+
+    rows, verdict, ok = _with_engine(ctx, config, work)
+    columns = ["seq", "at", "event", "target", "rotation_id", "facts"]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+    elif as_csv:
+        typer.echo(to_csv(rows, columns), nl=False)
+    else:
+        typer.echo(
+            table([{**r, "facts": json.dumps(r["facts"], sort_keys=True)} for r in rows], columns)
+        )
+    if verdict is not None:
+        typer.echo(verdict, err=as_json or as_csv)
+    raise typer.Exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+@app.command()
+def adopt(
+    ctx: typer.Context,
+    target: Annotated[str, typer.Argument(help="The target whose served key this is.")],
+    key_id: Annotated[str, typer.Option("--key-id", help="The Mistral key id to adopt.")],
+    config: ConfigOption = None,
+) -> None:
+    """Declare the served key rotator did not create; the next rotation revokes it."""
+    _target_names(ctx, config, [target], False)
+
+    async def work(engine: Engine) -> None:
+        await engine.adopt(target, key_id)
+
+    _with_engine(ctx, config, work)
+    typer.echo(f"{target}: adopted key {key_id}; the next rotation revokes it after its grace")
+
+
 @dev_app.command("standin")
 def dev_standin(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
@@ -153,6 +437,9 @@ def main(argv: list[str] | None = None) -> None:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         print(f"rotator: {exc.format_message()}{hint}", file=sys.stderr)
         code = EXIT_USAGE
+    except RotatorError as exc:
+        print(f"rotator: {scrub(str(exc))}", file=sys.stderr)
+        code = EXIT_FAILED
     except ClickException as exc:
         print(f"rotator: {exc.format_message()}", file=sys.stderr)
         code = EXIT_USAGE

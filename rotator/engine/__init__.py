@@ -1,0 +1,1 @@
+"""The rotation engine: the journaled state machine, recovery, grace and revocation."""

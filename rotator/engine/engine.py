@@ -1,0 +1,363 @@
+"""The engine's front door: what the CLI, the scheduler and the HTTP API ask of it.
+
+:class:`Engine` plans and runs rotations (one per target at a time, at most ``concurrency`` at
+once), recovers interrupted ones, revokes due keys, adopts pre-existing keys and reports status.
+It owns no timers: *when* to rotate is computed from state (:meth:`Engine.status`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import structlog
+
+from rotator.config import Config
+from rotator.contracts import CurrentValue, TargetState
+from rotator.engine.context import Alert, Deps, RotationState, TargetContext
+from rotator.engine.recovery import Orphan, find_orphans, recover_rotation
+from rotator.engine.revocation import RevocationResult, masked, revoke_due
+from rotator.engine.rotation import (
+    RotationResult,
+    RotationRun,
+    expiration_for,
+    gather_bases,
+    key_name,
+    served_key,
+)
+from rotator.engine.steps import Outcome, Step, dest_tag
+from rotator.errors import ConflictError, PermanentError, RotatorError
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetStatus:
+    """One row of ``rotator status`` (CONTRACT.md fields)."""
+
+    target: str
+    state: str  # idle | rotating | draining | stuck | failing
+    key_id: str | None
+    last_rotated_at: datetime | None
+    next_due_at: datetime
+    revoke_due_at: datetime | None
+    compliant: bool
+    reason: str
+
+    def as_dict(self) -> dict[str, object]:
+        def iso(v: datetime | None) -> str | None:
+            return v.isoformat().replace("+00:00", "Z") if v else None
+
+        return {
+            "target": self.target,
+            "state": self.state,
+            "key_id": self.key_id,
+            "last_rotated_at": iso(self.last_rotated_at),
+            "next_due_at": iso(self.next_due_at),
+            "revoke_due_at": iso(self.revoke_due_at),
+            "compliant": self.compliant,
+            "reason": self.reason,
+        }
+
+
+class Engine:
+    """Rotations for the targets of one configuration."""
+
+    def __init__(self, cfg: Config, deps: Deps) -> None:
+        self.cfg = cfg
+        self.deps = deps
+        self.contexts = {t.name: TargetContext(t, tuple(deps.destinations(t))) for t in cfg.targets}
+        self._locks = {name: asyncio.Lock() for name in self.contexts}
+        self._slots = asyncio.Semaphore(cfg.engine.concurrency)
+
+    def context(self, name: str) -> TargetContext:
+        try:
+            return self.contexts[name]
+        except KeyError:
+            known = ", ".join(self.contexts) or "none"
+            raise LookupError(f"unknown target {name!r} (known: {known})") from None
+
+    # -- rotate ------------------------------------------------------------------------------------
+
+    async def rotate_many(
+        self, names: Sequence[str], *, emergency: bool = False
+    ) -> list[RotationResult]:
+        """Rotate each target (bounded concurrency); results in the order asked."""
+        return list(await asyncio.gather(*(self.rotate(n, emergency=emergency) for n in names)))
+
+    async def rotate(self, name: str, *, emergency: bool = False) -> RotationResult:
+        """One rotation of ``name``; an interrupted earlier rotation is recovered first."""
+        ctx = self.context(name)
+        async with self._locks[name], self._slots:
+            structlog.contextvars.bind_contextvars(target=name)
+            try:
+                return await self._rotate(ctx, emergency=emergency)
+            finally:
+                structlog.contextvars.unbind_contextvars("target", "rotation_id")
+
+    async def _rotate(self, ctx: TargetContext, *, emergency: bool) -> RotationResult:
+        for open_rotation in await self.deps.store.open_rotations(ctx.name):
+            recovered = await recover_rotation(self.deps, ctx, open_rotation)
+            if recovered.outcome is Outcome.STUCK or (
+                await self.deps.store.open_rotations(ctx.name)
+            ):
+                return recovered
+        try:
+            bases = await gather_bases(ctx)
+            self._refuse_foreign(bases)
+            old_keys = await self._old_keys(ctx, bases)
+        except RotatorError as exc:
+            return RotationResult(ctx.name, None, Outcome.ROLLED_BACK, error=str(exc))
+        rotation_id = str(uuid.uuid4())
+        name = key_name(ctx.target.key_name_prefix, self.deps.clock.now(), rotation_id)
+        try:
+            await self.deps.store.start_rotation(
+                ctx.name,
+                rotation_id=rotation_id,
+                emergency=emergency,
+                new_key_name=name,
+                old_key_ids=old_keys,
+            )
+        except ConflictError as exc:
+            return RotationResult(ctx.name, None, Outcome.SKIPPED, error=str(exc))
+        structlog.contextvars.bind_contextvars(rotation_id=rotation_id)
+        st = RotationState(
+            rotation_id=rotation_id,
+            target=ctx.name,
+            emergency=emergency,
+            key_name=name,
+            old_key_ids=tuple(old_keys),
+        )
+        run = RotationRun(self.deps, ctx, st)
+        await run.journal(
+            Step.PLANNED,
+            {
+                "key_name": name,
+                "old_key_ids": list(old_keys),
+                "emergency": emergency,
+                "bases": {
+                    dest_tag(d): {
+                        "destination": d,
+                        "exists": c.exists,
+                        "version": c.version,
+                        "fingerprint": served_key(c),
+                    }
+                    for d, c in bases.items()
+                },
+            },
+        )
+        return await run.execute(bases)
+
+    @staticmethod
+    def _refuse_foreign(bases: dict[str, CurrentValue]) -> None:
+        for dest, current in bases.items():
+            if current.foreign:
+                raise ConflictError(
+                    f"{dest}: managed by {current.managed_by!r}, not rotator; refusing to write"
+                )
+
+    async def _old_keys(self, ctx: TargetContext, bases: dict[str, CurrentValue]) -> list[str]:
+        """The keys this rotation replaces: the current managed key and an adopted one."""
+        state = await self.deps.store.get_target(ctx.name)
+        old: list[str] = []
+        if state is not None and state.current is not None:
+            old.append(state.current.key_id)
+        if state is not None and state.adopted_key_id and state.adopted_key_id not in old:
+            old.append(state.adopted_key_id)
+        if not old and ctx.target.adopt_existing:
+            adopted = await self._identify_served_key(ctx, bases)
+            if adopted is not None:
+                await self.deps.store.adopt_key(ctx.name, adopted)
+                old.append(adopted)
+        return old
+
+    async def _identify_served_key(
+        self, ctx: TargetContext, bases: dict[str, CurrentValue]
+    ) -> str | None:
+        """``adopt_existing``: the one workspace key whose ``hidden_key`` matches what every
+        destination serves; refused (None, with an alert) unless exactly one matches."""
+        masks = {masked(c.secret.reveal()) for c in bases.values() if c.secret is not None}
+        if len(masks) != 1:
+            await self._alert(ctx, "adoption_refused", "destinations serve no single key")
+            return None
+        keys = await self.deps.issuer.list_keys(workspace_id=ctx.target.workspace_id)
+        matches = [k for k in keys if k.hidden_key in masks]
+        if len(matches) != 1:
+            await self._alert(
+                ctx,
+                "adoption_refused",
+                f"{len(matches)} keys in the workspace match the served key; adopt one by id",
+            )
+            return None
+        return matches[0].key_id
+
+    async def _alert(self, ctx: TargetContext, event: str, message: str) -> None:
+        log.warning(event, target=ctx.name, message=message)
+        if self.deps.on_alert is not None:
+            await self.deps.on_alert(Alert(event, ctx.name, None, message))
+
+    # -- dry run -----------------------------------------------------------------------------------
+
+    async def plan(self, name: str, *, emergency: bool = False) -> dict[str, object]:
+        """What ``rotate --dry-run`` prints: the exact steps, reading only."""
+        ctx = self.context(name)
+        now = self.deps.clock.now()
+        policy = ctx.target.policy
+        bases = await gather_bases(ctx)
+        problems = []
+        try:
+            self._refuse_foreign(bases)
+        except ConflictError as exc:
+            problems.append(str(exc))
+        state = await self.deps.store.get_target(name)
+        open_rotations = await self.deps.store.open_rotations(name)
+        grace = "0s (emergency)" if emergency else str(policy.grace)
+        return {
+            "target": name,
+            "rotation_id": None,
+            "outcome": str(Outcome.PLANNED),
+            "new_key_id": None,
+            "revoked_key_ids": [],
+            "revoke_due_at": None,
+            "error": "; ".join(problems) or None,
+            "plan": {
+                "recover_first": [r.rotation_id for r in open_rotations],
+                "create": {
+                    "workspace_id": ctx.target.workspace_id,
+                    "name": key_name(ctx.target.key_name_prefix, now, "xxxxxxxx"),
+                    "expiration": _iso_date(expiration_for(now, policy.key_expiration)),
+                },
+                "verify": f"GET /v1/models until it passes (up to {policy.activation_timeout})",
+                "destinations": [
+                    {
+                        "destination": d,
+                        "exists": c.exists,
+                        "version": c.version,
+                        "serves_fingerprint": served_key(c),
+                        "pending_version": c.pending_version,
+                    }
+                    for d, c in bases.items()
+                ],
+                "replaces": list(_plan_old(state)),
+                "grace": grace,
+            },
+        }
+
+    # -- recover, revoke, adopt ------------------------------------------------------------------
+
+    async def recover(
+        self, *, sweep_orphans: bool = False
+    ) -> tuple[list[RotationResult], list[Orphan]]:
+        """Finish or undo every open rotation, then report (or sweep) orphan keys."""
+        results: list[RotationResult] = []
+        for rotation in await self.deps.store.open_rotations():
+            ctx = self.contexts.get(rotation.target)
+            if ctx is None:
+                results.append(
+                    RotationResult(
+                        rotation.target,
+                        rotation.rotation_id,
+                        Outcome.STUCK,
+                        rotation.new_key_id,
+                        error="target not in the configuration; cannot recover",
+                    )
+                )
+                continue
+            async with self._locks[ctx.name]:
+                results.append(await recover_rotation(self.deps, ctx, rotation))
+        orphans: list[Orphan] = []
+        for ctx in self.contexts.values():
+            try:
+                orphans += await find_orphans(self.deps, ctx, sweep=sweep_orphans)
+            except RotatorError as exc:
+                log.warning("orphan_scan_failed", target=ctx.name, error=str(exc))
+        return results, orphans
+
+    async def revoke_due(self) -> list[RevocationResult]:
+        """Revoke every old key whose grace deadline passed and that nothing serves."""
+        return await revoke_due(self.deps, self.contexts)
+
+    async def adopt(self, name: str, key_id: str) -> TargetState:
+        """Declare ``key_id`` (in the target's workspace) the key served before rotator."""
+        ctx = self.context(name)
+        keys = await self.deps.issuer.list_keys(workspace_id=ctx.target.workspace_id)
+        if not any(k.key_id == key_id for k in keys):
+            raise PermanentError(
+                "engine", "adopt", f"no key {key_id} in workspace {ctx.target.workspace_id}"
+            )
+        return await self.deps.store.adopt_key(name, key_id)
+
+    # -- status ----------------------------------------------------------------------------------
+
+    async def status(self) -> list[TargetStatus]:
+        """Per-target state, due times and compliance, computed from the state store."""
+        now = self.deps.clock.now()
+        states = {s.target: s for s in await self.deps.store.list_targets()}
+        open_by_target = {r.target: r for r in await self.deps.store.open_rotations()}
+        rows = []
+        for name, ctx in self.contexts.items():
+            policy = ctx.target.policy
+            st = states.get(name)
+            rotation = open_by_target.get(name)
+            last = st.last_rotated_at if st else None
+            if last is None:
+                next_due = policy.schedule.next_fire(now)
+            else:
+                next_due = min(policy.schedule.next_fire(last), last + policy.max_age)
+            compliant = last is not None and now - last <= policy.max_age
+            retiring = st.retiring if st else ()
+            if rotation is not None and rotation.state == Step.STUCK:
+                state, reason = "stuck", rotation.error or "rotation stuck"
+            elif rotation is not None:
+                state, reason = "rotating", f"rotation {rotation.rotation_id} at {rotation.state}"
+            elif st is not None and st.consecutive_failures:
+                state, reason = "failing", f"{st.consecutive_failures} failed attempts"
+            elif retiring:
+                state, reason = "draining", f"{len(retiring)} old key(s) pending revocation"
+            else:
+                state = "idle"
+                reason = (
+                    ""
+                    if compliant
+                    else ("never rotated by rotator" if last is None else "older than max_age")
+                )
+            rows.append(
+                TargetStatus(
+                    target=name,
+                    state=state,
+                    key_id=st.current.key_id if st and st.current else None,
+                    last_rotated_at=last,
+                    next_due_at=next_due,
+                    revoke_due_at=retiring[0].revoke_due_at if retiring else None,
+                    compliant=compliant,
+                    reason=reason,
+                )
+            )
+        return rows
+
+    async def close(self) -> None:
+        close = getattr(self.deps.issuer, "aclose", None)
+        if close is not None:
+            await close()
+        close = getattr(self.deps.verifier, "aclose", None)
+        if close is not None:
+            await close()
+        await self.deps.store.close()
+        if self.deps.pool is not None:
+            self.deps.pool.shutdown(wait=False)
+
+
+def _plan_old(state: TargetState | None) -> list[str]:
+    if state is None:
+        return []
+    return [k for k in (state.current.key_id if state.current else None, state.adopted_key_id) if k]
+
+
+def _iso_date(value: object) -> str | None:
+    return value.isoformat() if value is not None and hasattr(value, "isoformat") else None
+
+
+__all__ = ["Engine", "RotationState", "TargetStatus"]

@@ -1,0 +1,144 @@
+"""Recovery: finish or undo every interrupted rotation (``rotator recover``, and at start).
+
+The rule (DESIGN.md): a rotation that never announced a promotion is rolled back — its new key
+was never visible, and its plaintext is gone with the crashed process. A rotation that may have
+promoted moves forward: every destination is read, and if any serves the new key its plaintext
+is taken from there and the remaining destinations are promoted. If none serves it, nothing
+became visible and the rotation is rolled back after all; if some cannot be read, it stays
+``stuck`` and is tried again later. Keys named with a target's prefix that no rotation or state
+accounts for are orphans: reported, and deleted only when asked (``--sweep-orphans``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import assert_never
+
+import structlog
+
+from rotator.contracts import Rotation
+from rotator.engine.context import Deps, RotationState, TargetContext
+from rotator.engine.rotation import RotationResult, RotationRun, served_key
+from rotator.engine.steps import Outcome, Step
+from rotator.errors import RotatorError
+from rotator.secret import Secret
+
+log = structlog.get_logger(__name__)
+
+
+async def recover_rotation(deps: Deps, ctx: TargetContext, rotation: Rotation) -> RotationResult:
+    """Bring one open rotation to a terminal state (or to ``stuck``) by the rule above."""
+    journal = await deps.store.journal(rotation.rotation_id)
+    st = RotationState.from_journal(rotation, journal)
+    run = RotationRun(deps, ctx, st)
+    run.log.info("recovering_rotation", state=str(st.state))
+    match st.state:
+        case (
+            Step.PLANNED
+            | Step.CREATED
+            | Step.VERIFIED
+            | Step.STAGED
+            | Step.READBACK_OK
+            | Step.ROLLING_BACK
+        ):
+            return await run.roll_back(f"interrupted at {st.state}: undone by recovery")
+        case Step.PROMOTING | Step.STUCK:
+            return await _forward(run)
+        case Step.PROMOTED:
+            return await run.finish_promoted()
+        case Step.DONE:
+            await deps.store.finish_rotation(
+                st.rotation_id, state=Step.DONE, outcome=str(Outcome.PROMOTED)
+            )
+            return RotationResult(ctx.name, st.rotation_id, Outcome.PROMOTED, st.key_id)
+        case Step.ROLLED_BACK:
+            await deps.store.finish_rotation(
+                st.rotation_id, state=Step.ROLLED_BACK, outcome=str(Outcome.ROLLED_BACK)
+            )
+            return RotationResult(ctx.name, st.rotation_id, Outcome.ROLLED_BACK, st.key_id)
+        case _:
+            assert_never(st.state)
+
+
+async def _forward(run: RotationRun) -> RotationResult:
+    served = await run.served_anywhere()
+    if served is None:
+        return await run.mark_stuck("some destinations cannot be read; will retry")
+    if served is False:
+        return await run.roll_back("interrupted during promotion; the new key was served nowhere")
+    secret = await _find_plaintext(run)
+    if secret is None:
+        return await run.mark_stuck("the new key is served but could not be read back")
+    run.st.secret = secret
+    return await run.promote_and_finish()
+
+
+async def _find_plaintext(run: RotationRun) -> Secret | None:
+    """The new key's plaintext from a destination that holds it (current, else pending)."""
+    for dest in run.ctx.destinations:
+        try:
+            current = await dest.read_current()
+        except RotatorError:
+            continue
+        if current.secret is not None and served_key(current) == run.st.fingerprint:
+            return current.secret
+    for tag, staged in run.st.staged.items():
+        holder = run.ctx.destination(tag)
+        if holder is None or staged.version is None:
+            continue
+        try:
+            value = await holder.read_back(staged.version)
+        except RotatorError:
+            continue
+        if value is not None and value.fingerprint == run.st.fingerprint:
+            return value
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class Orphan:
+    """A key carrying a target's prefix that no state or rotation accounts for."""
+
+    target: str
+    key_id: str
+    name: str
+    deleted: bool
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "key_id": self.key_id,
+            "name": self.name,
+            "deleted": self.deleted,
+        }
+
+
+async def find_orphans(deps: Deps, ctx: TargetContext, *, sweep: bool) -> list[Orphan]:
+    """Keys named ``<prefix>-…`` in the target's workspace that rotator does not account for
+    (not current, not retiring, not an open rotation's); deleted only when ``sweep``."""
+    known: set[str] = set()
+    state = await deps.store.get_target(ctx.name)
+    if state is not None:
+        if state.current is not None:
+            known.add(state.current.key_id)
+        known.update(r.key_id for r in state.retiring)
+        if state.adopted_key_id:
+            known.add(state.adopted_key_id)
+    for rotation in await deps.store.open_rotations(ctx.name):
+        if rotation.new_key_id:
+            known.add(rotation.new_key_id)
+    prefix = f"{ctx.target.key_name_prefix}-"
+    orphans = []
+    for key in await deps.issuer.list_keys(workspace_id=ctx.target.workspace_id):
+        if key.key_id in known or not (key.name or "").startswith(prefix):
+            continue
+        deleted = False
+        if sweep:
+            await deps.issuer.delete_key(key.key_id)
+            deleted = True
+            await deps.store.append_audit(
+                "key.orphan_deleted", target=ctx.name, facts={"key_id": key.key_id}
+            )
+        log.warning("orphan_key", target=ctx.name, key_id=key.key_id, deleted=deleted)
+        orphans.append(Orphan(ctx.name, key.key_id, key.name or "", deleted))
+    return orphans

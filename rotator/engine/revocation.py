@@ -1,0 +1,196 @@
+"""Grace and revocation (DESIGN.md steps 7-8): old keys are deleted only when nothing serves them.
+
+A replaced key is a :class:`rotator.contracts.RetiringKey` with a persisted deadline. When it is
+due, every destination of its target is read: the key is revoked only if no destination serves it
+and every destination serves the target's current key (invariant I2). With ``drain``, a key that
+the Admin API shows used today (``last_used`` is a UTC date) gets more time, up to ``max_grace``
+after its replacement; at ``max_grace`` it is revoked anyway and an alert says it was still in use.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import structlog
+
+from rotator.contracts import RetiringKey
+from rotator.engine.context import Alert, Deps, TargetContext
+from rotator.engine.rotation import gather_bases, served_key
+from rotator.errors import RotatorError
+from rotator.mistral.models import ApiKey
+
+log = structlog.get_logger(__name__)
+
+DRAIN_RECHECK = timedelta(hours=1)
+"""How long a draining key waits before its use is checked again."""
+
+
+@dataclass(frozen=True, slots=True)
+class RevocationResult:
+    """What ``revoke-due`` reports for one retiring key."""
+
+    target: str
+    key_id: str
+    outcome: str  # revoked | already_gone | deferred | refused
+    detail: str = ""
+
+    def as_dict(self) -> dict[str, str]:
+        return {
+            "target": self.target,
+            "key_id": self.key_id,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        }
+
+
+def masked(value: str) -> str:
+    """The Admin API's ``hidden_key`` form of a plaintext: first 4 + ``...`` + last 4."""
+    return f"{value[:4]}...{value[-4:]}"
+
+
+async def revoke_now(deps: Deps, ctx: TargetContext, keys: Sequence[RetiringKey]) -> list[str]:
+    """Revoke those of ``keys`` that may go now; returns the ids revoked (or already gone)."""
+    results = await _revoke(deps, ctx, keys)
+    return [r.key_id for r in results if r.outcome in {"revoked", "already_gone"}]
+
+
+async def revoke_due(deps: Deps, contexts: dict[str, TargetContext]) -> list[RevocationResult]:
+    """Revoke every retiring key whose deadline passed (what ``revoke-due`` and the daemon do)."""
+    due = await deps.store.revocations_due()
+    by_target: dict[str, list[RetiringKey]] = {}
+    for key in due:
+        by_target.setdefault(key.target, []).append(key)
+    results: list[RevocationResult] = []
+    for target, target_keys in sorted(by_target.items()):
+        keys = target_keys
+        ctx = contexts.get(target)
+        if ctx is None:
+            results += [
+                RevocationResult(
+                    target, k.key_id, "refused", "target not in the configuration; not revoked"
+                )
+                for k in keys
+            ]
+            continue
+        try:
+            if ctx.target.policy.drain:
+                keys, deferred = await _drain(deps, ctx, keys)
+                results += deferred
+            results += await _revoke(deps, ctx, keys)
+        except RotatorError as exc:
+            log.warning("revocation_deferred", target=target, error=str(exc))
+            results += [RevocationResult(target, k.key_id, "deferred", str(exc)) for k in keys]
+    return results
+
+
+async def _revoke(
+    deps: Deps, ctx: TargetContext, keys: Sequence[RetiringKey]
+) -> list[RevocationResult]:
+    if not keys:
+        return []
+    state = await deps.store.get_target(ctx.name)
+    current_fp = state.current.fingerprint if state and state.current else None
+    currents = await gather_bases(ctx)
+    served = {served_key(c) for c in currents.values()}
+    served_masks = {masked(c.secret.reveal()) for c in currents.values() if c.secret is not None}
+    listed = await _listed(deps, ctx)
+    results = []
+    for key in keys:
+        result = await _revoke_one(
+            deps,
+            ctx,
+            key,
+            current_fp=current_fp,
+            served=served,
+            served_masks=served_masks,
+            listed=listed,
+        )
+        results.append(result)
+    return results
+
+
+async def _revoke_one(
+    deps: Deps,
+    ctx: TargetContext,
+    key: RetiringKey,
+    *,
+    current_fp: str | None,
+    served: set[str | None],
+    served_masks: set[str],
+    listed: dict[str, ApiKey],
+) -> RevocationResult:
+    info = listed.get(key.key_id)
+    still_served = (key.fingerprint is not None and key.fingerprint in served) or (
+        key.fingerprint is None and info is not None and info.hidden_key in served_masks
+    )
+    if still_served:
+        return await _refuse(deps, ctx, key, "a destination still serves this key")
+    if current_fp is None or served != {current_fp}:
+        return await _refuse(
+            deps, ctx, key, "the destinations do not all serve the current key (check them)"
+        )
+    gone = not await deps.issuer.delete_key(key.key_id)
+    await deps.store.revocation_done(ctx.name, key.key_id)
+    outcome = "already_gone" if gone else "revoked"
+    log.info("key_revoked", target=ctx.name, key_id=key.key_id, outcome=outcome)
+    return RevocationResult(ctx.name, key.key_id, outcome)
+
+
+async def _refuse(deps: Deps, ctx: TargetContext, key: RetiringKey, why: str) -> RevocationResult:
+    log.error("revocation_refused", target=ctx.name, key_id=key.key_id, reason=why)
+    if deps.on_alert is not None:
+        await deps.on_alert(
+            Alert("revocation_refused", ctx.name, key.rotation_id, f"key {key.key_id}: {why}")
+        )
+    return RevocationResult(ctx.name, key.key_id, "refused", why)
+
+
+async def _listed(deps: Deps, ctx: TargetContext) -> dict[str, ApiKey]:
+    keys = await deps.issuer.list_keys(workspace_id=ctx.target.workspace_id)
+    return {k.key_id: k for k in keys}
+
+
+async def _drain(
+    deps: Deps, ctx: TargetContext, keys: Sequence[RetiringKey]
+) -> tuple[list[RetiringKey], list[RevocationResult]]:
+    """Split ``keys`` into those that may go now and those still in use (deferred)."""
+    now = deps.clock.now()
+    listed = await _listed(deps, ctx)
+    policy = ctx.target.policy
+    ready: list[RetiringKey] = []
+    deferred: list[RevocationResult] = []
+    for key in keys:
+        info = listed.get(key.key_id)
+        used_today = info is not None and info.last_used == now.date()
+        if not used_today:
+            ready.append(key)
+            continue
+        replaced_at = await _replaced_at(deps, key, policy.grace)
+        limit = replaced_at + policy.max_grace
+        if now >= limit:
+            message = f"key {key.key_id} still in use at max_grace; revoking"
+            log.error("old_key_in_use_at_max_grace", target=ctx.name, key_id=key.key_id)
+            if deps.on_alert is not None:
+                await deps.on_alert(
+                    Alert("old_key_in_use_at_max_grace", ctx.name, key.rotation_id, message)
+                )
+            ready.append(key)
+            continue
+        later = min(now + DRAIN_RECHECK, limit)
+        await deps.store.schedule_revocation(
+            RetiringKey(key.target, key.key_id, key.fingerprint, later, key.rotation_id)
+        )
+        deferred.append(
+            RevocationResult(ctx.name, key.key_id, "deferred", f"used today; next check {later}")
+        )
+    return ready, deferred
+
+
+async def _replaced_at(deps: Deps, key: RetiringKey, grace: timedelta) -> datetime:
+    if key.rotation_id is not None:
+        rotation = await deps.store.get_rotation(key.rotation_id)
+        if rotation is not None and rotation.finished_at is not None:
+            return rotation.finished_at
+    return key.revoke_due_at - grace

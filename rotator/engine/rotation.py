@@ -1,0 +1,472 @@
+"""One rotation of one target: DESIGN.md steps 1-6, each journaled before its side effect.
+
+:class:`RotationRun` holds the phases as idempotent methods so the same code serves a fresh
+rotation (:meth:`RotationRun.execute`) and recovery after a crash (:mod:`rotator.engine.recovery`),
+which rebuilds the :class:`RotationState` from the journal and re-enters at the right phase.
+
+Failure rule: until a promotion has been announced nothing is visible to consumers, so any
+failure **rolls back** (pending versions removed, the new key deleted). Once a promotion may have
+happened the rotation only moves **forward**; if it cannot finish it is left ``stuck`` (open,
+both keys valid) and retried by recovery. If a failure during promotion leaves it unclear
+whether anything was promoted, every destination is read: a new key served nowhere means
+nothing became visible, and the rotation rolls back after all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+
+import structlog
+
+from rotator.contracts import CurrentValue, Destination, ManagedKey, RetiringKey, StagedValue
+from rotator.engine.context import Alert, Deps, RotationState, TargetContext
+from rotator.engine.steps import DestStep, Outcome, Step, dest_step, dest_tag
+from rotator.errors import ConflictError, PermanentError, RotatorError, VerificationFailed
+from rotator.mistral.admin import AmbiguousCreate
+from rotator.retry import RetryPolicy, retry_async
+from rotator.secret import Secret
+
+log = structlog.get_logger(__name__)
+
+FAILURE_BACKOFF_BASE = timedelta(hours=1)
+FAILURE_BACKOFF_MAX = timedelta(hours=32)
+
+
+@dataclass(frozen=True, slots=True)
+class RotationResult:
+    """What ``rotate --json`` prints for one target (CONTRACT.md)."""
+
+    target: str
+    rotation_id: str | None
+    outcome: Outcome
+    new_key_id: str | None = None
+    revoked_key_ids: tuple[str, ...] = ()
+    revoke_due_at: datetime | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "target": self.target,
+            "rotation_id": self.rotation_id,
+            "outcome": str(self.outcome),
+            "new_key_id": self.new_key_id,
+            "revoked_key_ids": list(self.revoked_key_ids),
+            "revoke_due_at": _iso(self.revoke_due_at),
+            "error": self.error,
+        }
+
+
+def _iso(value: datetime | None) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value else None
+
+
+def key_name(prefix: str, now: datetime, rotation_id: str) -> str:
+    """``<prefix>-<UTC stamp>-<short rotation id>``: unique and recognisable as ours."""
+    return f"{prefix}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{rotation_id.replace('-', '')[:8]}"
+
+
+def failure_backoff(failures: int) -> timedelta:
+    """1 h, 2 h, 4 h … capped at 32 h (cert-manager's schedule) after ``failures`` failures."""
+    backoff: timedelta = FAILURE_BACKOFF_BASE * 2 ** max(0, failures - 1)
+    return min(FAILURE_BACKOFF_MAX, backoff)
+
+
+def served_key(current: CurrentValue) -> str | None:
+    """The fingerprint of what a destination serves now, None when it serves nothing."""
+    return current.secret.fingerprint if current.secret is not None else None
+
+
+class RotationRun:
+    """Drives one rotation; every method is safe to call again after a crash."""
+
+    def __init__(self, deps: Deps, ctx: TargetContext, state: RotationState) -> None:
+        self.deps = deps
+        self.ctx = ctx
+        self.st = state
+        self.log = log.bind(target=ctx.name, rotation_id=state.rotation_id)
+
+    # -- the whole forward path ------------------------------------------------------------------
+
+    async def execute(self, bases: dict[str, CurrentValue]) -> RotationResult:
+        """Create → verify → stage → read back → promote → finish, with the failure rule."""
+        try:
+            await self.create()
+            await self.verify_new_key()
+            await self.stage_all(bases)
+            await self.read_back_staged()
+        except RotatorError as exc:
+            return await self.roll_back(str(exc))
+        return await self.promote_and_finish()
+
+    async def journal(self, step: str, facts: dict[str, object] | None = None) -> None:
+        state = step if step in Step.__members__.values() else None
+        await self.deps.store.append_step(
+            self.st.rotation_id,
+            step,
+            facts,  # type: ignore[arg-type]
+            state=state,
+        )
+        if state is not None:
+            self.st.state = Step(state)
+
+    # -- step 2: create --------------------------------------------------------------------------
+
+    async def create(self) -> None:
+        expiration = expiration_for(self.deps.clock.now(), self.ctx.target.policy.key_expiration)
+        try:
+            created = await self.deps.issuer.create_key(
+                workspace_id=self.ctx.target.workspace_id,
+                user_id=self.deps.user_id,
+                name=self.st.key_name,
+                expiration=expiration,
+            )
+        except AmbiguousCreate as exc:
+            if exc.key_id is not None:  # created, plaintext lost: it must go
+                self.st.key_id = exc.key_id
+            raise
+        info = created.info
+        self.st.key_id, self.st.secret = info.key_id, created.secret
+        self.st.fingerprint = created.secret.fingerprint
+        self.st.expiration, self.st.created_at = info.expiration_date, info.created_at
+        await self.deps.store.update_rotation(
+            self.st.rotation_id,
+            new_key_id=info.key_id,
+            new_key_fingerprint=self.st.fingerprint,
+        )
+        await self.journal(
+            Step.CREATED,
+            {
+                "key_id": info.key_id,
+                "fingerprint": self.st.fingerprint,
+                "expiration": info.expiration_date.isoformat() if info.expiration_date else None,
+                "requested_expiration": expiration.isoformat() if expiration else None,
+                "created_at": info.created_at.isoformat() if info.created_at else None,
+            },
+        )
+        self.log.info("key_created", key_id=info.key_id, fingerprint=self.st.fingerprint)
+
+    # -- step 3: verify ----------------------------------------------------------------------------
+
+    async def verify_new_key(self) -> None:
+        secret = self._secret()
+        timeout = self.ctx.target.policy.activation_timeout.total_seconds()
+        result = await self.deps.verifier.wait_active(secret, timeout=timeout)
+        if not result.ok:
+            raise VerificationFailed(secret.fingerprint, str(result.outcome), result.detail)
+        await self.journal(
+            Step.VERIFIED,
+            {"attempts": result.attempts, "elapsed_s": round(result.elapsed, 3)},
+        )
+        self.log.info("key_verified", attempts=result.attempts, elapsed_s=result.elapsed)
+
+    # -- step 4: stage -----------------------------------------------------------------------------
+
+    async def stage_all(self, bases: dict[str, CurrentValue]) -> None:
+        for dest in self.ctx.destinations:
+            await self.stage_one(dest, bases[dest.name])
+        await self.journal(Step.STAGED)
+
+    async def stage_one(self, dest: Destination, base: CurrentValue) -> StagedValue:
+        tag = dest_tag(dest.name)
+        if tag in self.st.staged:
+            return self.st.staged[tag]
+        assert self.st.key_id is not None
+        await self.journal(dest_step(DestStep.STAGING, dest.name), {"destination": dest.name})
+        self.st.staging.add(tag)
+        staged = await dest.stage(
+            self._secret(), rotation_id=self.st.rotation_id, key_id=self.st.key_id, base=base
+        )
+        await self.journal(dest_step(DestStep.STAGED, dest.name), dict(staged.to_record()))
+        self.st.staged[tag] = staged
+        return staged
+
+    # -- step 5: read back -------------------------------------------------------------------------
+
+    async def read_back_staged(self) -> None:
+        for dest in self.ctx.destinations:
+            staged = self.st.staged[dest_tag(dest.name)]
+            if staged.pending:
+                assert staged.version is not None
+                await self._prove(dest, await dest.read_back(staged.version), "read back")
+        await self.journal(Step.READBACK_OK)
+
+    async def _prove(self, dest: Destination, value: Secret | None, what: str) -> None:
+        """``value`` (read from ``dest``) must be the new key and pass GET /v1/models."""
+        secret = self._secret()
+        if value is None or value != secret:
+            raise PermanentError("engine", what, f"{dest.name} does not hold the new key")
+        result = await self.deps.verifier.check(value)
+        if not result.ok:
+            raise VerificationFailed(value.fingerprint, str(result.outcome), f"{what} {dest.name}")
+
+    # -- step 6: promote ---------------------------------------------------------------------------
+
+    def promotion_order(self) -> list[Destination]:
+        """Pending-capable destinations first (a label move is a cheap CAS), Vault writes last."""
+        staged = self.st.staged
+        return sorted(
+            self.ctx.destinations,
+            key=lambda d: (
+                0 if staged.get(dest_tag(d.name), None) and staged[dest_tag(d.name)].pending else 1
+            ),
+        )
+
+    async def promote_and_finish(self) -> RotationResult:
+        """Promote every destination (forward only), then record and finish the rotation."""
+        await self.journal(Step.PROMOTING)
+        try:
+            for dest in self.promotion_order():
+                await self._promote_one(dest)
+        except RotatorError as exc:
+            return await self._promotion_failed(exc)
+        await self.journal(Step.PROMOTED)
+        return await self.finish_promoted()
+
+    async def _promote_one(self, dest: Destination) -> None:
+        tag = dest_tag(dest.name)
+        if tag in self.st.promoted:
+            return
+        staged = self.st.staged.get(tag)
+        if staged is None:  # recovery: staged before the crash but not journaled, or never
+            staged = await self.stage_one(dest, await self._base_for(dest))
+        await self.journal(dest_step(DestStep.PROMOTING, dest.name), {"destination": dest.name})
+        self.st.promoting.add(tag)
+        policy = RetryPolicy(max_attempts=self.deps.promote_attempts, base_delay=1.0, max_delay=8.0)
+        promoted = await retry_async(
+            lambda: dest.promote(staged, self._secret()),
+            policy=policy,
+            clock=self.deps.clock,
+            describe=f"promote {dest.name}",
+        )
+        current = await dest.read_current()
+        await self._prove(dest, current.secret, "after promotion")
+        await self.journal(dest_step(DestStep.PROMOTED, dest.name), dict(promoted.to_record()))
+        self.st.promoted[tag] = promoted
+        self.log.info("destination_promoted", destination=dest.name, version=promoted.version)
+
+    async def _base_for(self, dest: Destination) -> CurrentValue:
+        """The compare-and-swap base for a destination staged during recovery: its current
+        value, which must still be what the plan saw."""
+        current = await dest.read_current()
+        planned = self.st.bases.get(dest_tag(dest.name), {})
+        if planned and planned.get("version") != current.version:
+            raise ConflictError(
+                f"{dest.name}: version {current.version} is not the planned "
+                f"{planned.get('version')}; someone else wrote it"
+            )
+        return current
+
+    async def _promotion_failed(self, exc: RotatorError) -> RotationResult:
+        served = await self.served_anywhere()
+        if served is False:
+            return await self.roll_back(f"promotion failed before anything was served: {exc}")
+        return await self.mark_stuck(str(exc))
+
+    async def served_anywhere(self) -> bool | None:
+        """Whether any destination serves the new key now; None if some could not be read."""
+        unknown = False
+        for dest in self.ctx.destinations:
+            try:
+                current = await dest.read_current()
+            except RotatorError:
+                unknown = True
+                continue
+            if served_key(current) == self.st.fingerprint:
+                return True
+        return None if unknown else False
+
+    async def finish_promoted(self) -> RotationResult:
+        """The new key is served everywhere: make it current, retire the old, maybe revoke."""
+        from rotator.engine.revocation import revoke_now
+
+        assert self.st.key_id is not None
+        assert self.st.fingerprint is not None
+        now = self.deps.clock.now()
+        policy = self.ctx.target.policy
+        immediate = self.st.emergency or policy.grace == timedelta(0)
+        due = now if immediate else now + policy.grace
+        retire = [
+            RetiringKey(
+                target=self.ctx.name,
+                key_id=old,
+                fingerprint=None,
+                revoke_due_at=due,
+                rotation_id=self.st.rotation_id,
+            )
+            for old in self.st.old_key_ids
+            if old != self.st.key_id
+        ]
+        retire = await self._with_fingerprints(retire)
+        await self.deps.store.record_promotion(
+            self.ctx.name,
+            ManagedKey(
+                key_id=self.st.key_id,
+                fingerprint=self.st.fingerprint,
+                created_at=self.st.created_at,
+                expiration=self.st.expiration,
+                rotation_id=self.st.rotation_id,
+            ),
+            retire=retire,
+        )
+        revoked: list[str] = []
+        if immediate and retire:
+            revoked = await revoke_now(self.deps, self.ctx, retire)
+        everything_revoked = len(revoked) == len(retire)
+        outcome = (
+            Outcome.ROTATED
+            if everything_revoked and (immediate or not retire)
+            else (Outcome.PROMOTED)
+        )
+        await self.journal(Step.DONE, {"revoked": list(revoked)})
+        await self.deps.store.finish_rotation(
+            self.st.rotation_id, state=Step.DONE, outcome=str(outcome)
+        )
+        pending_due = None if outcome is Outcome.ROTATED else due
+        self.log.info("rotation_finished", outcome=str(outcome), revoked=revoked)
+        return RotationResult(
+            target=self.ctx.name,
+            rotation_id=self.st.rotation_id,
+            outcome=outcome,
+            new_key_id=self.st.key_id,
+            revoked_key_ids=tuple(revoked),
+            revoke_due_at=pending_due,
+        )
+
+    async def _with_fingerprints(self, retire: list[RetiringKey]) -> list[RetiringKey]:
+        """Carry each retiring key's fingerprint when the store knows it (the previous current)."""
+        state = await self.deps.store.get_target(self.ctx.name)
+        known = {}
+        if state is not None and state.current is not None:
+            known[state.current.key_id] = state.current.fingerprint
+        return [
+            RetiringKey(
+                target=r.target,
+                key_id=r.key_id,
+                fingerprint=known.get(r.key_id),
+                revoke_due_at=r.revoke_due_at,
+                rotation_id=r.rotation_id,
+            )
+            for r in retire
+        ]
+
+    # -- failure paths -----------------------------------------------------------------------------
+
+    async def roll_back(self, reason: str) -> RotationResult:
+        """Undo everything (nothing was visible to consumers) and close the rotation."""
+        if self.st.state is not Step.ROLLING_BACK:
+            await self.journal(Step.ROLLING_BACK, {"reason": reason})
+        self.log.warning("rotation_rolling_back", reason=reason)
+        problems: list[str] = []
+        for tag in sorted(self.st.staging | set(self.st.staged)):
+            dest = self.ctx.destination(tag)
+            if dest is None:
+                problems.append(f"destination {tag} left the configuration; undo it by hand")
+                continue
+            staged = self.st.staged.get(tag) or self._synthetic_staged(dest)
+            try:
+                await dest.roll_back(staged)
+            except RotatorError as exc:
+                problems.append(str(exc))
+        if self.st.key_id is not None:
+            try:
+                await self.deps.issuer.delete_key(self.st.key_id)
+            except RotatorError as exc:
+                problems.append(str(exc))
+        else:
+            problems += await self._delete_by_name()
+        if problems:
+            # Consumers still have the old key everywhere; the leftovers are cleaned up by recovery.
+            await self.deps.store.update_rotation(self.st.rotation_id, error=reason)
+            await self._alert("rollback_incomplete", f"{reason}; cleanup pending: {problems[0]}")
+            return self._result(Outcome.ROLLED_BACK, f"{reason}; cleanup pending: {problems[0]}")
+        await self.deps.store.finish_rotation(
+            self.st.rotation_id,
+            state=Step.ROLLED_BACK,
+            outcome=str(Outcome.ROLLED_BACK),
+            error=reason,
+        )
+        state = await self.deps.store.get_target(self.ctx.name)
+        failures = (state.consecutive_failures if state else 0) + 1
+        await self.deps.store.record_failure(
+            self.ctx.name, backoff_until=self.deps.clock.now() + failure_backoff(failures)
+        )
+        await self._alert("rotation_failed", reason)
+        return self._result(Outcome.ROLLED_BACK, reason)
+
+    def _synthetic_staged(self, dest: Destination) -> StagedValue:
+        """What a stage that crashed before being journaled would have recorded (the AWS version
+        id is the rotation id), so its pending label can still be removed."""
+        base = self.st.bases.get(dest_tag(dest.name), {})
+        version = base.get("version")
+        return StagedValue(
+            destination=dest.name,
+            rotation_id=self.st.rotation_id,
+            key_id=self.st.key_id or "unknown",
+            fingerprint=self.st.fingerprint or "unknown",
+            base_version=version if isinstance(version, str) else None,
+            version=None,
+        )
+
+    async def _delete_by_name(self) -> list[str]:
+        """A create whose answer was lost: find the key by its unique name and delete it."""
+        try:
+            keys = await self.deps.issuer.list_keys(workspace_id=self.ctx.target.workspace_id)
+        except RotatorError as exc:
+            return [f"could not look up key {self.st.key_name!r}: {exc}"]
+        problems = []
+        for key in keys:
+            if key.name == self.st.key_name:
+                try:
+                    await self.deps.issuer.delete_key(key.key_id)
+                except RotatorError as exc:
+                    problems.append(str(exc))
+        return problems
+
+    async def mark_stuck(self, reason: str) -> RotationResult:
+        """Forward progress failed after a promotion: both keys stay valid, recovery retries."""
+        if self.st.state is not Step.STUCK:
+            await self.journal(Step.STUCK, {"reason": reason})
+        await self.deps.store.update_rotation(self.st.rotation_id, error=reason)
+        state = await self.deps.store.get_target(self.ctx.name)
+        failures = (state.consecutive_failures if state else 0) + 1
+        await self.deps.store.record_failure(
+            self.ctx.name, backoff_until=self.deps.clock.now() + failure_backoff(failures)
+        )
+        self.log.error("rotation_stuck", reason=reason)
+        await self._alert("rotation_stuck", reason)
+        return self._result(Outcome.STUCK, reason)
+
+    async def _alert(self, event: str, message: str) -> None:
+        if self.deps.on_alert is None:
+            return
+        try:
+            await self.deps.on_alert(Alert(event, self.ctx.name, self.st.rotation_id, message))
+        except Exception:
+            self.log.exception("alert_hook_failed", alert=event)
+
+    def _result(self, outcome: Outcome, error: str | None) -> RotationResult:
+        return RotationResult(
+            target=self.ctx.name,
+            rotation_id=self.st.rotation_id,
+            outcome=outcome,
+            new_key_id=self.st.key_id,
+            error=error,
+        )
+
+    def _secret(self) -> Secret:
+        if self.st.secret is None:
+            raise PermanentError("engine", "rotate", "the new key's plaintext is not available")
+        return self.st.secret
+
+
+async def gather_bases(ctx: TargetContext) -> dict[str, CurrentValue]:
+    """What every destination serves now (read concurrently)."""
+    currents = await asyncio.gather(*(d.read_current() for d in ctx.destinations))
+    return {d.name: c for d, c in zip(ctx.destinations, currents, strict=True)}
+
+
+def expiration_for(now: datetime, key_expiration: timedelta | None) -> date | None:
+    """The Mistral-side expiration date requested for a key created ``now``."""
+    return (now + key_expiration).date() if key_expiration is not None else None

@@ -1,0 +1,62 @@
+"""Builds an :class:`Engine` from a configuration: the one place backends are wired together."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from rotator.clock import Clock, SystemClock
+from rotator.config import Config, Target
+from rotator.contracts import Destination
+from rotator.destinations.registry import StoreConnections, build_destination
+from rotator.engine.context import AlertHook, Deps
+from rotator.engine.engine import Engine
+from rotator.errors import ConfigError
+from rotator.mistral.admin import MistralAdminClient
+from rotator.mistral.factory import admin_client, verifier
+from rotator.pool import BlockingPool
+from rotator.state import SqlStateStore
+
+
+async def build_engine(
+    cfg: Config, *, clock: Clock | None = None, on_alert: AlertHook | None = None
+) -> Engine:
+    """An engine on ``cfg``'s state store (migrated), Mistral clients and destinations.
+
+    Resolves ``mistral.user_email`` to a user id through the Admin API. Raises ``ConfigError``
+    when that user does not exist, or a backend error when the Admin API cannot be reached.
+    """
+    clock = clock or SystemClock()
+    pool = BlockingPool()
+    connections = StoreConnections()
+    store = SqlStateStore(cfg.state.url, clock=clock, pool=pool)
+    await store.migrate()
+    admin = admin_client(cfg.mistral, clock=clock)
+    user_id = cfg.mistral.user_id or await _resolve_user(cfg, admin)
+
+    def destinations(target: Target) -> Sequence[Destination]:
+        return [
+            build_destination(
+                cfg.stores[d.store], d, pool=pool, clock=clock, connections=connections
+            )
+            for d in target.destinations
+        ]
+
+    deps = Deps(
+        store=store,
+        issuer=admin,
+        verifier=verifier(cfg.mistral, admin=admin, clock=clock),
+        clock=clock,
+        user_id=user_id,
+        destinations=destinations,
+        on_alert=on_alert,
+        pool=pool,
+    )
+    return Engine(cfg, deps)
+
+
+async def _resolve_user(cfg: Config, admin: MistralAdminClient) -> str:
+    email = cfg.mistral.user_email
+    user = await admin.find_user(email=email)
+    if user is None:
+        raise ConfigError(cfg.source, "mistral.user_email", f"no organization member {email!r}")
+    return user.uuid
