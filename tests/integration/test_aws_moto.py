@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
+from collections.abc import Callable
 from datetime import timedelta
 
 import botocore.session
@@ -15,6 +16,7 @@ from rotator.config import AwsDestination as AwsDestinationConfig
 from rotator.config import AwsSecretsManagerStore
 from rotator.contracts import OWNER, Destination
 from rotator.destinations.aws import AwsDestination
+from rotator.destinations.aws_api import Boto3SecretsManager
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.errors import AuthError, ConflictError, PermanentError
 from rotator.secret import Secret
@@ -281,3 +283,47 @@ async def test_promote_after_awscurrent_moved_is_a_conflict(aws: AwsHarness) -> 
     with pytest.raises(ConflictError):
         await dest.promote(staged, Secret(NEW))
     assert aws.stages(path)[other] == ["custom", "AWSCURRENT"]
+
+
+class RacingSecretsManager(Boto3SecretsManager):
+    """The boto3 seam whose next AWSCURRENT move is preceded by someone else's move."""
+
+    def __init__(self, inner: Boto3SecretsManager, race: Callable[[], None]) -> None:
+        super().__init__(inner._client)
+        self._race: Callable[[], None] | None = race
+
+    def move_stage(
+        self, secret_id: str, stage: str, *, to: str | None, away_from: str | None
+    ) -> None:
+        if stage == "AWSCURRENT" and self._race is not None:
+            race, self._race = self._race, None
+            race()
+        super().move_stage(secret_id, stage, to=to, away_from=away_from)
+
+
+async def test_writer_racing_the_label_move_is_not_clobbered(aws: AwsHarness) -> None:
+    """If AWSCURRENT moves between promote's DescribeSecret and its UpdateSecretVersionStage,
+    RemoveFromVersionId makes the move fail: ConflictError, the racer's version stays current."""
+    path = aws.new_path()
+    aws.seed(path, {"api_key": OLD})
+    admin = aws.env.admin_client()
+    racer: list[str] = []
+
+    def race() -> None:
+        answer = admin.put_secret_value(SecretId=path, SecretString=json.dumps({"api_key": "r"}))
+        racer.append(answer["VersionId"])
+
+    dest = AwsDestination(
+        api=RacingSecretsManager(aws.env.client(aws.env.rotator), race),
+        pool=aws.pool,
+        store="moto",
+        secret_id=path,
+        field="api_key",
+    )
+    staged = await dest.stage(
+        Secret(NEW), rotation_id=str(uuid.uuid4()), key_id="k", base=await dest.read_current()
+    )
+    with pytest.raises(ConflictError, match="AWSCURRENT moved"):
+        await dest.promote(staged, Secret(NEW))
+    assert aws.consumer_read(path) == {"api_key": "r"}
+    assert "AWSCURRENT" in aws.stages(path)[racer[0]]
