@@ -1,4 +1,4 @@
-"""The engine against the real stand-in, OpenBao and moto: whole rotations, as operators run them."""
+"""The engine against the real stand-in, OpenBao and moto: whole rotations, as operators do."""
 
 from __future__ import annotations
 

@@ -26,7 +26,7 @@ def stack(
     for name, value in world.aws_env().items():
         monkeypatch.setenv(name, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
-    yield world
+    return world
 
 
 @pytest.fixture
