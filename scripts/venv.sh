@@ -4,7 +4,9 @@
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
-stamp_want="$(cat "$root/requirements/dev.txt" "$root/pyproject.toml" | sha256sum | cut -c1-16)"
+# The [tool.*] tables (lint and test settings) do not change what is installed.
+stamp_want="$({ cat "$root/requirements/dev.txt"; sed '/^\[tool\./,$d' "$root/pyproject.toml"; } \
+  | sha256sum | cut -c1-16)"
 if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp_want" ]; then
   echo "==> installing dependencies into .venv (hashed requirements)" >&2
   log="$(mktemp)"
