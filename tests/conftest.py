@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
 from collections.abc import Iterator
 
 import pytest
+
+from rotator.logs import configure_logging
 
 from rotator.mistral.standin import (
     DEFAULT_ADMIN_KEY,
@@ -14,6 +17,13 @@ from rotator.mistral.standin import (
     StandinHandle,
     StandinServer,
 )
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _quiet_logs() -> None:
+    """Logs go through rotator's redacting chain at WARNING into a sink, not onto pytest's output
+    (server threads log outside any test's capture). Tests that read logs configure their own."""
+    configure_logging(level="WARNING", fmt="json", stream=io.StringIO())
 
 
 @pytest.fixture(scope="session")
