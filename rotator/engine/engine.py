@@ -88,17 +88,31 @@ class Engine:
         """Rotate each target (bounded concurrency); results in the order asked."""
         return list(await asyncio.gather(*(self.rotate(n, emergency=emergency) for n in names)))
 
-    async def rotate(self, name: str, *, emergency: bool = False) -> RotationResult:
-        """One rotation of ``name``; an interrupted earlier rotation is recovered first."""
+    def busy(self, name: str) -> bool:
+        """True while a rotation of ``name`` runs in this process."""
+        return self._locks[name].locked()
+
+    async def rotate(
+        self, name: str, *, emergency: bool = False, rotation_id: str | None = None
+    ) -> RotationResult:
+        """One rotation of ``name``; an interrupted earlier rotation is recovered first.
+
+        ``rotation_id`` (a UUID string) lets a caller announce the id before the rotation runs
+        (the HTTP API answers 202 with it); by default a new one is drawn.
+        """
         ctx = self.context(name)
         async with self._locks[name], self._slots:
             structlog.contextvars.bind_contextvars(target=name)
             try:
-                return await self._rotate(ctx, emergency=emergency)
+                return await self._rotate(
+                    ctx, emergency=emergency, rotation_id=rotation_id or str(uuid.uuid4())
+                )
             finally:
                 structlog.contextvars.unbind_contextvars("target", "rotation_id")
 
-    async def _rotate(self, ctx: TargetContext, *, emergency: bool) -> RotationResult:
+    async def _rotate(
+        self, ctx: TargetContext, *, emergency: bool, rotation_id: str
+    ) -> RotationResult:
         for open_rotation in await self.deps.store.open_rotations(ctx.name):
             recovered = await recover_rotation(self.deps, ctx, open_rotation)
             if recovered.outcome is Outcome.STUCK or (
@@ -111,7 +125,6 @@ class Engine:
             old_keys = await self._old_keys(ctx, bases)
         except RotatorError as exc:
             return RotationResult(ctx.name, None, Outcome.ROLLED_BACK, error=str(exc))
-        rotation_id = str(uuid.uuid4())
         name = key_name(ctx.target.key_name_prefix, self.deps.clock.now(), rotation_id)
         try:
             await self.deps.store.start_rotation(
