@@ -18,6 +18,8 @@ import structlog
 from rotator.config import Config
 from rotator.contracts import CurrentValue, TargetState
 from rotator.engine.context import Alert, Deps, RotationState, TargetContext
+from rotator.engine.due import compliant as is_compliant
+from rotator.engine.due import next_due_at
 from rotator.engine.recovery import Orphan, find_orphans, recover_rotation
 from rotator.engine.revocation import RevocationResult, masked, revoke_due
 from rotator.engine.rotation import (
@@ -316,11 +318,8 @@ class Engine:
             st = states.get(name)
             rotation = open_by_target.get(name)
             last = st.last_rotated_at if st else None
-            if last is None:
-                next_due = policy.schedule.next_fire(now)
-            else:
-                next_due = min(policy.schedule.next_fire(last), last + policy.max_age)
-            compliant = last is not None and now - last <= policy.max_age
+            next_due = next_due_at(policy, last_rotated_at=last, anchor=now)
+            compliant = is_compliant(policy, last_rotated_at=last, now=now)
             retiring = st.retiring if st else ()
             if rotation is not None and rotation.state == Step.STUCK:
                 state, reason = "stuck", rotation.error or "rotation stuck"
