@@ -664,6 +664,52 @@ class EngineSettings(_Model):
 
 
 # --------------------------------------------------------------------------------------------
+# daemon: notifications and leadership (additions to CONTRACT.md, all optional)
+# --------------------------------------------------------------------------------------------
+
+NotifyEvent = Literal[
+    "rotation_failed", "rotation_stuck", "rotation_overdue", "old_key_in_use", "rotation_succeeded"
+]
+DEFAULT_NOTIFY_EVENTS: tuple[NotifyEvent, ...] = (
+    "rotation_failed",
+    "rotation_stuck",
+    "rotation_overdue",
+    "old_key_in_use",
+)
+
+
+class Webhook(_Model):
+    """One webhook receiving notifications as generic JSON or a Slack-compatible message."""
+
+    _secret_fields = ("url",)
+
+    url: SecretValue
+    """The endpoint; often carries a token (Slack), so it is kept as a secret."""
+    format: Literal["json", "slack"] = "json"
+    events: tuple[NotifyEvent, ...] = DEFAULT_NOTIFY_EVENTS
+    timeout: PositiveDuration = timedelta(seconds=5)
+
+
+class NotificationSettings(_Model):
+    """Where ``rotator run`` reports failures, stuck rotations, overdue targets and the like."""
+
+    webhooks: tuple[Webhook, ...] = ()
+
+
+class LeaderSettings(_Model):
+    """Which instance rotates when several run. ``auto``: a PostgreSQL advisory lock when the
+    state is PostgreSQL, else none (one instance, e.g. SQLite)."""
+
+    election: Literal["auto", "none", "postgres", "kubernetes"] = "auto"
+    lease_name: Annotated[str, BeforeValidator(_text)] = "rotator"
+    namespace: Text | None = None
+    """Kubernetes: the Lease's namespace (default: the service account's own)."""
+    lease_duration: PositiveDuration = timedelta(seconds=60)
+    renew_deadline: PositiveDuration = timedelta(seconds=40)
+    retry_period: PositiveDuration = timedelta(seconds=15)
+
+
+# --------------------------------------------------------------------------------------------
 # the whole file
 # --------------------------------------------------------------------------------------------
 
@@ -680,6 +726,8 @@ class Config(_Model):
     stores: dict[str, Store] = {}
     defaults: Policy = Policy()
     engine: EngineSettings = EngineSettings()
+    notifications: NotificationSettings = NotificationSettings()
+    leader: LeaderSettings = LeaderSettings()
     targets: tuple[Target, ...] = ()
 
     @classmethod
