@@ -343,9 +343,12 @@ def test_example_config_loads(tmp_path: Path) -> None:
             "ROTATOR_ADMIN_TOKEN": "admin-token",
             "VAULT_TOKEN": "hvs.example",
             "ROTATOR_SECRETS_DIR": str(tmp_path),
+            "ROTATOR_WEBHOOK_URL": "http://127.0.0.1:9/hook",
         },
     )
     assert [t.name for t in config.targets] == ["prod-backend", "batch-jobs"]
+    assert config.notifications.webhooks[0].format == "slack"
+    assert config.leader.election == "auto"
     assert set(config.stores) == {"vault-main", "vault-approle", "vault-k8s", "aws-main"}
     assert config.targets[1].policy.drain is True
 
