@@ -1,0 +1,1 @@
+"""`rotator run`: schedules, due revocations, the HTTP server, leadership and notifications."""
