@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 
 import structlog
@@ -132,9 +133,46 @@ def _json_object(name: str, document: Secret) -> dict[str, object]:
     return obj
 
 
+CallObserver = Callable[[str, str, str, float], None]
+"""``observer(backend, operation, outcome, seconds)``, called once per destination SDK call (the
+same shape as the Mistral clients' ``on_call``); ``outcome`` is ``ok``, ``transient``,
+``permanent`` or ``conflict``. Never given the call's target path or any value."""
+
+_observers: list[CallObserver] = []
+_observers_lock = threading.Lock()
+
+
+def add_call_observer(observer: CallObserver) -> Callable[[], None]:
+    """Have ``observer`` told of every destination call in this process (the metrics hook).
+
+    Returns a function that removes it again (idempotent). An observer that raises is logged and
+    ignored: metrics never break a rotation.
+    """
+    with _observers_lock:
+        _observers.append(observer)
+
+    def remove() -> None:
+        with _observers_lock:
+            if observer in _observers:
+                _observers.remove(observer)
+
+    return remove
+
+
+def _notify(backend: str, operation: str, outcome: str, seconds: float) -> None:
+    with _observers_lock:
+        observers = tuple(_observers)
+    for observer in observers:
+        try:
+            observer(backend, operation, outcome, seconds)
+        except Exception:  # noqa: BLE001 - a broken metrics hook must not break a rotation
+            log.warning("backend_call_observer_failed", backend=backend, operation=operation)
+
+
 @contextmanager
 def observed(backend: str, operation: str, target: str) -> Iterator[None]:
-    """Log one line per backend call: backend, operation, target, outcome and duration."""
+    """Log one line per backend call: backend, operation, target, outcome and duration; tell the
+    call observers (:func:`add_call_observer`) the same, without the target."""
     started = time.monotonic()
     outcome = "ok"
     try:
@@ -146,14 +184,16 @@ def observed(backend: str, operation: str, target: str) -> Iterator[None]:
         outcome = "conflict"
         raise
     finally:
+        seconds = time.monotonic() - started
         log.debug(
             "backend_call",
             backend=backend,
             operation=operation,
             target=target,
             outcome=outcome,
-            duration_s=round(time.monotonic() - started, 4),
+            duration_s=round(seconds, 4),
         )
+        _notify(backend, operation, outcome, seconds)
 
 
 def require_create_missing(backend: str, target: str, create_missing: bool) -> None:

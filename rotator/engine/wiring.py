@@ -11,6 +11,7 @@ from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.engine.context import AlertHook, Deps
 from rotator.engine.engine import Engine
 from rotator.errors import ConfigError
+from rotator.mistral._http import OnCall
 from rotator.mistral.admin import MistralAdminClient
 from rotator.mistral.factory import admin_client, verifier
 from rotator.pool import BlockingPool
@@ -18,9 +19,16 @@ from rotator.state import SqlStateStore
 
 
 async def build_engine(
-    cfg: Config, *, clock: Clock | None = None, on_alert: AlertHook | None = None
+    cfg: Config,
+    *,
+    clock: Clock | None = None,
+    on_alert: AlertHook | None = None,
+    on_call: OnCall | None = None,
 ) -> Engine:
     """An engine on ``cfg``'s state store (migrated), Mistral clients and destinations.
+
+    ``on_call`` is handed to both Mistral clients (the metrics hook, see
+    :data:`rotator.mistral._http.OnCall`).
 
     Resolves ``mistral.user_email`` to a user id through the Admin API. Raises ``ConfigError``
     when that user does not exist, or a backend error when the Admin API cannot be reached.
@@ -30,7 +38,7 @@ async def build_engine(
     connections = StoreConnections()
     store = SqlStateStore(cfg.state.url, clock=clock, pool=pool)
     await store.migrate()
-    admin = admin_client(cfg.mistral, clock=clock)
+    admin = admin_client(cfg.mistral, clock=clock, on_call=on_call)
     user_id = cfg.mistral.user_id or await _resolve_user(cfg, admin)
 
     def destinations(target: Target) -> Sequence[Destination]:
@@ -44,7 +52,7 @@ async def build_engine(
     deps = Deps(
         store=store,
         issuer=admin,
-        verifier=verifier(cfg.mistral, admin=admin, clock=clock),
+        verifier=verifier(cfg.mistral, admin=admin, clock=clock, on_call=on_call),
         clock=clock,
         user_id=user_id,
         destinations=destinations,
