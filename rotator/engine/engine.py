@@ -20,7 +20,12 @@ from rotator.contracts import CurrentValue, TargetState
 from rotator.engine.context import Alert, Deps, RotationState, TargetContext
 from rotator.engine.due import compliant as is_compliant
 from rotator.engine.due import next_due_at
-from rotator.engine.recovery import Orphan, find_orphans, recover_rotation
+from rotator.engine.recovery import (
+    Orphan,
+    find_orphans,
+    in_flight_elsewhere,
+    recover_rotation,
+)
 from rotator.engine.revocation import RevocationResult, masked, revoke_due
 from rotator.engine.rotation import (
     RotationResult,
@@ -97,7 +102,8 @@ class Engine:
     async def rotate(
         self, name: str, *, emergency: bool = False, rotation_id: str | None = None
     ) -> RotationResult:
-        """One rotation of ``name``; an interrupted earlier rotation is recovered first.
+        """One rotation of ``name``; an interrupted earlier rotation is recovered first, one that
+        another process may still be running makes this call ``skipped``.
 
         ``rotation_id`` (a UUID string) lets a caller announce the id before the rotation runs
         (the HTTP API answers 202 with it); by default a new one is drawn.
@@ -116,6 +122,17 @@ class Engine:
         self, ctx: TargetContext, *, emergency: bool, rotation_id: str
     ) -> RotationResult:
         for open_rotation in await self.deps.store.open_rotations(ctx.name):
+            last_step = await in_flight_elsewhere(self.deps, ctx, open_rotation)
+            if last_step is not None:
+                return RotationResult(
+                    ctx.name,
+                    None,
+                    Outcome.SKIPPED,
+                    error=(
+                        f"rotation {open_rotation.rotation_id} is in flight (last step at "
+                        f"{last_step.isoformat()}); if its process died, run 'rotator recover'"
+                    ),
+                )
             recovered = await recover_rotation(self.deps, ctx, open_rotation)
             if recovered.outcome is Outcome.STUCK or (
                 await self.deps.store.open_rotations(ctx.name)
