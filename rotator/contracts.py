@@ -411,7 +411,9 @@ class TargetState:
     """What the store knows about one target. ``current`` is None until a first promotion;
     ``retiring`` lists replaced keys pending revocation, earliest deadline first;
     ``adopted_key_id`` is a key the operator declared served (revoked after the next rotation);
-    ``backoff_until`` is when the next attempt may start after ``consecutive_failures``."""
+    ``backoff_until`` is when the next attempt may start after ``consecutive_failures``;
+    ``first_seen_at`` is when the store first heard of the target (the anchor of a never-rotated
+    target's first scheduled fire)."""
 
     target: str
     current: ManagedKey | None
@@ -420,6 +422,7 @@ class TargetState:
     last_rotated_at: datetime | None
     consecutive_failures: int
     backoff_until: datetime | None
+    first_seen_at: datetime | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -533,6 +536,12 @@ class StateStore(Protocol):
 
     async def list_targets(self) -> list[TargetState]:
         """Every known target's state, ordered by name."""
+        ...
+
+    async def register_target(self, target: str) -> TargetState:
+        """Make the target known (created if new, ``first_seen_at`` = now); an existing target
+        is returned unchanged, so ``first_seen_at`` keeps the first time. Idempotent. Any
+        method that creates a target's row stamps ``first_seen_at`` the same way."""
         ...
 
     async def record_promotion(

@@ -185,9 +185,19 @@ def _v2_adoption_and_audit_head(conn: Connection) -> None:
     conn.execute(insert(head).values(id=1, seq=seq, hash=digest))
 
 
+def _v3_first_seen(conn: Connection) -> None:
+    """When rotator first saw each target: the daemon anchors a never-rotated target's first
+    scheduled fire to it, so restarts never postpone that fire. Existing rows get their
+    ``updated_at``, the oldest time this version can know of."""
+    column_type = UtcDateTime().compile(dialect=conn.dialect)
+    conn.execute(text(f"ALTER TABLE target_states ADD COLUMN first_seen_at {column_type}"))
+    conn.execute(text("UPDATE target_states SET first_seen_at = updated_at"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "targets, retiring keys, rotations, journal, audit log", _v1_initial),
     Migration(2, "adopted key per target; audit head", _v2_adoption_and_audit_head),
+    Migration(3, "first time each target was seen", _v3_first_seen),
 )
 LATEST = MIGRATIONS[-1].version
 

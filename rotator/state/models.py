@@ -112,6 +112,7 @@ class TargetRow(Base):
     consecutive_failures: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     backoff_until: Mapped[datetime | None]
     updated_at: Mapped[datetime]
+    first_seen_at: Mapped[datetime | None]
 
 
 class RetiringKeyRow(Base):

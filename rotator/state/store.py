@@ -132,6 +132,16 @@ class SqlStateStore:
             return [_target_state(s, row, retiring.get(row.target, ())) for row in rows]
 
     @_offloaded
+    def register_target(self, target: str) -> TargetState:
+        target = guard.ident(target, "target", TARGET)
+        now = self._clock.now()
+        with self._tx() as s:
+            row = _lock_target(s, target, now)
+            if row.first_seen_at is None:
+                row.first_seen_at = now
+            return _target_state(s, row)
+
+    @_offloaded
     def record_promotion(
         self, target: str, key: ManagedKey, *, retire: Sequence[RetiringKey] = ()
     ) -> TargetState:
@@ -500,7 +510,7 @@ class SqlStateStore:
 
 def _lock_target(session: Session, target: str, now: datetime) -> TargetRow:
     """The target's row, created if missing, locked for this transaction."""
-    values = {"target": target, "consecutive_failures": 0, "updated_at": now}
+    values = {"target": target, "consecutive_failures": 0, "updated_at": now, "first_seen_at": now}
     dialect = session.get_bind().dialect.name
     insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     session.execute(insert(TargetRow).values(values).on_conflict_do_nothing())
