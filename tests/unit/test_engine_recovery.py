@@ -1,0 +1,262 @@
+"""Recovery from every journaled state: a rotation killed at each journal step boundary is rolled
+back (nothing was served yet) or promoted (something was) by a new engine, as DESIGN.md says."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import pytest
+
+from rotator.contracts import StateStore
+from rotator.engine.engine import Engine
+from rotator.engine.steps import Outcome
+from tests.support.engine_fakes import (
+    BOTH,
+    OTHER_FIELDS,
+    Backend,
+    Crash,
+    EngineWorld,
+    FakeKey,
+    StepHookStore,
+    Worlds,
+    gone,
+    run_until_crash,
+    worlds,
+)
+
+__all__ = ["worlds"]
+
+BACKEND_SETS: dict[str, tuple[Backend, ...]] = {"both": BOTH, "vault": ("vault",), "aws": ("aws",)}
+STEP_COUNTS = {"both": 16, "vault": 12, "aws": 12}
+When = Literal["before", "after"]
+
+
+def _cases() -> list[tuple[str, int, When, bool]]:
+    cases: list[tuple[str, int, When, bool]] = []
+    for backends, count in STEP_COUNTS.items():
+        for k in range(1, count + 1):
+            cases += [(backends, k, "before", False), (backends, k, "after", False)]
+            if backends == "both":  # an emergency differs only in revoking at once
+                cases.append((backends, k, "after", True))
+    return cases
+
+
+_REFERENCE: dict[tuple[Backend, ...], list[str]] = {}
+
+
+async def _reference_steps(worlds: Worlds, backends: tuple[Backend, ...]) -> list[str]:
+    """The journal steps of an uninterrupted rotation, in the order they are appended."""
+    if backends not in _REFERENCE:
+        _REFERENCE[backends] = await _run_reference(worlds, backends)
+    return _REFERENCE[backends]
+
+
+async def _run_reference(worlds: Worlds, backends: tuple[Backend, ...]) -> list[str]:
+    world = worlds(backends, options={"adopt_existing": True})
+    world.seed("t1")
+    proxy: list[StepHookStore] = []
+
+    def wrap(store: StateStore) -> StateStore:
+        proxy.append(StepHookStore(store))
+        return proxy[0].as_store()
+
+    engine = await world.engine(wrap=wrap)
+    result = await engine.rotate("t1")
+    assert result.outcome is Outcome.PROMOTED
+    return [str(s) for s in proxy[0].steps]
+
+
+async def _crashed_rotation(
+    world: EngineWorld, k: int, when: When, *, emergency: bool = False
+) -> Crash:
+    engine = await world.engine(wrap=lambda s: StepHookStore.crashing_at(s, k, when).as_store())
+    crash = await run_until_crash(engine.rotate("t1", emergency=emergency))
+    assert crash is not None, f"the rotation has fewer than {k} journal steps"
+    return crash
+
+
+def _new_key(world: EngineWorld) -> FakeKey | None:
+    created = world.issuer.named("rotator-t1-")
+    assert len(created) <= 1, "one attempt created more than one key (I5)"
+    return created[0] if created else None
+
+
+def _assert_rolled_back(world: EngineWorld, legacy: FakeKey) -> None:
+    new = _new_key(world)
+    assert new is None or gone(new)
+    assert set(world.served("t1").values()) == {legacy.plaintext}
+    assert not gone(legacy)
+    if "aws" in world.targets["t1"].backends:
+        assert world.pending("t1") is None
+
+
+async def _assert_promoted(
+    world: EngineWorld, engine: Engine, legacy: FakeKey, *, emergency: bool
+) -> None:
+    new = _new_key(world)
+    assert new is not None
+    assert not gone(new)
+    assert set(world.served("t1").values()) == {new.plaintext}
+    state = await engine.deps.store.get_target("t1")
+    assert state is not None
+    assert state.current is not None
+    assert state.current.key_id == new.key_id
+    if emergency:
+        assert gone(legacy)
+        assert state.retiring == ()
+    else:
+        assert not gone(legacy)
+        assert [r.key_id for r in state.retiring] == [legacy.key_id]
+    if "aws" in world.targets["t1"].backends:
+        assert world.pending("t1") is None
+
+
+@pytest.mark.parametrize(
+    ("backends", "k", "when", "emergency"),
+    _cases(),
+    ids=[f"{b}-{k}-{w}{'-emergency' if e else ''}" for b, k, w, e in _cases()],
+)
+async def test_crash_at_each_journal_step_is_recovered(
+    worlds: Worlds, backends: str, k: int, when: When, emergency: bool
+) -> None:
+    """A rotation killed before/after its k-th journal write ends, after a new engine recovers
+    it, rolled back if no consumer could have seen the new key and promoted otherwise."""
+    steps = await _reference_steps(worlds, BACKEND_SETS[backends])
+    assert len(steps) == STEP_COUNTS[backends]
+    first_promotion = next(i for i, s in enumerate(steps, 1) if s.startswith("promoting:"))
+    world = worlds(BACKEND_SETS[backends], options={"adopt_existing": True})
+    legacy = world.seed("t1")
+    await _crashed_rotation(world, k, when, emergency=emergency)
+
+    new = _new_key(world)
+    served_new = new is not None and new.plaintext in world.served("t1").values()
+    assert served_new == (k > first_promotion), "the journal boundary model is off"
+    fresh = await world.engine()
+    assert len(await fresh.deps.store.open_rotations("t1")) == 1
+    results, orphans = await fresh.recover()
+
+    assert orphans == []
+    assert len(results) == 1
+    assert await fresh.deps.store.open_rotations() == []
+    if served_new:
+        assert results[0].outcome in {Outcome.PROMOTED, Outcome.ROTATED}
+        await _assert_promoted(world, fresh, legacy, emergency=emergency)
+    else:
+        assert results[0].outcome is Outcome.ROLLED_BACK
+        _assert_rolled_back(world, legacy)
+    for data in world.data("t1").values():
+        assert data is not None
+        assert {k: data[k] for k in OTHER_FIELDS} == OTHER_FIELDS
+
+
+@pytest.mark.parametrize(
+    ("k", "when"), [(3, "after"), (7, "before"), (12, "before"), (15, "after")]
+)
+async def test_a_recovered_target_rotates_again(worlds: Worlds, k: int, when: When) -> None:
+    """After recovery (rolled back or promoted) the next rotation runs cleanly: no leftover
+    pending version, lock or open rotation stands in its way."""
+    world = worlds(BOTH, options={"adopt_existing": True})
+    world.seed("t1")
+    await _crashed_rotation(world, k, when)
+    engine = await world.engine()
+    await engine.recover()
+    again = await engine.rotate("t1")
+    assert again.outcome is Outcome.PROMOTED, again.error
+    assert set(world.served("t1").values()) == {world.issuer.keys[again.new_key_id or ""].plaintext}
+
+
+async def test_crash_inside_create_deletes_the_key_found_by_name(worlds: Worlds) -> None:
+    """A key created but never answered (the process died mid-call) is found by its unique
+    name and deleted by recovery: its plaintext is lost."""
+    world = worlds(BOTH, options={"adopt_existing": True})
+    legacy = world.seed("t1")
+
+    def die(_key: FakeKey) -> None:
+        raise Crash("died while the create was in flight")
+
+    world.issuer.after_create = die
+    engine = await world.engine()
+    assert await run_until_crash(engine.rotate("t1")) is not None
+    world.issuer.after_create = None
+    created = _new_key(world)
+    assert created is not None
+    assert not gone(created)
+    rotation = (await engine.deps.store.open_rotations("t1"))[0]
+    assert rotation.new_key_id is None
+
+    results, _ = await (await world.engine()).recover()
+    assert [r.outcome for r in results] == [Outcome.ROLLED_BACK]
+    assert gone(created)
+    _assert_rolled_back(world, legacy)
+
+
+async def test_crash_during_roll_back_is_finished_by_recovery(worlds: Worlds) -> None:
+    """A roll back interrupted after it was journaled (new key not yet deleted) is completed."""
+    world = worlds(BOTH, options={"adopt_existing": True})
+    legacy = world.seed("t1")
+    world.verifier.failing = True
+
+    def crash(_n: int, step: str) -> None:
+        if step == "rolling_back":
+            raise Crash(step)
+
+    engine = await world.engine(wrap=lambda s: StepHookStore(s, after=crash).as_store())
+    assert await run_until_crash(engine.rotate("t1")) is not None
+    created = _new_key(world)
+    assert created is not None
+    assert not gone(created)
+    world.verifier.failing = False
+
+    results, _ = await (await world.engine()).recover()
+    assert [r.outcome for r in results] == [Outcome.ROLLED_BACK]
+    _assert_rolled_back(world, legacy)
+
+
+async def test_unreadable_destination_keeps_the_rotation_stuck_until_it_answers(
+    worlds: Worlds,
+) -> None:
+    """Recovery never guesses: with a destination down after a crash mid-promotion it leaves
+    the rotation stuck (both keys valid) and finishes it once the destination answers."""
+    world = worlds(BOTH, options={"adopt_existing": True})
+    legacy = world.seed("t1")
+    await _crashed_rotation(world, 12, "after")  # aws promoted, vault not yet
+    world.stores["vault"].down = True
+    world.stores["aws"].down = True
+    engine = await world.engine()
+    results, _ = await engine.recover()
+    assert [r.outcome for r in results] == [Outcome.STUCK]
+    assert "rotation_stuck" in world.alert_events()
+    new = _new_key(world)
+    assert new is not None
+    assert not gone(new)
+    assert not gone(legacy)
+    assert [s.state for s in await engine.status()] == ["stuck"]
+
+    world.stores["vault"].down = False
+    world.stores["aws"].down = False
+    results, _ = await engine.recover()
+    assert [r.outcome for r in results] == [Outcome.PROMOTED]
+    await _assert_promoted(world, engine, legacy, emergency=False)
+
+
+async def test_orphan_keys_are_reported_and_deleted_only_when_swept(worlds: Worlds) -> None:
+    """A key carrying the target's prefix that no state accounts for is an orphan: reported by
+    recover, deleted only with sweep_orphans; other keys are never touched."""
+    world = worlds(BOTH, options={"adopt_existing": True})
+    world.seed("t1")
+    stray = world.issuer.add_existing(name="rotator-t1-20260101T000000Z-deadbeef")
+    other = world.issuer.add_existing(name="someone-elses-key")
+    engine = await world.engine()
+    first = await engine.rotate("t1")
+    assert first.outcome is Outcome.PROMOTED
+
+    _, orphans = await engine.recover()
+    assert [(o.key_id, o.deleted) for o in orphans] == [(stray.key_id, False)]
+    assert not gone(stray)
+    _, orphans = await engine.recover(sweep_orphans=True)
+    assert [(o.key_id, o.deleted) for o in orphans] == [(stray.key_id, True)]
+    assert gone(stray)
+    assert not gone(other)
+    assert not gone(world.issuer.keys[first.new_key_id or ""])
+    _, orphans = await engine.recover()
+    assert orphans == []
