@@ -1,0 +1,237 @@
+"""The daemon's HTTP server: health, metrics and the on-demand API (CONTRACT.md "HTTP API").
+
+=======  ========================================  ===========  =================================
+method   path                                      auth         answers
+=======  ========================================  ===========  =================================
+GET      ``/livez``                                none         200 / 503 ``{status, reason}``
+GET      ``/readyz``                               none         200 / 503 ``{status, reason}``
+GET      ``/metrics``                              none         Prometheus text (or OpenMetrics)
+GET      ``/api/v1/targets``                       bearer       200 list as ``status --json``
+POST     ``/api/v1/targets/{name}/rotate``         bearer       202 / 400 / 404 / 409 / 429 / 503
+GET      ``/api/v1/rotations/{rotation_id}``       bearer       200 view / 404
+=======  ========================================  ===========  =================================
+
+Without an admin token the ``/api/v1`` routes do not exist (404). Every error is one JSON line
+``{"error": "..."}``. Answers carry ids and fingerprints, never a key; request input (a target
+name, a token) is never echoed back. Uvicorn's access log should stay off: the few lines worth
+keeping (rotation requests, refused credentials) are logged here without any header.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import math
+import re
+from collections.abc import Awaitable, Callable
+
+import structlog
+from prometheus_client import CollectorRegistry
+from prometheus_client.exposition import choose_encoder
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Mount, Route, Router
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from rotator.daemon.control import (
+    DaemonControl,
+    RateLimitedError,
+    RotationInFlightError,
+    UnknownTargetError,
+)
+from rotator.secret import Secret
+
+log = structlog.get_logger(__name__)
+
+API_PREFIX = "/api/v1"
+NO_STORE = {"Cache-Control": "no-store"}
+_ROTATION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    """The one error shape: ``{"error": message}`` on one line, never cached."""
+    return JSONResponse(
+        {"error": message}, status_code=status, headers={**NO_STORE, **(headers or {})}
+    )
+
+
+def token_matches(header: str | None, token: Secret) -> bool:
+    """True if ``header`` is ``Bearer <token>``. Constant time in the token and the guess: both are
+    hashed to equal lengths before :func:`hmac.compare_digest`."""
+    if not header:
+        return False
+    scheme, _, given = header.strip().partition(" ")
+    given = given.strip()
+    if scheme.lower() != "bearer" or not given:
+        return False
+    expected = hashlib.sha256(token.reveal().encode()).digest()
+    offered = hashlib.sha256(given.encode("utf-8", "surrogateescape")).digest()
+    return hmac.compare_digest(expected, offered)
+
+
+class BearerAuth:
+    """ASGI wrapper that lets a request through only with the admin token (401 otherwise, with
+    ``WWW-Authenticate: Bearer``); it runs before routing, so unknown API paths answer 401 too."""
+
+    def __init__(self, app: ASGIApp, token: Secret) -> None:
+        self.app = app
+        self.token = token
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request = Request(scope)
+        header = request.headers.get("authorization")
+        if token_matches(header, self.token):
+            await self.app(scope, receive, send)
+            return
+        challenge = 'Bearer realm="rotator"'
+        if header:
+            challenge += ', error="invalid_token"'
+        log.warning(
+            "api_unauthorized",
+            method=request.method,
+            path=request.url.path,
+            client=request.client.host if request.client else None,
+            presented=bool(header),
+        )
+        response = error(401, "missing or invalid bearer token", {"WWW-Authenticate": challenge})
+        await response(scope, receive, send)
+
+
+def _guarded(route: str, handler: Handler) -> Handler:
+    """Turn an unexpected failure of ``handler`` into a logged 503 ``{"error"}`` line (the state
+    store or the daemon is unavailable); the exception's text is never sent."""
+
+    async def run(request: Request) -> Response:
+        try:
+            return await handler(request)
+        except HTTPException:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the API answers; the daemon goes on
+            log.warning("api_failed", route=route, error_type=type(exc).__name__)
+            return error(503, "the daemon could not answer; try again later")
+
+    return run
+
+
+def _emergency(request: Request) -> bool | None:
+    """``?emergency=`` as a boolean (absent = False); None if it is not a boolean."""
+    value = request.query_params.get("emergency")
+    if value is None:
+        return False
+    return {"true": True, "1": True, "false": False, "0": False}.get(value.lower())
+
+
+def _api(control: DaemonControl) -> Router:
+    async def targets(_: Request) -> Response:
+        rows = await control.status()
+        return JSONResponse([row.as_dict() for row in rows], headers=NO_STORE)
+
+    async def rotate(request: Request) -> Response:
+        name = request.path_params["name"]
+        emergency = _emergency(request)
+        if emergency is None:
+            return error(400, "emergency must be true or false")
+        try:
+            rotation_id = control.request_rotation(name, emergency=emergency)
+        except UnknownTargetError:
+            return error(404, "unknown target")
+        except RotationInFlightError:
+            return error(409, "a rotation of this target is already in flight")
+        except RateLimitedError as exc:
+            retry_after = max(1, math.ceil(exc.retry_after))
+            return error(
+                429,
+                f"rotated on demand too recently; retry after {retry_after}s",
+                {"Retry-After": str(retry_after)},
+            )
+        except PermissionError:
+            return error(503, "this instance is a standby; the leader rotates")
+        log.info(
+            "rotation_requested",
+            target=name,
+            rotation_id=rotation_id,
+            emergency=emergency,
+            client=request.client.host if request.client else None,
+        )
+        return JSONResponse(
+            {"rotation_id": rotation_id},
+            status_code=202,
+            headers={**NO_STORE, "Location": f"{API_PREFIX}/rotations/{rotation_id}"},
+        )
+
+    async def rotation(request: Request) -> Response:
+        rotation_id = request.path_params["rotation_id"]
+        view = await control.rotation_view(rotation_id) if _ROTATION_ID.match(rotation_id) else None
+        if view is None:
+            return error(404, "unknown rotation")
+        return JSONResponse(view, headers=NO_STORE)
+
+    return Router(
+        routes=[
+            Route("/targets", _guarded("targets", targets), methods=["GET"]),
+            Route("/targets/{name}/rotate", _guarded("rotate", rotate), methods=["POST"]),
+            Route("/rotations/{rotation_id}", _guarded("rotation", rotation), methods=["GET"]),
+        ]
+    )
+
+
+def build_app(
+    control: DaemonControl, *, admin_token: Secret | None, registry: CollectorRegistry
+) -> Starlette:
+    """The daemon's ASGI app (serve it with uvicorn, ``access_log=False``, in the daemon's loop).
+
+    ``/livez`` reads ``control.health.live()`` (heartbeat and lease, never upstream reachability),
+    ``/readyz`` reads ``control.health.ready``, ``/metrics`` renders ``registry`` at scrape time.
+    ``/api/v1`` exists only when ``admin_token`` is set.
+    """
+
+    async def livez(_: Request) -> Response:
+        live, why = control.health.live()
+        return JSONResponse(
+            {"status": "ok" if live else "failing", "reason": why},
+            status_code=200 if live else 503,
+            headers=NO_STORE,
+        )
+
+    async def readyz(_: Request) -> Response:
+        health = control.health
+        ready = health.ready
+        return JSONResponse(
+            {
+                "status": "ready" if ready else "not ready",
+                "reason": "ok" if ready else health.reason,
+                "leading": health.leading,
+            },
+            status_code=200 if ready else 503,
+            headers=NO_STORE,
+        )
+
+    async def metrics(request: Request) -> Response:
+        encode, content_type = choose_encoder(request.headers.get("accept", ""))
+        return Response(encode(registry), headers={"Content-Type": content_type, **NO_STORE})
+
+    routes: list[Route | Mount] = [
+        Route("/livez", livez, methods=["GET"]),
+        Route("/readyz", readyz, methods=["GET"]),
+        Route("/metrics", metrics, methods=["GET"]),
+    ]
+    if admin_token is not None:
+        routes.append(Mount(API_PREFIX, app=BearerAuth(_api(control), admin_token)))
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        status = exc.status_code if isinstance(exc, HTTPException) else 500
+        messages = {404: "not found", 405: "method not allowed"}
+        headers = exc.headers if isinstance(exc, HTTPException) and exc.headers else None
+        return error(status, messages.get(status, "request refused"), dict(headers or {}))
+
+    return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
+
+
+__all__ = ["API_PREFIX", "BearerAuth", "build_app", "error", "token_matches"]
