@@ -21,9 +21,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
 import math
 import re
 from collections.abc import Awaitable, Callable
+from datetime import date, datetime
+from typing import Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -52,11 +55,24 @@ _ROTATION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-def error(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+def _iso(value: object) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat().replace("+00:00", "Z")
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+class Json(JSONResponse):
+    """One-line JSON; datetimes and dates (in a rotation view) as ISO 8601, UTC as ``Z``."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(
+            content, ensure_ascii=False, allow_nan=False, separators=(",", ":"), default=_iso
+        ).encode("utf-8")
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> Json:
     """The one error shape: ``{"error": message}`` on one line, never cached."""
-    return JSONResponse(
-        {"error": message}, status_code=status, headers={**NO_STORE, **(headers or {})}
-    )
+    return Json({"error": message}, status_code=status, headers={**NO_STORE, **(headers or {})})
 
 
 def token_matches(header: str | None, token: Secret) -> bool:
@@ -131,7 +147,7 @@ def _emergency(request: Request) -> bool | None:
 def _api(control: DaemonControl) -> Router:
     async def targets(_: Request) -> Response:
         rows = await control.status()
-        return JSONResponse([row.as_dict() for row in rows], headers=NO_STORE)
+        return Json([row.as_dict() for row in rows], headers=NO_STORE)
 
     async def rotate(request: Request) -> Response:
         name = request.path_params["name"]
@@ -160,7 +176,7 @@ def _api(control: DaemonControl) -> Router:
             emergency=emergency,
             client=request.client.host if request.client else None,
         )
-        return JSONResponse(
+        return Json(
             {"rotation_id": rotation_id},
             status_code=202,
             headers={**NO_STORE, "Location": f"{API_PREFIX}/rotations/{rotation_id}"},
@@ -171,7 +187,7 @@ def _api(control: DaemonControl) -> Router:
         view = await control.rotation_view(rotation_id) if _ROTATION_ID.match(rotation_id) else None
         if view is None:
             return error(404, "unknown rotation")
-        return JSONResponse(view, headers=NO_STORE)
+        return Json(view, headers=NO_STORE)
 
     return Router(
         routes=[
@@ -194,7 +210,7 @@ def build_app(
 
     async def livez(_: Request) -> Response:
         live, why = control.health.live()
-        return JSONResponse(
+        return Json(
             {"status": "ok" if live else "failing", "reason": why},
             status_code=200 if live else 503,
             headers=NO_STORE,
@@ -203,7 +219,7 @@ def build_app(
     async def readyz(_: Request) -> Response:
         health = control.health
         ready = health.ready
-        return JSONResponse(
+        return Json(
             {
                 "status": "ready" if ready else "not ready",
                 "reason": "ok" if ready else health.reason,

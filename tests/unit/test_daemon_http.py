@@ -439,3 +439,20 @@ async def test_a_failing_daemon_is_503_without_its_error_text(
     assert_error(response, 503)
     assert PLAINTEXT not in response.text
     assert "database" not in response.text
+
+
+async def test_a_view_with_datetimes_is_rendered_in_iso_utc(
+    api: httpx.AsyncClient, control: FakeControl
+) -> None:
+    """Datetimes a control puts in a rotation view come out as ISO 8601 with a Z."""
+    control.views[ROTATION_ID] = {
+        "rotation_id": ROTATION_ID,
+        "started_at": NOW,
+        "finished_at": None,
+    }
+    response = await api.get(f"/api/v1/rotations/{ROTATION_ID}", headers=AUTH)
+    assert response.json() == {
+        "rotation_id": ROTATION_ID,
+        "started_at": "2026-03-10T12:00:00Z",
+        "finished_at": None,
+    }
