@@ -84,12 +84,18 @@ CASES: list[tuple[str, list[Edit], str]] = [
     (
         "unknown top-level key",
         [("colour", "blue")],
-        "colour: unknown key (known: mistral, state, server, stores, defaults, engine, notifications, leader, targets)",
+        (
+            "colour: unknown key (known: mistral, state, server, stores, defaults, engine, "
+            "notifications, leader, targets)"
+        ),
     ),
     (
         "source is not an input",
         [("source", "elsewhere.yaml")],
-        "source: unknown key (known: mistral, state, server, stores, defaults, engine, notifications, leader, targets)",
+        (
+            "source: unknown key (known: mistral, state, server, stores, defaults, engine, "
+            "notifications, leader, targets)"
+        ),
     ),
     (
         "unknown nested key",
