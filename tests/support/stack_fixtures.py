@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,7 @@ def stack(
     moto: MotoEnv,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-) -> Iterator[Stack]:
+) -> Stack:
     """The stand-in (reset), OpenBao and moto; rotator acts as the IAM user with its policy."""
     world = Stack(standin=standin, openbao=openbao, moto=moto, workdir=tmp_path)
     for name, value in world.aws_env().items():
