@@ -277,7 +277,7 @@ def recover(
             typer.echo(table(report["rotations"], ["target", "rotation_id", "outcome", "error"]))
         typer.echo(f"{len(report['orphans'])} orphan key(s)")
         if report["orphans"]:
-            typer.echo(table(report["orphans"], ["target", "key_id", "name", "deleted"]))
+            typer.echo(table(report["orphans"], ["target", "key_id", "name", "deleted", "why"]))
     consistent = all(
         r["outcome"] in {"rotated", "promoted", "rolled_back"} for r in report["rotations"]
     )
@@ -393,6 +393,40 @@ def history(
 
 
 @app.command()
+def report(
+    ctx: typer.Context,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV, one row per key.")] = False,
+    as_markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown.")] = False,
+    unused_days: Annotated[
+        int, typer.Option("--unused-days", min=1, help="Flag keys unused for N days or more.")
+    ] = 30,
+) -> None:
+    """Compliance per workspace: managed vs unmanaged keys, no expiration, too old, unused."""
+    from rotator.report import build_report
+
+    if as_json + as_csv + as_markdown > 1:
+        raise typer.BadParameter("give at most one of --json, --csv and --markdown")
+
+    async def work(engine: Engine) -> str:
+        found = await build_report(
+            engine.cfg,
+            issuer=engine.deps.issuer,
+            store=engine.deps.store,
+            now=engine.deps.clock.now(),
+            unused_days=unused_days,
+        )
+        if as_json:
+            return found.to_json() + "\n"
+        if as_csv:
+            return found.to_csv()
+        return found.to_markdown() if as_markdown else found.to_text()
+
+    typer.echo(_with_engine(ctx, config, work), nl=False)
+
+
+@app.command()
 def adopt(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="The target whose served key this is.")],
@@ -407,6 +441,26 @@ def adopt(
 
     _with_engine(ctx, config, work)
     typer.echo(f"{target}: adopted key {key_id}; the next rotation revokes it after its grace")
+
+
+@app.command(
+    help=(
+        "The daemon: scheduled rotations, due revocations, the HTTP server, recovery at start."
+        " Logs go to stdout. SIGHUP reloads the configuration (an invalid one is logged and the"
+        " old one kept); SIGTERM or SIGINT stop taking work, let in-flight rotations finish (up"
+        " to 60 s) and exit 0. Under systemd: Type=notify, and secrets from"
+        " $CREDENTIALS_DIRECTORY (admin_key_file: ${CREDENTIALS_DIRECTORY}/mistral-admin-key)."
+    )
+)
+def run(ctx: typer.Context, config: ConfigOption = None) -> None:
+    """The daemon (``rotator run``); see the help text."""
+    from rotator.daemon.runner import run_daemon
+
+    settings = _globals(ctx)
+    configure_logging(level=settings.log_level, fmt=settings.log_format, stream=sys.stdout)
+    path = config or settings.config
+    cfg = load_config(path)
+    raise typer.Exit(asyncio.run(run_daemon(cfg, config_path=path)))
 
 
 @dev_app.command("standin")

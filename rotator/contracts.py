@@ -34,10 +34,14 @@ class KeyIssuer(Protocol):
     ) -> CreatedKey:
         """Create a key named ``name`` (which must be unique) in a workspace.
 
-        Never blindly retried: after an ambiguous failure (timeout, dropped connection, 5xx) the
-        client lists keys and, if exactly one carries ``name``, raises a ``TransientError``
-        naming its key_id — the plaintext is lost, so the caller must delete that key, not use
-        it. Raises ``PermanentError`` on 4xx (422 = bad body, 401/403 = bad admin key).
+        Never blindly retried: after an ambiguous failure (no answer, or a 5xx) the client lists
+        keys by name. Exactly one key with ``name`` in the workspace → ``AmbiguousCreate`` naming
+        its key_id (the plaintext is lost: the caller deletes it, never uses it). None found after
+        a 5xx answer → a plain ``TransientError`` (the server finished and created nothing). None
+        found after no answer (timeout, dropped connection) → ``AmbiguousCreate`` without a
+        key_id: the server may still create it, so the name must never be reused and must be
+        looked up again later. More than one → ``PermanentError``. A clear 4xx is
+        ``PermanentError`` (422 = bad body, 401/403 = bad admin key).
         ``expiration_date`` in the answer is what Mistral granted, which an organization policy
         may have shortened: callers read it back rather than assume the request.
         """

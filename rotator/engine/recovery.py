@@ -11,6 +11,7 @@ accounts for are orphans: reported, and deleted only when asked (``--sweep-orpha
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import assert_never
@@ -19,7 +20,8 @@ import structlog
 
 from rotator.contracts import Rotation
 from rotator.engine.context import Deps, RotationState, TargetContext
-from rotator.engine.rotation import RotationResult, RotationRun, served_key
+from rotator.engine.revocation import masked
+from rotator.engine.rotation import RotationResult, RotationRun, gather_bases, served_key
 from rotator.engine.steps import Outcome, Step
 from rotator.errors import RotatorError
 from rotator.secret import Secret
@@ -119,12 +121,17 @@ async def _find_plaintext(run: RotationRun) -> Secret | None:
 
 @dataclass(frozen=True, slots=True)
 class Orphan:
-    """A key carrying a target's prefix that no state or rotation accounts for."""
+    """A key named like one of a target's rotations that no state or open rotation accounts for.
+
+    ``deleted`` says whether it was deleted; ``why`` says what it is (a late key of a rotation
+    that was rolled back, or unknown).
+    """
 
     target: str
     key_id: str
     name: str
     deleted: bool
+    why: str
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -132,12 +139,25 @@ class Orphan:
             "key_id": self.key_id,
             "name": self.name,
             "deleted": self.deleted,
+            "why": self.why,
         }
 
 
+def own_name_pattern(prefix: str) -> re.Pattern[str]:
+    """Exactly the names :func:`rotator.engine.rotation.key_name` makes for ``prefix`` (so a
+    target never claims another target's keys, even when one prefix starts the other)."""
+    return re.compile(re.escape(prefix) + r"-\d{8}T\d{6}Z-([0-9a-f]{8})")
+
+
 async def find_orphans(deps: Deps, ctx: TargetContext, *, sweep: bool) -> list[Orphan]:
-    """Keys named ``<prefix>-…`` in the target's workspace that rotator does not account for
-    (not current, not retiring, not an open rotation's); deleted only when ``sweep``."""
+    """Keys named as this target's rotations name them that rotator does not account for.
+
+    Known keys (current, retiring, adopted, an open rotation's) are skipped. A key whose name
+    belongs to a rotation that was rolled back is a late result of an ambiguous create (the
+    server created it after the lookup): it never reached a destination, so it is deleted. Any
+    other is reported, and deleted only with ``sweep``. A key some destination serves is never
+    deleted; if destinations cannot be read, nothing is deleted.
+    """
     known: set[str] = set()
     state = await deps.store.get_target(ctx.name)
     if state is not None:
@@ -146,21 +166,48 @@ async def find_orphans(deps: Deps, ctx: TargetContext, *, sweep: bool) -> list[O
         known.update(r.key_id for r in state.retiring)
         if state.adopted_key_id:
             known.add(state.adopted_key_id)
+    open_names: set[str] = set()
     for rotation in await deps.store.open_rotations(ctx.name):
         if rotation.new_key_id:
             known.add(rotation.new_key_id)
-    prefix = f"{ctx.target.key_name_prefix}-"
+        if rotation.new_key_name:
+            open_names.add(rotation.new_key_name)
+    rotations = {r.short_id: r for r in await deps.store.list_rotations(ctx.name, limit=100_000)}
+    pattern = own_name_pattern(ctx.target.key_name_prefix)
+    candidates = [
+        key
+        for key in await deps.issuer.list_keys(workspace_id=ctx.target.workspace_id)
+        if key.key_id not in known
+        and key.name not in open_names
+        and pattern.fullmatch(key.name or "") is not None
+    ]
+    if not candidates:
+        return []
+    try:
+        served = {masked(c.secret.reveal()) for c in (await gather_bases(ctx)).values() if c.secret}
+    except RotatorError as exc:
+        log.warning("orphan_check_skipped", target=ctx.name, error=str(exc))
+        return [Orphan(ctx.name, k.key_id, k.name or "", False, "unchecked") for k in candidates]
     orphans = []
-    for key in await deps.issuer.list_keys(workspace_id=ctx.target.workspace_id):
-        if key.key_id in known or not (key.name or "").startswith(prefix):
-            continue
+    for key in candidates:
+        match = pattern.fullmatch(key.name or "")
+        assert match is not None
+        origin = rotations.get(match.group(1))
+        late = (
+            origin is not None
+            and origin.outcome == "rolled_back"
+            and origin.new_key_name == key.name
+        )
+        why = "late key of a rolled-back rotation" if late else "unknown"
         deleted = False
-        if sweep:
+        if key.hidden_key in served:
+            why = "served by a destination but unknown to the state; not deleted"
+        elif late or sweep:
             await deps.issuer.delete_key(key.key_id)
             deleted = True
             await deps.store.append_audit(
-                "key.orphan_deleted", target=ctx.name, facts={"key_id": key.key_id}
+                "key.orphan_deleted", target=ctx.name, facts={"key_id": key.key_id, "reason": why}
             )
-        log.warning("orphan_key", target=ctx.name, key_id=key.key_id, deleted=deleted)
-        orphans.append(Orphan(ctx.name, key.key_id, key.name or "", deleted))
+        log.warning("orphan_key", target=ctx.name, key_id=key.key_id, deleted=deleted, why=why)
+        orphans.append(Orphan(ctx.name, key.key_id, key.name or "", deleted, why))
     return orphans

@@ -354,13 +354,22 @@ class MistralAdminClient(HttpBackend):
             return AmbiguousCreate(
                 name=name, key_id=mine[0].key_id, status=cause.status, retry_after=None
             )
-        if not mine:
+        if not mine and cause.status is not None:
+            # The server answered (5xx): it is done with the request and created nothing.
             return TransientError(
                 BACKEND,
                 "create_key",
                 f"failed ambiguously, but no key named {name!r} exists; safe to retry",
                 status=cause.status,
                 retry_after=cause.retry_after,
+            )
+        if not mine:
+            # No answer (timeout, dropped connection): a server still working on the request may
+            # create the key after this lookup. The outcome stays unknown: the caller must never
+            # reuse this name and must look for it again later (rotator's recovery deletes such
+            # a late key by its unique name).
+            return AmbiguousCreate(
+                name=name, key_id=None, status=cause.status, retry_after=cause.retry_after
             )
         ids = ", ".join(key.key_id for key in mine)
         return PermanentError(

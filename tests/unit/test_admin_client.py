@@ -443,11 +443,13 @@ async def test_ambiguous_create_with_the_key_found_names_it(canary_logs: list[An
     assert_clean(error)
 
 
-async def test_ambiguous_create_with_no_key_found_is_plainly_transient() -> None:
-    """A timeout after sending and no key with the name: a plain TransientError (retry is safe)."""
+async def test_timeout_and_no_key_found_stays_ambiguous() -> None:
+    """A timeout after sending and no key with the name yet: still ambiguous (the server may
+    create it after the lookup), so AmbiguousCreate without a key id, never "safe to retry"."""
     recorder = Recorder(create_then_list(read_timeout, [key_json("k-x", "svc-10")]))
-    error = await create_failing(recorder, TransientError)
-    assert type(error) is TransientError
+    error = await create_failing(recorder, AmbiguousCreate)
+    assert isinstance(error, AmbiguousCreate)
+    assert error.key_id is None
     assert len(recorder.sent("POST")) == 1
     assert len(recorder.sent("GET")) == 1
 
@@ -465,8 +467,9 @@ async def test_ambiguous_create_with_two_keys_found_is_permanent() -> None:
 async def test_a_same_named_key_in_another_workspace_is_not_ours() -> None:
     """Only keys in the target workspace (or without one) count in the lookup."""
     recorder = Recorder(create_then_list(read_timeout, [key_json("k-1", "svc-1", OTHER_WS)]))
-    error = await create_failing(recorder, TransientError)
-    assert type(error) is TransientError
+    error = await create_failing(recorder, AmbiguousCreate)
+    assert isinstance(error, AmbiguousCreate)
+    assert error.key_id is None
 
 
 @pytest.mark.parametrize("status", [500, 502, 504])
