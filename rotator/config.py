@@ -324,7 +324,7 @@ class MistralSettings(_Model):
 class StateSettings(_Model):
     """Where the journal, audit trail and leases live (a SQLAlchemy URL)."""
 
-    url: Text = "sqlite:///var/lib/rotator/state.db"
+    url: Text = "sqlite:////var/lib/rotator/state.db"
 
     @model_validator(mode="after")
     def _parse_url(self) -> StateSettings:
@@ -335,7 +335,7 @@ class StateSettings(_Model):
             make_url(self.url)
         except (ArgumentError, ValueError):
             raise _field_error(
-                "must be a SQLAlchemy URL, like sqlite:///var/lib/rotator/state.db", "url"
+                "must be a SQLAlchemy URL, like sqlite:////var/lib/rotator/state.db", "url"
             ) from None
         return self
 

@@ -60,7 +60,7 @@ def test_minimal_config_has_contract_defaults(tmp_path: Path) -> None:
     assert config.mistral.auth_header == "bearer"
     assert config.mistral.user_id == "9c0ab39f-0cd0-46cd-bd30-8bf2d50be5ce"
     assert config.mistral.timeout == timedelta(seconds=10)
-    assert config.state.url == "sqlite:///var/lib/rotator/state.db"
+    assert config.state.url == "sqlite:////var/lib/rotator/state.db"
     assert (config.server.host, config.server.port) == ("127.0.0.1", 9402)
     assert config.server.admin_token is None
     assert config.stores == {}

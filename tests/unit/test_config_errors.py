@@ -381,7 +381,7 @@ CASES: list[tuple[str, list[Edit], str]] = [
     (
         "bad state url",
         [("state", {"url": "not a url"})],
-        "state.url: must be a SQLAlchemy URL, like sqlite:///var/lib/rotator/state.db",
+        "state.url: must be a SQLAlchemy URL, like sqlite:////var/lib/rotator/state.db",
     ),
     ("stores not a mapping", [("stores", ["vault-main"])], "stores: must be a mapping"),
     ("targets not a list", [("targets", {"name": "x"})], "targets: must be a list"),
