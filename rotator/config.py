@@ -770,6 +770,7 @@ class Config(_Model):
     def _check_targets(self) -> None:
         """Unique names, and each target's merged policy bound to a copy of the target."""
         seen: dict[str, int] = {}
+        prefixes: dict[tuple[str, str], int] = {}
         bound: list[Target] = []
         for index, target in enumerate(self.targets):
             if target.name in seen:
@@ -781,6 +782,17 @@ class Config(_Model):
                     "name",
                 )
             seen[target.name] = index
+            prefix = (target.workspace_id, target.key_name_prefix)
+            if prefix in prefixes:
+                raise _field_error(
+                    f"key_name_prefix {target.key_name_prefix!r} is also used in this workspace"
+                    f" by {format_loc(('targets', prefixes[prefix]))}; each target's keys must be"
+                    " told apart by their names",
+                    "targets",
+                    index,
+                    "key_name_prefix",
+                )
+            prefixes[prefix] = index
             merged = merge_policy(self.defaults, target)
             found = policy_problem(merged)
             if found:

@@ -186,3 +186,22 @@ def test_random_documents_never_crash_the_cli(tmp_path: Path, doc: str) -> None:
     assert len(lines) == 1, err
     assert lines[0].startswith(str(cfg))
     assert "Traceback" not in err
+
+
+def test_two_targets_with_one_key_prefix_in_a_workspace_are_refused(tmp_path: Path) -> None:
+    """Two targets whose keys would carry the same name prefix in one workspace: exit 2."""
+    doubled = VALID + """
+  - name: prod-frontend
+    workspace_id: 019b2bd7-96e7-7219-8c0b-45a73da50088
+    key_name_prefix: rotator-prod-backend
+    destinations:
+      - {store: vault-main, path: mistral/prod-frontend, field: api_key}
+"""
+    cfg = tmp_path / "rotator.yaml"
+    cfg.write_text(doubled)
+    code, _, err = run_cli("check", "--config-only", "--config", str(cfg))
+    assert code == 2
+    assert err.strip() == (
+        f"{cfg}: targets[1].key_name_prefix: key_name_prefix 'rotator-prod-backend' is also used"
+        " in this workspace by targets[0]; each target's keys must be told apart by their names"
+    )
