@@ -132,6 +132,12 @@ async def _revoke_one(
             deps, ctx, key, "the destinations do not all serve the current key (check them)"
         )
     gone = not await deps.issuer.delete_key(key.key_id)
+    if gone and info is not None and key.key_id in await _listed(deps, ctx):
+        # A 404 for a key the Admin API still lists: a proxy or a wrong path prefix answered,
+        # not Mistral. Treating it as revoked would leave a (maybe leaked) key alive.
+        return await _refuse(
+            deps, ctx, key, "delete answered 404 but the key is still listed; not revoked"
+        )
     await deps.store.revocation_done(ctx.name, key.key_id)
     outcome = "already_gone" if gone else "revoked"
     log.info("key_revoked", target=ctx.name, key_id=key.key_id, outcome=outcome)
