@@ -212,30 +212,35 @@ MAX_SECRET_FILE_BYTES = 64 << 10
 
 
 def _read_secret_file(value: object, key: str, info: ValidationInfo) -> Secret:
-    """Read a ``*_file`` secret: the content minus one trailing newline; never echoed."""
+    """Read a ``*_file`` secret: the content minus one trailing newline.
+
+    Messages name the field, never the path: an operator who writes ``secret_id_file:
+    ${VAULT_SECRET_ID}`` has put the secret itself where the path belongs.
+    """
     if not isinstance(value, str) or not value.strip():
         raise _field_error("must be the path of a file holding the secret", key)
+    named = f"the file named by {key}"
     try:
         with Path(value).open("rb") as handle:
             raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
         raise _field_error(
-            f"cannot read {value}: {exc.strerror or type(exc).__name__}", key
+            f"cannot read {named}: {exc.strerror or type(exc).__name__}", key
         ) from None
     except ValueError:  # a NUL byte in the path
-        raise _field_error("cannot read the file: invalid path", key) from None
+        raise _field_error(f"cannot read {named}: invalid path", key) from None
     if len(raw) > MAX_SECRET_FILE_BYTES:
-        raise _field_error(f"{value} is larger than 64 KiB, which no credential is", key)
+        raise _field_error(f"{named} is larger than 64 KiB, which no credential is", key)
     try:
         content = raw.decode("utf-8")
     except UnicodeDecodeError:
-        raise _field_error(f"{value} is not UTF-8 text", key) from None
+        raise _field_error(f"{named} is not UTF-8 text", key) from None
     if content.endswith("\r\n"):
         content = content[:-2]
     elif content.endswith("\n"):
         content = content[:-1]
     if not content:
-        raise _field_error(f"{value} is empty", key)
+        raise _field_error(f"{named} is empty", key)
     context = info.context
     if isinstance(context, dict) and isinstance(context.get("secrets"), list):
         context["secrets"].append(content)

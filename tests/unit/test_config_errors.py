@@ -300,7 +300,10 @@ CASES: list[tuple[str, list[Edit], str]] = [
     (
         "unreadable admin_key_file",
         [("mistral.admin_key", _MISSING), ("mistral.admin_key_file", "/nonexistent/admin-key")],
-        "mistral.admin_key_file: cannot read /nonexistent/admin-key: No such file or directory",
+        (
+            "mistral.admin_key_file: cannot read the file named by admin_key_file:"
+            " No such file or directory"
+        ),
     ),
     (
         "both admin_key and admin_key_file",
@@ -523,8 +526,43 @@ def test_empty_secret_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, cont
     ]
     error = _load_text(tmp_path, monkeypatch, yaml.safe_dump(_edited(edits), sort_keys=False))
     assert str(error) == (
-        f"rotator.yaml: stores.vault-main.auth.token_file: {tmp_path / 'token'} is empty"
+        "rotator.yaml: stores.vault-main.auth.token_file: the file named by token_file is empty"
     )
+
+
+SECRET_ID = "s3cret-1d-Qq0pLmN4vB7tR2yU"
+UNREADABLE: list[tuple[str, bytes | None, str]] = [
+    ("missing", None, "cannot read the file named by secret_id_file: No such file or directory"),
+    ("empty", b"", "the file named by secret_id_file is empty"),
+    ("not UTF-8", b"\xff", "the file named by secret_id_file is not UTF-8 text"),
+    (
+        "too large",
+        b"x" * (64 << 10 | 1),
+        "the file named by secret_id_file is larger than 64 KiB, which no credential is",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"), [c[1:] for c in UNREADABLE], ids=[c[0] for c in UNREADABLE]
+)
+def test_secret_given_as_a_file_path_is_never_echoed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, content: bytes | None, expected: str
+) -> None:
+    """`secret_id_file: ${VAULT_SECRET_ID}` (the secret where its path belongs) is refused with
+    a message that names the field but never the path, which here is the secret itself."""
+    monkeypatch.chdir(tmp_path)
+    if content is not None:
+        Path(SECRET_ID).write_bytes(content)
+    auth = {"method": "approle", "role_id": "r", "secret_id_file": "${VAULT_SECRET_ID}"}
+    Path("rotator.yaml").write_text(
+        yaml.safe_dump(_edited([("stores.vault-main.auth", auth)]), sort_keys=False),
+        encoding="utf-8",
+    )
+    with pytest.raises(ConfigError) as caught:
+        load_config("rotator.yaml", env={"VAULT_SECRET_ID": SECRET_ID})
+    assert str(caught.value) == f"rotator.yaml: stores.vault-main.auth.secret_id_file: {expected}"
+    assert SECRET_ID not in repr(caught.value)
 
 
 # A secret put where it does not belong must not be echoed by any message.
