@@ -427,40 +427,6 @@ def report(
 
 
 @app.command()
-def report(
-    ctx: typer.Context,
-    config: ConfigOption = None,
-    as_json: JsonOption = False,
-    as_csv: Annotated[bool, typer.Option("--csv", help="Print CSV, one row per key.")] = False,
-    as_markdown: Annotated[bool, typer.Option("--markdown", help="Print Markdown.")] = False,
-    unused_days: Annotated[
-        int, typer.Option("--unused-days", min=1, help="Flag keys unused for N days or more.")
-    ] = 30,
-) -> None:
-    """Compliance per workspace: managed vs unmanaged keys, no expiration, too old, unused."""
-    from rotator.report import build_report
-
-    if as_json + as_csv + as_markdown > 1:
-        raise typer.BadParameter("give at most one of --json, --csv and --markdown")
-
-    async def work(engine: Engine) -> str:
-        found = await build_report(
-            engine.cfg,
-            issuer=engine.deps.issuer,
-            store=engine.deps.store,
-            now=engine.deps.clock.now(),
-            unused_days=unused_days,
-        )
-        if as_json:
-            return found.to_json() + "\n"
-        if as_csv:
-            return found.to_csv()
-        return found.to_markdown() if as_markdown else found.to_text()
-
-    typer.echo(_with_engine(ctx, config, work), nl=False)
-
-
-@app.command()
 def adopt(
     ctx: typer.Context,
     target: Annotated[str, typer.Argument(help="The target whose served key this is.")],
