@@ -12,7 +12,8 @@ from contextlib import contextmanager
 import structlog
 
 from rotator.contracts import OWNER, CurrentValue, PromotedValue, StagedValue
-from rotator.errors import BackendError, ConflictError, PermanentError
+from rotator.errors import BackendError, ConflictError, PermanentError, RotatorError
+from rotator.logs import scrub
 from rotator.secret import Secret
 
 log = structlog.get_logger(__name__)
@@ -194,6 +195,25 @@ def observed(backend: str, operation: str, target: str) -> Iterator[None]:
             duration_s=round(seconds, 4),
         )
         _notify(backend, operation, outcome, seconds)
+
+
+def unexpected_failure(
+    backend: str,
+    operation: str,
+    target: str,
+    exc: Exception,
+    clean: Callable[[str], str] = scrub,
+) -> RotatorError:
+    """The error for an exception an SDK seam has no mapping for: ``exc`` itself when it is
+    already a rotator error, else a one-line ``PermanentError`` naming backend, operation and
+    target with the exception's type and text passed through ``clean`` — a local ``OSError``
+    (an unreadable CA bundle), or an answer without the fields rotator reads (``KeyError``)."""
+    if isinstance(exc, RotatorError):
+        return exc
+    detail = " ".join(clean(f"{type(exc).__name__}: {exc}").split())
+    if len(detail) > 200:
+        detail = detail[:199] + "…"
+    return PermanentError(backend, f"{operation} {target}", f"unexpected failure: {detail}")
 
 
 def require_create_missing(backend: str, target: str, create_missing: bool) -> None:

@@ -6,8 +6,8 @@ client and translates every botocore failure into rotator's error tree, its text
 
 Error mapping: connection failures, timeouts, throttling and 5xx → ``TransientError``; denied,
 unknown or expired credentials → ``AuthError`` naming the secret and the action; a
-``ClientRequestToken`` reused for other content → ``ConflictError``; anything else →
-``PermanentError``.
+``ClientRequestToken`` reused for other content → ``ConflictError``; anything else, including
+an answer without the fields read → ``PermanentError``.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
-from rotator.destinations._common import observed
+from rotator.destinations._common import observed, unexpected_failure
 from rotator.errors import (
     AuthError,
     BackendError,
@@ -225,11 +225,16 @@ class Boto3SecretsManager:
         return cls(client)
 
     def _call(self, operation: str, secret_id: str, fn: Callable[[], T]) -> T:
+        """``fn()`` (the boto3 call and the reading of its answer), every failure mapped."""
         with observed(BACKEND, operation, secret_id):
             try:
                 return fn()
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:
                 raise map_aws_error(exc, operation, secret_id) from None
+            except Exception as exc:  # noqa: BLE001 - the seam lets no SDK exception through
+                raise unexpected_failure(
+                    BACKEND, operation, secret_id, exc, scrub_aws_error
+                ) from None
 
     def describe(self, secret_id: str) -> SecretDescription | None:
         def describe() -> SecretDescription | None:
@@ -269,21 +274,20 @@ class Boto3SecretsManager:
     def put_value(
         self, secret_id: str, *, token: str, value: Secret, stages: Sequence[str]
     ) -> SecretVersion:
-        answer = self._call(
-            "PutSecretValue",
-            secret_id,
-            lambda: self._client.put_secret_value(
+        def put() -> SecretVersion:
+            answer = self._client.put_secret_value(
                 SecretId=secret_id,
                 ClientRequestToken=token,
                 SecretString=value.reveal(),
                 VersionStages=list(stages),
-            ),
-        )
-        return SecretVersion(
-            version_id=answer["VersionId"],
-            stages=tuple(answer.get("VersionStages") or ()),
-            value=None,
-        )
+            )
+            return SecretVersion(
+                version_id=answer["VersionId"],
+                stages=tuple(answer.get("VersionStages") or ()),
+                value=None,
+            )
+
+        return self._call("PutSecretValue", secret_id, put)
 
     def move_stage(
         self, secret_id: str, stage: str, *, to: str | None, away_from: str | None
@@ -316,5 +320,6 @@ class Boto3SecretsManager:
         }
         if kms_key_id:
             args["KmsKeyId"] = kms_key_id
-        answer = self._call("CreateSecret", name, lambda: self._client.create_secret(**args))
-        return str(answer["VersionId"])
+        return self._call(
+            "CreateSecret", name, lambda: str(self._client.create_secret(**args)["VersionId"])
+        )

@@ -7,7 +7,9 @@ sees an SDK exception. Unit tests fake :class:`VaultApi`, never hvac.
 Error mapping: connection failures, timeouts, 429 and 5xx (sealed, standby, overloaded) →
 ``TransientError``; 401/403 → ``AuthError`` naming the path and the capability the call needs;
 a KV v2 check-and-set mismatch → ``ConflictError``; TLS failures and other 4xx →
-``PermanentError``. Messages are scrubbed and one line.
+``PermanentError``; anything else raised while calling or reading the answer (an unreadable
+``ca_cert``, an answer without the fields read) → ``PermanentError``. Messages are scrubbed and
+one line.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import hvac
 import hvac.exceptions
 import requests
 
-from rotator.destinations._common import observed
+from rotator.destinations._common import observed, unexpected_failure
 from rotator.errors import (
     AuthError,
     BackendError,
@@ -179,45 +181,45 @@ class HvacApi:
         return cls(hvac.Client(url=url, namespace=namespace, verify=tls, timeout=timeout))
 
     def _call(self, operation: str, path: str, fn: Callable[[], T]) -> T:
+        """``fn()`` (the hvac call and the reading of its answer), every failure mapped."""
         with observed(BACKEND, operation, path):
             try:
                 return fn()
             except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:
                 raise map_hvac_error(exc, operation, path) from None
+            except Exception as exc:  # noqa: BLE001 - the seam lets no SDK exception through
+                raise unexpected_failure(BACKEND, operation, path, exc) from None
 
     def read_version(self, mount: str, path: str, version: int | None = None) -> KvVersion | None:
         kv = self._client.secrets.kv.v2
 
-        def read() -> dict[str, Any] | None:
+        def read() -> KvVersion | None:
             try:
                 answer: dict[str, Any] = kv.read_secret_version(
                     path=path, version=version, mount_point=mount, raise_on_deleted_version=False
                 )
             except hvac.exceptions.InvalidPath:
                 return None
-            return answer
+            body = answer.get("data") or {}
+            meta = body.get("metadata") or {}
+            return KvVersion(
+                version=int(meta.get("version") or 0),
+                data=body.get("data"),
+                custom_metadata=_str_map(meta.get("custom_metadata")),
+            )
 
-        answer = self._call("read", f"{mount}/data/{path}", read)
-        if answer is None:
-            return None
-        body = answer.get("data") or {}
-        meta = body.get("metadata") or {}
-        return KvVersion(
-            version=int(meta.get("version") or 0),
-            data=body.get("data"),
-            custom_metadata=_str_map(meta.get("custom_metadata")),
-        )
+        return self._call("read", f"{mount}/data/{path}", read)
 
     def write(self, mount: str, path: str, data: Mapping[str, object], *, cas: int) -> int:
         kv = self._client.secrets.kv.v2
-        answer: dict[str, Any] = self._call(
-            "write",
-            f"{mount}/data/{path}",
-            lambda: kv.create_or_update_secret(
+
+        def write() -> int:
+            answer: dict[str, Any] = kv.create_or_update_secret(
                 path=path, secret=dict(data), cas=cas, mount_point=mount
-            ),
-        )
-        return int(answer["data"]["version"])
+            )
+            return int(answer["data"]["version"])
+
+        return self._call("write", f"{mount}/data/{path}", write)
 
     def write_custom_metadata(self, mount: str, path: str, custom: Mapping[str, str]) -> None:
         # hvac's update_metadata() would also reset delete_version_after; post only our field.
@@ -229,51 +231,64 @@ class HvacApi:
         )
 
     def capabilities(self, paths: Sequence[str]) -> dict[str, frozenset[str]]:
-        answer: dict[str, Any] = self._call(
-            "capabilities",
-            "sys/capabilities-self",
-            lambda: self._client.sys.get_capabilities(paths=list(paths)),
-        )
-        data = answer.get("data") or answer
-        return {p: frozenset(data.get(p) or ()) for p in paths}
+        def capabilities() -> dict[str, frozenset[str]]:
+            answer: dict[str, Any] = self._client.sys.get_capabilities(paths=list(paths))
+            data = answer.get("data") or answer
+            return {p: frozenset(data.get(p) or ()) for p in paths}
+
+        return self._call("capabilities", "sys/capabilities-self", capabilities)
 
     def use_token(self, token: Secret) -> None:
         self._client.token = token.reveal()
 
     def lookup_self(self) -> TokenLease:
-        answer: dict[str, Any] = self._call(
-            "lookup-self", "auth/token/lookup-self", self._client.auth.token.lookup_self
-        )
-        data = answer.get("data") or {}
-        return TokenLease(ttl=float(data.get("ttl") or 0), renewable=bool(data.get("renewable")))
+        def lookup() -> TokenLease:
+            answer: dict[str, Any] = self._client.auth.token.lookup_self()
+            data = answer.get("data") or {}
+            return TokenLease(
+                ttl=float(data.get("ttl") or 0), renewable=bool(data.get("renewable"))
+            )
+
+        return self._call("lookup-self", "auth/token/lookup-self", lookup)
 
     def renew_self(self) -> TokenLease:
-        answer: dict[str, Any] = self._call(
-            "renew-self", "auth/token/renew-self", self._client.auth.token.renew_self
+        return self._call(
+            "renew-self",
+            "auth/token/renew-self",
+            lambda: _lease(self._client.auth.token.renew_self()),
         )
-        return _lease(answer)
 
     def login_approle(
         self, *, role_id: str, secret_id: Secret, mount: str
     ) -> tuple[Secret, TokenLease]:
-        answer: dict[str, Any] = self._call(
+        return self._call(
             "login",
             f"auth/{mount}/login",
-            lambda: self._client.auth.approle.login(
-                role_id=role_id, secret_id=secret_id.reveal(), use_token=False, mount_point=mount
+            lambda: _login(
+                self._client.auth.approle.login(
+                    role_id=role_id,
+                    secret_id=secret_id.reveal(),
+                    use_token=False,
+                    mount_point=mount,
+                )
             ),
         )
-        return Secret(answer["auth"]["client_token"]), _lease(answer)
 
     def login_kubernetes(self, *, role: str, jwt: Secret, mount: str) -> tuple[Secret, TokenLease]:
-        answer: dict[str, Any] = self._call(
+        return self._call(
             "login",
             f"auth/{mount}/login",
-            lambda: self._client.auth.kubernetes.login(
-                role=role, jwt=jwt.reveal(), use_token=False, mount_point=mount
+            lambda: _login(
+                self._client.auth.kubernetes.login(
+                    role=role, jwt=jwt.reveal(), use_token=False, mount_point=mount
+                )
             ),
         )
-        return Secret(answer["auth"]["client_token"]), _lease(answer)
+
+
+def _login(answer: Mapping[str, Any]) -> tuple[Secret, TokenLease]:
+    """The client token and its lease from a login answer (``KeyError`` if it has none)."""
+    return Secret(answer["auth"]["client_token"]), _lease(answer)
 
 
 def _lease(answer: Mapping[str, Any]) -> TokenLease:
