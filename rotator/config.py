@@ -411,6 +411,23 @@ VaultAuth = Annotated[
 ]
 
 
+def _readable_ca_bundle(value: Path | None) -> Path | None:
+    """The CA bundle path, once it is known to be a readable file (TLS would fail later with a
+    less clear error at every call)."""
+    if value is None:
+        return None
+    try:
+        with value.open("rb") as handle:
+            handle.read(1)
+    except OSError as exc:
+        raise ValueError(
+            f"cannot read the CA bundle: {exc.strerror or type(exc).__name__}"
+        ) from None
+    except ValueError:  # a NUL byte in the path
+        raise ValueError("cannot read the CA bundle: invalid path") from None
+    return value
+
+
 class VaultStore(_Model):
     """A HashiCorp Vault or OpenBao server with a KV v2 mount."""
 
@@ -419,7 +436,7 @@ class VaultStore(_Model):
     mount: KvPath = "secret"
     namespace: Text | None = None
     auth: VaultAuth
-    ca_cert: Path | None = None
+    ca_cert: Annotated[Path | None, AfterValidator(_readable_ca_bundle)] = None
     verify: bool = True
     timeout: PositiveDuration = timedelta(seconds=10)
 

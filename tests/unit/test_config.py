@@ -275,22 +275,24 @@ def test_listen_addresses(tmp_path: Path, listen: str, host: str, port: int) -> 
 
 def test_vault_auth_methods(tmp_path: Path) -> None:
     """AppRole and Kubernetes auth take their documented defaults."""
+    ca = tmp_path / "vault.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n", encoding="utf-8")
     config = _load(
         tmp_path,
         MINIMAL
-        + """\
+        + f"""\
 stores:
   a:
     type: vault
     url: http://127.0.0.1:8200
-    auth: {method: approle, role_id: r, secret_id: s3cret}
+    auth: {{method: approle, role_id: r, secret_id: s3cret}}
   k:
     type: vault
     url: http://127.0.0.1:8200
     namespace: team-a
-    ca_cert: /etc/ssl/vault.pem
+    ca_cert: {ca}
     timeout: 3s
-    auth: {method: kubernetes, role: rotator}
+    auth: {{method: kubernetes, role: rotator}}
 """,
     )
     approle, kube = config.stores["a"], config.stores["k"]
@@ -301,9 +303,9 @@ stores:
     assert kube.auth.method == "kubernetes"
     assert kube.auth.mount == "kubernetes"
     assert str(kube.auth.jwt_path) == "/var/run/secrets/kubernetes.io/serviceaccount/token"
-    assert (kube.namespace, str(kube.ca_cert), kube.timeout) == (
+    assert (kube.namespace, kube.ca_cert, kube.timeout) == (
         "team-a",
-        "/etc/ssl/vault.pem",
+        ca,
         timedelta(seconds=3),
     )
 

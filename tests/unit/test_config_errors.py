@@ -306,6 +306,16 @@ CASES: list[tuple[str, list[Edit], str]] = [
         ),
     ),
     (
+        "missing ca_cert",
+        [("stores.vault-main.ca_cert", "/nonexistent/vault-ca.pem")],
+        "stores.vault-main.ca_cert: cannot read the CA bundle: No such file or directory",
+    ),
+    (
+        "ca_cert a directory",
+        [("stores.vault-main.ca_cert", "/")],
+        "stores.vault-main.ca_cert: cannot read the CA bundle: Is a directory",
+    ),
+    (
         "both admin_key and admin_key_file",
         [("mistral.admin_key_file", "/run/secrets/k")],
         "mistral.admin_key_file: give admin_key or admin_key_file, not both",
