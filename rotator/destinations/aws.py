@@ -256,11 +256,15 @@ class AwsDestination:
             self._api.move_stage(self._secret_id, CURRENT, to=ours, away_from=staged.base_version)
         except PermanentError:
             again = self._api.describe(self._secret_id)
-            if again is not None and again.holder(CURRENT) not in (staged.base_version, ours):
-                raise ConflictError(
-                    f"{self._name}: AWSCURRENT moved while promoting; nothing was changed"
-                ) from None
-            raise
+            if again is None or again.holder(CURRENT) != ours:
+                if again is not None and again.holder(CURRENT) != staged.base_version:
+                    raise ConflictError(
+                        f"{self._name}: AWSCURRENT moved while promoting; nothing was changed"
+                    ) from None
+                raise
+            # The move took effect and only its answer was lost: botocore's replay of it failed
+            # because RemoveFromVersionId no longer held AWSCURRENT. Finish the promotion.
+            pending = again.holder(PENDING)
         if pending == ours:
             self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
         return staged.promoted(ours)

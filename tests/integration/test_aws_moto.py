@@ -327,3 +327,38 @@ async def test_writer_racing_the_label_move_is_not_clobbered(aws: AwsHarness) ->
         await dest.promote(staged, Secret(NEW))
     assert aws.consumer_read(path) == {"api_key": "r"}
     assert "AWSCURRENT" in aws.stages(path)[racer[0]]
+
+
+class ReplayingSecretsManager(Boto3SecretsManager):
+    """The boto3 seam as seen after a lost response: the first AWSCURRENT move is applied by the
+    server, and the caller sees only the answer to botocore's replay of it."""
+
+    def __init__(self, inner: Boto3SecretsManager) -> None:
+        super().__init__(inner._client)
+        self.replayed = False
+
+    def move_stage(
+        self, secret_id: str, stage: str, *, to: str | None, away_from: str | None
+    ) -> None:
+        super().move_stage(secret_id, stage, to=to, away_from=away_from)
+        if stage == "AWSCURRENT" and not self.replayed:
+            self.replayed = True
+            super().move_stage(secret_id, stage, to=to, away_from=away_from)
+
+
+async def test_promotion_whose_answer_was_lost_completes(aws: AwsHarness) -> None:
+    """If the AWSCURRENT move succeeded but its answer was lost, botocore's replay fails
+    (RemoveFromVersionId no longer holds AWSCURRENT); promote sees our version current, drops
+    AWSPENDING and returns the promoted record instead of raising."""
+    path = aws.new_path()
+    aws.seed(path, {"api_key": OLD})
+    api = ReplayingSecretsManager(aws.env.client(aws.env.rotator))
+    dest = AwsDestination(api=api, pool=aws.pool, store="moto", secret_id=path, field="api_key")
+    base = await dest.read_current()
+    rid = str(uuid.uuid4())
+    staged = await dest.stage(Secret(NEW), rotation_id=rid, key_id="k", base=base)
+    promoted = await dest.promote(staged, Secret(NEW))
+    assert api.replayed
+    assert (promoted.version, promoted.previous_version) == (rid, base.version)
+    assert aws.stages(path)[rid] == ["AWSCURRENT"]
+    assert aws.consumer_read(path) == {"api_key": NEW}
