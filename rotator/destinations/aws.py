@@ -7,6 +7,19 @@ compare-and-swap; AWSPREVIOUS follows) and then drops AWSPENDING. A secret with 
 (or none at all, with ``create_missing``) gets its first version at promotion: Secrets Manager
 serves a secret's first version at once, whatever its labels. Semantics are those of
 :class:`rotator.contracts.Destination`.
+
+``PutSecretValue`` takes no condition, so two of its uses are check-then-act:
+
+- The first value (promotion, labelled AWSCURRENT): a version someone else puts between the
+  ``DescribeSecret`` and our put loses AWSCURRENT to ours. This is detected after the put (it
+  now carries AWSPREVIOUS) and undone: ``ConflictError``, AWSCURRENT back on their version.
+- Staging (labelled AWSPENDING): if someone else puts a version labelled AWSPENDING between
+  stage's ``DescribeSecret`` and its ``PutSecretValue`` (one round trip), AWS moves AWSPENDING
+  to ours and their version is left with no label. ``DescribeSecret`` does not list unlabelled
+  versions, so rotator cannot see it (only ``ListSecretVersionIds``, one more IAM action,
+  could); their later promotion by version id is not stopped either. An AWSPENDING put *after*
+  ours is seen at promotion (``ConflictError``). The usual other writer is a Secrets Manager
+  rotation Lambda, which ``rotator check`` reports; see docs/design/20261127-aws-label-races.md.
 """
 
 from __future__ import annotations
@@ -247,7 +260,8 @@ class AwsDestination:
                 value=with_field(self._name, None, self._field, secret),
                 stages=[CURRENT],
             )
-            return staged.promoted(staged.rotation_id)
+            self._refuse_first_value_race(described, ours)
+            return staged.promoted(ours)
         if pending not in (None, ours):
             raise ConflictError(
                 f"{self._name}: AWSPENDING moved to version {pending}; rotator will not promote"
@@ -268,6 +282,45 @@ class AwsDestination:
         if pending == ours:
             self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
         return staged.promoted(ours)
+
+    def _refuse_first_value_race(self, before: SecretDescription, ours: str) -> None:
+        """After the first value was put with AWSCURRENT (``PutSecretValue`` has no condition):
+        raise ``ConflictError`` if another writer's version got AWSCURRENT in the meantime.
+
+        A version someone else put between :meth:`_promote`'s ``DescribeSecret`` and our put
+        held AWSCURRENT, which our put moved away, so AWS labelled it AWSPREVIOUS: that label
+        on a version other than the one holding it before is the sign. Then AWSCURRENT is moved
+        back to it (``RemoveFromVersionId`` = ours, so a third writer is not clobbered) and
+        AWSPREVIOUS is put back where it was, leaving our version unlabelled: consumers may have
+        read our (valid) key in between, nothing else changed. A writer after our put simply
+        replaced our value: AWSCURRENT is not ours and nothing is undone.
+        """
+        after = self._api.describe(self._secret_id)
+        if after is None:
+            raise ConflictError(f"{self._name}: the secret was deleted while promoting")
+        holder = after.holder(CURRENT)
+        if holder != ours:
+            raise ConflictError(
+                f"{self._name}: AWSCURRENT moved to version {holder or 'none'} right after "
+                "this rotation's first value was written"
+            )
+        displaced = after.holder(PREVIOUS)
+        previous = before.holder(PREVIOUS)
+        if displaced in (None, previous, ours):
+            return
+        try:
+            self._api.move_stage(self._secret_id, CURRENT, to=displaced, away_from=ours)
+            self._api.move_stage(self._secret_id, PREVIOUS, to=previous, away_from=ours)
+        except (BackendError, ConflictError) as exc:
+            raise ConflictError(
+                f"{self._name}: version {displaced} was written concurrently with this "
+                f"rotation's first value and putting AWSCURRENT back on it failed ({exc}); "
+                "check the secret's labels by hand"
+            ) from None
+        raise ConflictError(
+            f"{self._name}: version {displaced} was written concurrently with this rotation's "
+            "first value; AWSCURRENT is back on it and this rotation's version is unlabelled"
+        )
 
     def _roll_back(self, staged: StagedValue) -> bool:
         ours = staged.version or staged.rotation_id

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import re
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 
 import botocore.session
@@ -16,7 +16,7 @@ from rotator.config import AwsDestination as AwsDestinationConfig
 from rotator.config import AwsSecretsManagerStore
 from rotator.contracts import OWNER, Destination
 from rotator.destinations.aws import AwsDestination
-from rotator.destinations.aws_api import Boto3SecretsManager
+from rotator.destinations.aws_api import Boto3SecretsManager, SecretVersion
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.errors import AuthError, ConflictError, PermanentError
 from rotator.secret import Secret
@@ -362,3 +362,51 @@ async def test_promotion_whose_answer_was_lost_completes(aws: AwsHarness) -> Non
     assert (promoted.version, promoted.previous_version) == (rid, base.version)
     assert aws.stages(path)[rid] == ["AWSCURRENT"]
     assert aws.consumer_read(path) == {"api_key": NEW}
+
+
+class FirstValueRacer(Boto3SecretsManager):
+    """The boto3 seam whose first-value put (labelled AWSCURRENT) is preceded by someone else's
+    first value."""
+
+    def __init__(self, inner: Boto3SecretsManager, race: Callable[[], None]) -> None:
+        super().__init__(inner._client)
+        self._race: Callable[[], None] | None = race
+
+    def put_value(
+        self, secret_id: str, *, token: str, value: Secret, stages: Sequence[str]
+    ) -> SecretVersion:
+        if "AWSCURRENT" in stages and self._race is not None:
+            race, self._race = self._race, None
+            race()
+        return super().put_value(secret_id, token=token, value=value, stages=stages)
+
+
+async def test_first_value_racing_another_writer_is_undone_and_a_conflict(
+    aws: AwsHarness,
+) -> None:
+    """If someone gives an empty secret its first value between promote's DescribeSecret and its
+    PutSecretValue (which moves AWSCURRENT off theirs), promote puts AWSCURRENT back on their
+    version, leaves ours unlabelled and raises ConflictError; a roll back then changes nothing."""
+    path = aws.new_path()
+    admin = aws.env.admin_client()
+    admin.create_secret(Name=path)
+    racer: list[str] = []
+
+    def race() -> None:
+        answer = admin.put_secret_value(SecretId=path, SecretString=json.dumps({"api_key": "r"}))
+        racer.append(answer["VersionId"])
+
+    api = FirstValueRacer(aws.env.client(aws.env.rotator), race)
+    dest = AwsDestination(api=api, pool=aws.pool, store="moto", secret_id=path, field="api_key")
+    rid = str(uuid.uuid4())
+    staged = await dest.stage(
+        Secret(NEW), rotation_id=rid, key_id="k", base=await dest.read_current()
+    )
+    with pytest.raises(ConflictError, match="written concurrently"):
+        await dest.promote(staged, Secret(NEW))
+    assert aws.consumer_read(path) == {"api_key": "r"}
+    stages = aws.stages(path)
+    assert stages[racer[0]] == ["AWSCURRENT"]
+    assert stages.get(rid, []) == []
+    assert await dest.roll_back(staged) is False
+    assert aws.consumer_read(path) == {"api_key": "r"}
