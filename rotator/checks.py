@@ -4,7 +4,10 @@ Checks, in order: the configuration is valid; the Mistral Admin API answers and 
 key; the user keys are created for exists; each target's workspace exists and is not archived;
 then every store authenticates and every destination is readable and writable (the destination
 backends' ``check_access``). A failed prerequisite skips what depends on it (reported as failed).
-Only read-only calls are made.
+Nothing is changed. Every call is a read except the AWS write probes: a ``PutSecretValue`` and an
+``UpdateSecretVersionStage`` that AWS authorizes and then refuses (a request token already used,
+a version id that does not exist). They prove the permissions, but they are write attempts:
+CloudTrail records them as failed calls.
 """
 
 from __future__ import annotations

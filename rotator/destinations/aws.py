@@ -402,7 +402,9 @@ class AwsDestination:
         """Prove PutSecretValue and UpdateSecretVersionStage are allowed without changing
         anything: AWS authorizes a call before it looks at its arguments, and both probes are
         refused after that — a ``ClientRequestToken`` that already names the current version
-        (with other content), and a label move to a version id that does not exist."""
+        (with other content), and a label move to a version id that does not exist. They are
+        real write calls: CloudTrail records them (as failed), and alarms on failed writes see
+        them."""
         current = described.holder(CURRENT)
         if current is None or PENDING in described.stages.get(current, ()):
             return ("write", True, "not probed (no settled current version); proven at staging")
@@ -420,7 +422,11 @@ class AwsDestination:
             return ("write", False, str(exc))
         except PermanentError:
             pass  # "no such version": the refusal that comes after authorization
-        return ("write", True, "PutSecretValue and UpdateSecretVersionStage allowed (probed)")
+        probed = (
+            "PutSecretValue and UpdateSecretVersionStage allowed (probed with writes AWS refused"
+            " after authorizing them; CloudTrail shows them as failed calls)"
+        )
+        return ("write", True, probed)
 
 
 def from_config(

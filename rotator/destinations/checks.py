@@ -2,7 +2,8 @@
 
 Every destination of every target is built through the registry (one connection per store) and
 asked :meth:`rotator.contracts.Destination.check_access`; each of its verdicts becomes one line.
-Nothing is written. A store no destination uses is reported as not checked.
+Nothing is changed (AWS's write probes are write calls that AWS refuses; see
+:mod:`rotator.checks`). A store no destination uses is reported as not checked.
 """
 
 from __future__ import annotations

@@ -258,6 +258,9 @@ async def test_write_probes_change_nothing(aws: AwsHarness) -> None:
     checks = await aws.destination(path).check_access()
     assert all(c.ok for c in checks)
     assert (aws.stages(path), aws.version_count(path)) == before
+    write = next(c for c in checks if c.check == "write")
+    assert "AWS refused" in write.detail
+    assert "CloudTrail" in write.detail
     assert aws.consumer_read(path) == {"api_key": OLD}
 
 
