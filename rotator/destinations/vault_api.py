@@ -105,9 +105,14 @@ def _needs(operation: str) -> str:
         "write": "'update' (or 'create' for a new secret)",
         "write metadata": "'update'",
         "capabilities": "'update' on sys/capabilities-self",
-        "lookup-self": "'read' on auth/token/lookup-self",
-        "renew-self": "'update' on auth/token/renew-self",
     }.get(operation, "a permission")
+
+
+# Vault answers an unknown, expired or revoked token here with the same 403 as a missing grant.
+_TOKEN_SELF = {
+    "lookup-self": "read on auth/token/lookup-self",
+    "renew-self": "update on auth/token/renew-self",
+}
 
 
 # hvac exception → (rotator error class, HTTP status) for the cases that need no inspection.
@@ -131,9 +136,11 @@ def map_hvac_error(exc: Exception, operation: str, path: str) -> BackendError | 
     where = f"{operation} {path}"
     detail = _detail(exc)
     if isinstance(exc, hvac.exceptions.Forbidden):
-        return AuthError(
-            BACKEND, where, f"permission denied: needs {_needs(operation)}", status=403
-        )
+        if operation in _TOKEN_SELF:
+            problem = f"token invalid or expired, or lacks {_TOKEN_SELF[operation]}"
+        else:
+            problem = f"permission denied: needs {_needs(operation)}"
+        return AuthError(BACKEND, where, problem, status=403)
     if isinstance(exc, hvac.exceptions.Unauthorized):
         return AuthError(BACKEND, where, f"not authenticated: {detail}", status=401)
     if isinstance(exc, hvac.exceptions.InvalidRequest):

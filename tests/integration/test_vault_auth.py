@@ -114,6 +114,20 @@ async def test_revoked_static_token_is_final(
         await dest.read_current()
 
 
+async def test_unknown_token_is_reported_as_invalid_not_only_as_a_missing_permission(
+    vault: VaultHarness,
+) -> None:
+    """OpenBao answers an unknown token with 403 "permission denied" on lookup-self, so the
+    check's login line says the token is invalid or expired, or lacks read there."""
+    dest = vault.destination_with_token(vault.new_path(), "s.UnknownTokenAAAAAAAAAAAAAAAA")
+    checks = await dest.check_access()
+    assert [(c.check, c.ok) for c in checks] == [("login", False)]
+    assert checks[0].detail == (
+        "token: vault lookup-self auth/token/lookup-self: token invalid or expired, or lacks"
+        " read on auth/token/lookup-self (HTTP 403)"
+    )
+
+
 async def test_token_is_renewed_after_two_thirds_of_its_ttl(
     openbao: OpenBaoEnv, vault: VaultHarness, blocking_pool: BlockingPool
 ) -> None:

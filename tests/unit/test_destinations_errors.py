@@ -62,6 +62,24 @@ def test_vault_denied_write_names_the_capability() -> None:
     assert "needs 'update' (or 'create' for a new secret)" in str(error)
 
 
+@pytest.mark.parametrize(
+    ("operation", "path", "grant"),
+    [
+        ("lookup-self", "auth/token/lookup-self", "read"),
+        ("renew-self", "auth/token/renew-self", "update"),
+    ],
+)
+def test_denied_token_self_call_says_the_token_may_be_invalid(
+    operation: str, path: str, grant: str
+) -> None:
+    """A 403 on the token's own endpoints says the token may be invalid or expired: Vault
+    answers an unknown token there exactly as it answers a missing grant."""
+    error = map_hvac_error(vault_error(hvac.exceptions.Forbidden), operation, path)
+    assert str(error) == (
+        f"vault {operation} {path}: token invalid or expired, or lacks {grant} on {path} (HTTP 403)"
+    )
+
+
 def test_refused_login_is_an_auth_error() -> None:
     """A 400 on login (bad role_id/secret_id) is an AuthError."""
     exc = vault_error(hvac.exceptions.InvalidRequest, "invalid role or secret ID")
