@@ -7,7 +7,8 @@ so after a rotation moto keeps serving the *old* value to consumers, where real 
 version labelled AWSCURRENT. Tests that read like consumers would then fail on a correct rotator
 (or be bent to pass on a wrong one). After every stage update this launcher points
 ``default_version_id`` at the version that carries AWSCURRENT, which is AWS's behaviour.
-``tests/integration/test_aws_moto_fix.py`` proves the fix is in force.
+``tests/integration/test_aws_moto.py::test_moto_fix_plain_get_serves_the_new_awscurrent`` proves
+the fix is in force.
 
 Usage (what the test fixtures run): ``python tests/support/moto_launcher.py -H 127.0.0.1 -p PORT``.
 """
