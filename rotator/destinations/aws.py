@@ -364,6 +364,12 @@ class AwsDestination:
         if described is None:
             if self._create_missing:
                 add("read", True, "the secret does not exist yet; created at the first promotion")
+                add(
+                    "create",
+                    True,
+                    "not probed: CreateSecret cannot be tried without creating the secret; the"
+                    " first promotion needs secretsmanager:CreateSecret (and TagResource)",
+                )
             else:
                 add("read", False, "the secret does not exist and create_missing is off")
             return checks

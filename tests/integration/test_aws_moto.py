@@ -250,6 +250,19 @@ async def test_check_reports_a_rotation_in_progress(aws: AwsHarness) -> None:
     assert checks["read"].ok
 
 
+async def test_check_of_a_secret_to_create_says_create_secret_was_not_probed(
+    aws: AwsHarness,
+) -> None:
+    """For a missing secret with create_missing, check says CreateSecret was not probed (no
+    call can try it without creating the secret) and names what the first promotion needs."""
+    checks = await aws.destination(aws.new_path(), create_missing=True).check_access()
+    assert [(c.check, c.ok) for c in checks] == [("read", True), ("create", True)]
+    assert checks[1].detail == (
+        "not probed: CreateSecret cannot be tried without creating the secret; the first"
+        " promotion needs secretsmanager:CreateSecret (and TagResource)"
+    )
+
+
 async def test_write_probes_change_nothing(aws: AwsHarness) -> None:
     """check_access's write probes leave versions, labels and the served value as they were."""
     path = aws.new_path()
