@@ -113,6 +113,10 @@ def _http_url(value: object) -> str:
         parts = urlsplit(text)
     except ValueError:  # e.g. an unclosed IPv6 bracket
         raise ValueError("must be an http:// or https:// URL with a host") from None
+    if "@" in parts.netloc:  # the message never repeats the URL: it would show the password
+        raise ValueError(
+            "must not carry credentials (user:password@); give them in their own settings"
+        )
     if parts.scheme not in {"http", "https"} or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
     if parts.query or parts.fragment:
@@ -125,7 +129,8 @@ def _http_url(value: object) -> str:
 
 
 HttpUrl = Annotated[str, BeforeValidator(_http_url)]
-"""An ``http(s)://host[:port][/path]`` base URL, stored without a trailing slash."""
+"""An ``http(s)://host[:port][/path]`` base URL (no ``user:password@``), stored without a
+trailing slash."""
 
 
 def _uuid(value: object) -> str:

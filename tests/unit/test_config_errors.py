@@ -76,6 +76,7 @@ MISTRAL_KEYS = (
     "admin_url, admin_path_prefix, api_url, admin_key|admin_key_file, auth_header, user_id,"
     " user_email, timeout"
 )
+NO_USERINFO = "must not carry credentials (user:password@); give them in their own settings"
 HINT = "use a whole number and a unit (s, m, h, d, w), like 30s, 15m, 1h or 7d"
 VAULT_DEST = ("targets", 0, "destinations", 2)
 
@@ -342,6 +343,26 @@ CASES: list[tuple[str, list[Edit], str]] = [
         "mistral.admin_url: must be an http:// or https:// URL with a host",
     ),
     (
+        "admin_url with user:password@",
+        [("mistral.admin_url", f"https://rotator:{SECRET}@mistral.example")],
+        f"mistral.admin_url: {NO_USERINFO}",
+    ),
+    (
+        "api_url with user@",
+        [("mistral.api_url", "https://rotator@mistral.example")],
+        f"mistral.api_url: {NO_USERINFO}",
+    ),
+    (
+        "vault url with user:password@",
+        [("stores.vault-main.url", f"https://vault:{SECRET}@vault.example:8200")],
+        f"stores.vault-main.url: {NO_USERINFO}",
+    ),
+    (
+        "endpoint_url with user:password@",
+        [("stores.aws-main.endpoint_url", f"http://a:{SECRET}@127.0.0.1:4566")],
+        f"stores.aws-main.endpoint_url: {NO_USERINFO}",
+    ),
+    (
         "bad admin_path_prefix",
         [("mistral.admin_path_prefix", "v1/admin")],
         "mistral.admin_path_prefix: must start with '/', like /v1/admin",
@@ -583,6 +604,8 @@ LEAKS: list[list[Edit]] = [
     [("mistral.timeout", SECRET)],
     [("mistral.user_id", SECRET)],
     [("mistral.admin_url", SECRET)],
+    [("mistral.admin_url", f"https://user:{SECRET}@mistral.example")],
+    [("stores.vault-main.url", f"https://user:{SECRET}@[::1")],
     [("defaults.schedule", SECRET)],
     [("targets.0.name", SECRET)],
     [("targets.0.destinations.0.store", SECRET)],
