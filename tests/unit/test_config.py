@@ -361,6 +361,11 @@ def test_demo_config_loads_with_and_without_overrides() -> None:
     config = load_config(demo, env={})
     assert config.mistral.admin_url == config.mistral.api_url == "http://127.0.0.1:18080"
     assert config.mistral.admin_key.reveal() == "standin-admin-key"
+    # An operator's real admin key in the environment is never sent to the stand-in.
+    operator = load_config(demo, env={"MISTRAL_ADMIN_KEY": "sk-operator-real-admin-key"})
+    assert operator.mistral.admin_key.reveal() == "standin-admin-key"
+    chosen = load_config(demo, env={"ROTATOR_DEMO_ADMIN_KEY": "demo-key-2"})
+    assert chosen.mistral.admin_key.reveal() == "demo-key-2"
     assert config.state.url == "sqlite:///./var/demo/state.db"
     assert [t.name for t in config.targets] == ["demo-backend", "demo-batch", "demo-analytics"]
     assert all(len(t.destinations) == 2 for t in config.targets)
