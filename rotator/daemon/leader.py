@@ -247,7 +247,7 @@ class PostgresElector(Elector):
     The lock lives as long as one dedicated connection (autocommit, TCP keepalives), opened by
     :meth:`acquire` and kept for the process lifetime. Before each step :meth:`ensure` asks
     that connection whether its session still holds the lock (``pg_locks``, a cheap catalog
-    read, bounded by ``retry_period``); any error or timeout counts as a loss, because the
+    read, bounded by ``renew_deadline``); any error or timeout counts as a loss, because the
     server releases a session's locks when the session ends. The daemon exits on a loss.
 
     **Not behind PgBouncer in transaction (or statement) pooling mode**: the lock belongs to a
@@ -292,7 +292,7 @@ class PostgresElector(Elector):
         import psycopg
 
         if self._conn is None or self._conn.closed:
-            timeout = max(1, int(self.timing.retry_period))
+            timeout = max(1, int(self.timing.renew_deadline))
             self._conn = await psycopg.AsyncConnection.connect(
                 self._conninfo,
                 autocommit=True,
@@ -317,7 +317,7 @@ class PostgresElector(Elector):
         import psycopg
 
         try:
-            async with asyncio.timeout(self.timing.retry_period):
+            async with asyncio.timeout(self.timing.renew_deadline):
                 conn = await self._connection()
                 cursor = await conn.execute("SELECT pg_try_advisory_lock(%s)", (self._key,))
                 row = await cursor.fetchone()
@@ -337,7 +337,7 @@ class PostgresElector(Elector):
 
         high, low = (self._key >> 32) & 0xFFFFFFFF, self._key & 0xFFFFFFFF
         try:
-            async with asyncio.timeout(self.timing.retry_period):
+            async with asyncio.timeout(self.timing.renew_deadline):
                 cursor = await self._conn.execute(_HELD, (high, low))
                 row = await cursor.fetchone()
         except (psycopg.Error, OSError, TimeoutError) as exc:
@@ -350,7 +350,7 @@ class PostgresElector(Elector):
     async def release(self) -> None:
         if self._leading and self._conn is not None:
             with contextlib.suppress(Exception):
-                async with asyncio.timeout(self.timing.retry_period):
+                async with asyncio.timeout(self.timing.renew_deadline):
                     await self._conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,))
         await self._close()  # closing the session releases its locks anyway
         self._release_done()
