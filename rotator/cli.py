@@ -471,10 +471,30 @@ def dev_standin(
         str, typer.Option("--admin-key", help="The Admin API key the stand-in accepts.")
     ] = "standin-admin-key",
 ) -> None:
-    """Run the local Mistral stand-in (Admin API + /v1/models) until Ctrl-C."""
+    """Run the local Mistral stand-in (Admin API + /v1/models) until Ctrl-C.
+
+    Exits 2 for a bad --host or an empty --admin-key, 1 if the address cannot be listened on.
+    """
+    import errno
+    import socket
+
     from rotator.mistral.standin import run_standin
 
-    run_standin(host=host, port=port, admin_key=admin_key)
+    if not admin_key:
+        raise typer.BadParameter("must not be empty", param_hint="'--admin-key'")
+    try:
+        run_standin(host=host, port=port, admin_key=admin_key)
+    except socket.gaierror:
+        raise typer.BadParameter(f"cannot resolve {host!r}", param_hint="'--host'") from None
+    except OSError as exc:  # run_standin's contract: the address could not be bound
+        if exc.errno == errno.EADDRNOTAVAIL:
+            raise typer.BadParameter(
+                f"{host!r} is not an address of this machine", param_hint="'--host'"
+            ) from None
+        shown = f"[{host}]" if ":" in host else host
+        problem = exc.strerror or type(exc).__name__
+        print(f"rotator: cannot listen on {shown}:{port}: {problem}", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import socket
 from pathlib import Path
 
 import pytest
@@ -190,13 +191,16 @@ def test_random_documents_never_crash_the_cli(tmp_path: Path, doc: str) -> None:
 
 def test_two_targets_with_one_key_prefix_in_a_workspace_are_refused(tmp_path: Path) -> None:
     """Two targets whose keys would carry the same name prefix in one workspace: exit 2."""
-    doubled = VALID + """
+    doubled = (
+        VALID
+        + """
   - name: prod-frontend
     workspace_id: 019b2bd7-96e7-7219-8c0b-45a73da50088
     key_name_prefix: rotator-prod-backend
     destinations:
       - {store: vault-main, path: mistral/prod-frontend, field: api_key}
 """
+    )
     cfg = tmp_path / "rotator.yaml"
     cfg.write_text(doubled)
     code, _, err = run_cli("check", "--config-only", "--config", str(cfg))
@@ -205,3 +209,37 @@ def test_two_targets_with_one_key_prefix_in_a_workspace_are_refused(tmp_path: Pa
         f"{cfg}: targets[1].key_name_prefix: key_name_prefix 'rotator-prod-backend' is also used"
         " in this workspace by targets[0]; each target's keys must be told apart by their names"
     )
+
+
+def test_standin_on_a_port_in_use_is_one_line_exit_1() -> None:
+    """`rotator dev standin` on a port another process listens on fails in one line, exit 1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        code, out, err = run_cli("dev", "standin", "--port", str(port))
+    assert (code, out) == (1, "")
+    assert err == f"rotator: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        # Rejected by the resolver without a DNS query: no name is made of digits and dots only.
+        (
+            ["--host", "256.256.256.256"],
+            "Invalid value for '--host': cannot resolve '256.256.256.256'",
+        ),
+        (
+            ["--host", "192.0.2.1"],
+            "Invalid value for '--host': '192.0.2.1' is not an address of this machine",
+        ),
+        (["--admin-key", ""], "Invalid value for '--admin-key': must not be empty"),
+    ],
+    ids=["unresolvable host", "foreign address", "empty admin key"],
+)
+def test_standin_bad_usage_is_one_line_exit_2(argv: list[str], expected: str) -> None:
+    """An unresolvable --host or an empty --admin-key is bad usage: one line, exit 2."""
+    code, out, err = run_cli("dev", "standin", "--port", "0", *argv)
+    assert (code, out) == (2, "")
+    assert err == f"rotator: {expected} (see 'rotator dev standin --help')\n"
