@@ -1,0 +1,781 @@
+"""``rotator run``: rotations on schedule and on demand, due revocations, a safe shutdown.
+
+:class:`Daemon` drives one :class:`~rotator.engine.engine.Engine` from an asyncio event loop and
+implements :class:`~rotator.daemon.control.DaemonControl` for the HTTP API.
+
+Start: the configuration is loaded (credentials read) by the caller; the engine is built (state
+store migrated); the HTTP server (health, metrics, API) listens; the heartbeat and the scheduler
+start; systemd hears ``READY=1``. The instance then contends for leadership (a standby serves
+health and metrics only). On gaining it, it registers every target (its first-seen anchor),
+recovers interrupted rotations, plans one job per target (:mod:`rotator.daemon.scheduler`) and
+starts the revoke-due loop (every ``revoke_every`` seconds and at each grace deadline).
+
+Each run, scheduled or on demand, is a task of the daemon's own (never an APScheduler coroutine
+job, which ``shutdown`` would cancel); afterwards the target is re-planned from state. A failed run
+leaves a backoff in the store (the engine's, or the daemon's when the engine could not record
+one); a target still due right after a run waits ``retry_floor`` seconds, so nothing spins.
+
+SIGHUP reloads the configuration: an invalid one is logged on one line and the old one kept; a
+valid one waits until no rotation runs, then replaces the engine, the API's token and every job
+(``state``, ``leader`` and ``server.listen`` changes need a restart and are refused).
+SIGTERM/SIGINT: scheduling pauses, the API stops taking rotations, in-flight rotations get up to
+``stop_timeout`` seconds to reach their end (every step is journaled and resumable, so one cut
+short is finished by recovery at the next start), then everything stops and the exit status is 0.
+A second signal stops at once. Losing leadership stops at once with exit status 1.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+import socket
+import uuid
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import structlog
+from starlette.applications import Starlette
+
+from rotator.clock import Clock, SystemClock
+from rotator.config import Config, load_config
+from rotator.contracts import TargetState
+from rotator.daemon.control import (
+    Health,
+    RateLimitedError,
+    RotationInFlightError,
+    UnknownTargetError,
+)
+from rotator.daemon.http import build_app
+from rotator.daemon.leader import Elector, LeadershipLost, build_elector
+from rotator.daemon.metrics import Metrics
+from rotator.daemon.notify import Notifier
+from rotator.daemon.scheduler import FirePlan, RotationJobs, plan_fire
+from rotator.daemon.serving import HttpServer, SwappableApp, bind
+from rotator.daemon.systemd import SystemdNotifier
+from rotator.destinations._common import add_call_observer
+from rotator.engine.context import Alert
+from rotator.engine.engine import Engine, TargetStatus
+from rotator.engine.rotation import RotationResult, failure_backoff
+from rotator.engine.steps import Outcome
+from rotator.engine.wiring import build_engine
+from rotator.errors import ConfigError, RotatorError
+from rotator.logs import scrub
+from rotator.render import iso
+
+log = structlog.get_logger(__name__)
+
+EngineFactory = Callable[[Config], Awaitable[Engine]]
+ElectorFactory = Callable[[Config, Health], Elector]
+
+_FAILED = frozenset({Outcome.ROLLED_BACK, Outcome.STUCK})
+_KEEP_REQUESTS = 1000
+"""How many on-demand rotation ids the daemon remembers before they reach the store."""
+
+
+@dataclass(frozen=True, slots=True)
+class Timings:
+    """The daemon's periods and bounds, in seconds (tests shorten them)."""
+
+    stop_timeout: float = 60.0
+    """SIGTERM: how long in-flight rotations get to finish."""
+    revoke_every: float = 30.0
+    """A revoke-due pass runs at least this often, and at each grace deadline."""
+    heartbeat: float = 2.0
+    """The event-loop heartbeat feeding ``/livez`` and the systemd watchdog."""
+    metrics_every: float = 15.0
+    """State-derived gauges are refreshed this often, and after each rotation."""
+    on_demand_interval: float = 60.0
+    """Per target, the least time between two on-demand rotations (emergencies exempt)."""
+    retry_floor: float = 60.0
+    """A target still due right after a run waits at least this long."""
+
+
+@dataclass
+class _Request:
+    """A rotation the daemon started, until the state store knows it (or if it never does)."""
+
+    target: str
+    state: str = "queued"
+    result: RotationResult | None = None
+
+
+class Daemon:
+    """The daemon of one configuration file (see the module docstring for its behaviour)."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        *,
+        config_path: str | Path | None = None,
+        clock: Clock | None = None,
+        timings: Timings | None = None,
+        systemd: SystemdNotifier | None = None,
+        engine_factory: EngineFactory | None = None,
+        elector_factory: ElectorFactory | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.config_path = config_path
+        self.clock: Clock = clock or SystemClock()
+        self.timings = timings or Timings()
+        self.systemd = systemd or SystemdNotifier.from_env()
+        self.health = Health()
+        self.metrics = Metrics()
+        self.notifier = Notifier.from_config(cfg)
+        self.jobs = RotationJobs(self._fire)
+        self.engine: Engine | None = None
+        self.elector: Elector | None = None
+        self.http: HttpServer | None = None
+        self._engine_factory = engine_factory or self._build_engine
+        self._elector_factory = elector_factory or build_elector
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._requests: OrderedDict[str, _Request] = OrderedDict()
+        self._last_on_demand: dict[str, float] = {}
+        self._floor: dict[str, datetime] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._leader_task: asyncio.Task[None] | None = None
+        self._takeover: asyncio.Task[None] | None = None
+        self._revoker: asyncio.Task[None] | None = None
+        self._reload_task: asyncio.Task[None] | None = None
+        self._reload_again = False
+        self._revoke_lock = asyncio.Lock()
+        self._gate = asyncio.Event()  # set: rotations may start (cleared while reloading)
+        self._gate.set()
+        self._stop = asyncio.Event()
+        self._abandon = asyncio.Event()  # a second signal, or leadership lost: stop at once
+        self._revoke_wake = asyncio.Event()
+        self._metrics_wake = asyncio.Event()
+        self._overdue: set[str] = set()
+        self._stopping = False
+        self._exit_code = 0
+
+    # -- DaemonControl ---------------------------------------------------------------------------
+
+    def target_names(self) -> list[str]:
+        return [t.name for t in self.cfg.targets]
+
+    async def status(self) -> list[TargetStatus]:
+        """``status --json`` rows whose ``next_due_at`` is when this daemon will fire (jitter and
+        backoff included), the same on a standby."""
+        rows, _ = await self._status_and_states()
+        return rows
+
+    def request_rotation(self, target: str, *, emergency: bool) -> str:
+        if target not in self.target_names():
+            raise UnknownTargetError(target)
+        if self._stopping:
+            raise PermissionError("the daemon is shutting down")
+        if self.engine is None or self.elector is None or not self.elector.is_leader:
+            raise PermissionError("this instance is not the leader")
+        if target in self._tasks or (target in self.engine.contexts and self.engine.busy(target)):
+            raise RotationInFlightError(target)
+        now = self.clock.monotonic()
+        last = self._last_on_demand.get(target)
+        interval = self.timings.on_demand_interval
+        if not emergency and last is not None and now - last < interval:
+            raise RateLimitedError(interval - (now - last))
+        self._last_on_demand[target] = now
+        rotation_id = str(uuid.uuid4())
+        self._launch(target, rotation_id, emergency=emergency, origin="api")
+        return rotation_id
+
+    async def rotation_view(self, rotation_id: str) -> dict[str, object] | None:
+        engine = self._engine()
+        rotation = await engine.deps.store.get_rotation(rotation_id)
+        if rotation is not None:
+            steps = await engine.deps.store.journal(rotation_id)
+            return {
+                "rotation_id": rotation.rotation_id,
+                "target": rotation.target,
+                "state": rotation.state,
+                "outcome": rotation.outcome,
+                "steps": [{"step": s.step, "at": iso(s.at)} for s in steps],
+                "error": rotation.error,
+                "started_at": iso(rotation.started_at),
+                "finished_at": iso(rotation.finished_at),
+            }
+        request = self._requests.get(rotation_id)
+        if request is None:
+            return None
+        state, outcome, error = request.state, None, None
+        if request.result is not None:  # over, and never started in the store
+            state, outcome = "rolled_back", str(request.result.outcome)
+            error = request.result.error
+        return {
+            "rotation_id": rotation_id,
+            "target": request.target,
+            "state": state,
+            "outcome": outcome,
+            "steps": [],
+            "error": error,
+            "started_at": None,
+            "finished_at": None,
+        }
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def run(self, *, handle_signals: bool = True) -> int:
+        """Run until SIGTERM/SIGINT (exit status 0) or a loss of leadership (1).
+
+        Raises ``ConfigError`` or a backend error if the daemon cannot start (no READY=1 then).
+        """
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
+            loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
+            loop.add_signal_handler(signal.SIGHUP, self.request_reload)
+        stop_observing = add_call_observer(self.metrics.observe_call)
+        try:
+            await self._run()
+        finally:
+            await self._shutdown()
+            stop_observing()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+                    loop.remove_signal_handler(sig)
+        return self._exit_code
+
+    def request_stop(self, why: str = "requested") -> None:
+        """SIGTERM/SIGINT: stop taking work and shut down; a second call stops at once."""
+        if self._stopping:
+            log.warning("shutdown_forced", signal=why)
+            self._abandon.set()
+            return
+        log.info("shutdown_requested", signal=why, in_flight=sorted(self._tasks))
+        self._stopping = True
+        self.health.ready, self.health.reason = False, "shutting down"
+        self.jobs.pause()
+        self.systemd.stopping(f"stopping: {len(self._tasks)} rotation(s) in flight")
+        self._stop.set()
+        self._revoke_wake.set()
+
+    def request_reload(self) -> None:
+        """SIGHUP: reload the configuration file (see the module docstring)."""
+        if self._stopping:
+            return
+        if self._reload_task is not None and not self._reload_task.done():
+            self._reload_again = True
+            return
+        self._reload_task = asyncio.create_task(self._reload())
+
+    async def _run(self) -> None:
+        self.systemd.status("starting")
+        self.elector = self._elector_factory(self.cfg, self.health)
+        self.engine = await self._engine_factory(self.cfg)
+        self._background.append(asyncio.create_task(self._heartbeat()))
+        self.http = HttpServer(SwappableApp(self._app(self.cfg)), self._bind())
+        await self.http.start()
+        self.jobs.start()
+        self._background.append(asyncio.create_task(self._metrics_loop()))
+        self._leader_task = asyncio.create_task(self.elector.run(on_change=self._on_leadership))
+        self.health.ready, self.health.reason = True, "ok"
+        host, port = self.http.address
+        log.info("daemon_started", targets=len(self.cfg.targets), host=host, port=port)
+        self.systemd.ready(self._status_line())
+        stop = asyncio.create_task(self._stop.wait())
+        await asyncio.wait({stop, self._leader_task}, return_when=asyncio.FIRST_COMPLETED)
+        stop.cancel()
+        if self._leader_task.done() and not self._leader_task.cancelled():
+            error = self._leader_task.exception()
+            self._lose(error or RuntimeError("the leader election ended"))
+
+    def _bind(self) -> socket.socket:
+        server = self.cfg.server
+        try:
+            return bind(server.host, server.port)
+        except OSError as exc:
+            raise ConfigError(
+                self.cfg.source,
+                "server.listen",
+                f"cannot listen on {server.listen}: {exc.strerror or type(exc).__name__}",
+            ) from None
+
+    def _app(self, cfg: Config) -> Starlette:
+        return build_app(self, admin_token=cfg.server.admin_token, registry=self.metrics.registry)
+
+    async def _build_engine(self, cfg: Config) -> Engine:
+        return await build_engine(
+            cfg, clock=self.clock, on_alert=self.alert, on_call=self.metrics.observe_call
+        )
+
+    async def alert(self, alert: Alert) -> None:
+        """The engine's alert hook: the current configuration's webhooks hear about it."""
+        await self.notifier(alert)
+
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the daemon is not started")
+        return self.engine
+
+    def _lose(self, error: BaseException) -> None:
+        """Leadership is gone (or its election failed): stop at once, exit status 1."""
+        if self._exit_code == 0:
+            log.error("leadership_lost_exiting", error=scrub(str(error)) or type(error).__name__)
+        self._exit_code = 1
+        self._abandon.set()
+        self.request_stop("leadership lost")
+
+    async def _shutdown(self) -> None:
+        """Drain (bounded), then stop every part that was started. Idempotent."""
+        self._stopping = True
+        self.jobs.pause()
+        self._revoke_wake.set()
+        leftover = await self._drain(self.timings.stop_timeout)
+        if leftover:
+            log.warning("shutdown_cut_short", targets=sorted(self._tasks))
+            for task in leftover:
+                task.cancel()
+            await asyncio.gather(*leftover, return_exceptions=True)
+        self.jobs.shutdown()
+        others = [t for t in (self._leader_task, self._reload_task, *self._background) if t]
+        for task in others:
+            task.cancel()
+        if others:
+            await asyncio.wait(others, timeout=5)
+        if self.elector is not None:
+            await self.elector.release()
+        if self.http is not None:
+            await self.http.stop()
+        if self.engine is not None:
+            await self.engine.close()
+            self.engine = None
+        await self.notifier.aclose()
+        log.info("daemon_stopped", exit_code=self._exit_code)
+        self.systemd.close()
+
+    def _in_flight(self) -> set[asyncio.Task[None]]:
+        tasks = set(self._tasks.values())
+        tasks |= {t for t in (self._takeover, self._revoker) if t is not None and not t.done()}
+        return tasks
+
+    async def _drain(self, timeout: float) -> set[asyncio.Task[None]]:
+        """Wait up to ``timeout`` seconds for in-flight work, or until told to abandon it; returns
+        what is still running."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        abandon = asyncio.create_task(self._abandon.wait())
+        try:
+            while (pending := self._in_flight()) and not self._abandon.is_set():
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                await asyncio.wait(
+                    pending | {abandon}, timeout=remaining, return_when=asyncio.FIRST_COMPLETED
+                )
+        finally:
+            abandon.cancel()
+        return self._in_flight()
+
+    # -- leadership ------------------------------------------------------------------------------
+
+    def _on_leadership(self, leading: bool) -> None:
+        self.metrics.set_leader(leading)
+        if leading and self._takeover is None and not self._stopping:
+            self._takeover = asyncio.create_task(self._take_over())
+        self.systemd.status(self._status_line())
+
+    async def _take_over(self) -> None:
+        """As the new leader: recover interrupted rotations, plan every target, revoke due keys.
+        Retried every ``retry_floor`` seconds while the state store fails."""
+        while not self._stopping:
+            try:
+                await self._gate.wait()
+                results, orphans = await self._engine().recover()
+                for result in results:
+                    log.info("rotation_recovered", **_loggable(result))
+                if orphans:
+                    log.warning("orphan_keys", keys=[o.as_dict() for o in orphans])
+                await self._plan_all()
+                break
+            except LeadershipLost as exc:
+                self._lose(exc)
+                return
+            except Exception:
+                log.exception("takeover_failed")
+                await self._pause(self.timings.retry_floor)
+        if not self._stopping:
+            self._revoker = asyncio.create_task(self._revoke_loop())
+            self._metrics_wake.set()
+            self.systemd.status(self._status_line())
+
+    # -- scheduling ------------------------------------------------------------------------------
+
+    def _leading(self) -> bool:
+        return (
+            not self._stopping
+            and self.elector is not None
+            and self.elector.is_leader
+            and self._takeover is not None
+        )
+
+    async def _plan_all(self) -> None:
+        """Register every target (its first-seen anchor) and (re)plan its job."""
+        store = self._engine().deps.store
+        self.jobs.clear()
+        for target in self.cfg.targets:
+            await store.register_target(target.name)
+            await self._plan(target.name)
+
+    async def _plan(self, name: str) -> FirePlan | None:
+        """Compute ``name``'s next fire from state and place its job; None if not scheduling."""
+        engine = self._engine()
+        if name not in engine.contexts:
+            return None
+        state = await engine.deps.store.get_target(name)
+        plan = self._plan_of(engine, name, state)
+        if not self._leading() or engine is not self.engine:
+            return None
+        self.jobs.plan(plan)
+        log.info("rotation_planned", **plan.as_log())
+        return plan
+
+    def _plan_of(self, engine: Engine, name: str, state: TargetState | None) -> FirePlan:
+        policy = engine.context(name).target.policy
+        return plan_fire(
+            name, policy, state, now=self.clock.now(), not_before=self._floor.get(name)
+        )
+
+    async def _fire(self, name: str) -> None:
+        """The APScheduler job: hand the run to a task of the daemon's own and return."""
+        if not self._leading() or not self._gate.is_set():
+            return  # re-planned when leadership is taken or the reload ends
+        if name in self._tasks:
+            log.info("rotation_fire_skipped", target=name, reason="a rotation is in flight")
+            return
+        self._launch(name, str(uuid.uuid4()), emergency=False, origin="schedule")
+
+    def _launch(self, name: str, rotation_id: str, *, emergency: bool, origin: str) -> None:
+        request = _Request(target=name)
+        self._requests[rotation_id] = request
+        while len(self._requests) > _KEEP_REQUESTS:
+            self._requests.popitem(last=False)
+        self._tasks[name] = asyncio.create_task(
+            self._rotation(name, rotation_id, request, emergency=emergency, origin=origin),
+            name=f"rotate {name}",
+        )
+
+    async def _rotation(
+        self, name: str, rotation_id: str, request: _Request, *, emergency: bool, origin: str
+    ) -> None:
+        """One run of ``name``; afterwards the target is re-planned from state."""
+        started = self.clock.monotonic()
+        try:
+            await self._gate.wait()
+            if self._stopping:
+                request.result = _not_run(name, "the daemon stopped before the rotation started")
+                return
+            engine = self._engine()
+            if origin == "schedule" and not await self._still_due(engine, name):
+                request.result = _not_run(name, "not due any more")
+                return
+            assert self.elector is not None
+            await self.elector.ensure()
+            request.state = "running"
+            result = await engine.rotate(name, emergency=emergency, rotation_id=rotation_id)
+            request.result = result
+            level = log.info if result.outcome not in _FAILED else log.warning
+            level("rotation_finished", origin=origin, **_loggable(result))
+            journal = (
+                await engine.deps.store.journal(result.rotation_id)
+                if result.rotation_id and result.outcome in _FAILED
+                else []
+            )
+            self.metrics.observe_rotation(result, self.clock.monotonic() - started, journal=journal)
+            if result.outcome in _FAILED:
+                await self._record_failure(engine, name)
+            elif result.outcome in {Outcome.ROTATED, Outcome.PROMOTED}:
+                self.notifier.notify(
+                    "rotation_succeeded",
+                    name,
+                    rotation_id=result.rotation_id,
+                    message=f"new key {result.new_key_id} served everywhere",
+                )
+        except LeadershipLost as exc:
+            request.result = _not_run(name, "this instance lost leadership")
+            self._lose(exc)
+        except asyncio.CancelledError:
+            request.result = _not_run(name, "interrupted; recovery finishes it at the next start")
+            raise
+        except Exception as exc:
+            log.exception("rotation_crashed", target=name, rotation_id=rotation_id)
+            request.result = RotationResult(
+                name, None, Outcome.ROLLED_BACK, error=scrub(f"{type(exc).__name__}: {exc}")
+            )
+            self._floor[name] = self.clock.now() + timedelta(seconds=self.timings.retry_floor)
+        finally:
+            if self._tasks.get(name) is asyncio.current_task():
+                del self._tasks[name]
+        await self._after_run(name)
+
+    async def _still_due(self, engine: Engine, name: str) -> bool:
+        """A scheduled fire re-checks state (another process may have rotated meanwhile)."""
+        plan = self._plan_of(engine, name, await engine.deps.store.get_target(name))
+        if plan.fire_at <= self.clock.now() + timedelta(seconds=1):
+            return True
+        log.info("rotation_not_due", **plan.as_log())
+        return False
+
+    async def _record_failure(self, engine: Engine, name: str) -> None:
+        """Make sure a failed run left a backoff in the store (the engine records one for the
+        failures it handles; not for those before a rotation starts, like an unreachable
+        destination)."""
+        store = engine.deps.store
+        state = await store.get_target(name)
+        now = self.clock.now()
+        if state is not None and state.backoff_until is not None and state.backoff_until > now:
+            return
+        failures = (state.consecutive_failures if state else 0) + 1
+        await store.record_failure(name, backoff_until=now + failure_backoff(failures))
+
+    async def _after_run(self, name: str) -> None:
+        self._revoke_wake.set()
+        self._metrics_wake.set()
+        if self._stopping:
+            return
+        try:
+            plan = await self._plan(name)
+            if plan is not None and plan.fire_at <= self.clock.now():
+                floor = self.clock.now() + timedelta(seconds=self.timings.retry_floor)
+                self._floor[name] = floor
+                await self._plan(name)
+        except Exception:
+            log.exception("rotation_planning_failed", target=name)
+
+    # -- revocation ------------------------------------------------------------------------------
+
+    async def _revoke_loop(self) -> None:
+        """Revoke due keys every ``revoke_every`` seconds, at each grace deadline and after each
+        rotation; stops after the current pass on shutdown."""
+        while True:
+            await self._gate.wait()
+            async with self._revoke_lock:
+                if self._stopping:
+                    return
+                if self._gate.is_set():
+                    await self._revoke_pass()
+                delay = await self._next_revoke_delay()
+            await _wait_event(self._revoke_wake, delay, clear=True)
+
+    async def _revoke_pass(self) -> None:
+        try:
+            assert self.elector is not None
+            await self.elector.ensure()
+            for result in await self._engine().revoke_due():
+                log.info("key_revocation", **result.as_dict())
+            self._metrics_wake.set()
+        except LeadershipLost as exc:
+            self._lose(exc)
+        except Exception:
+            log.exception("revoke_due_failed")
+
+    async def _next_revoke_delay(self) -> float:
+        """Seconds to the earliest future grace deadline, at most ``revoke_every``."""
+        every = self.timings.revoke_every
+        try:
+            states = await self._engine().deps.store.list_targets()
+        except RotatorError:
+            return every
+        now = self.clock.now()
+        ahead = [k.revoke_due_at for s in states for k in s.retiring if k.revoke_due_at > now]
+        if not ahead:
+            return every
+        return max(0.05, min(every, (min(ahead) - now).total_seconds()))
+
+    # -- reload ----------------------------------------------------------------------------------
+
+    async def _reload(self) -> None:
+        while True:
+            self._reload_again = False
+            await self._reload_once()
+            if not self._reload_again or self._stopping:
+                return
+
+    async def _reload_once(self) -> None:
+        log.info("config_reload_requested", config=str(self.config_path or "$ROTATOR_CONFIG"))
+        try:
+            new = await asyncio.to_thread(load_config, self.config_path)
+        except ConfigError as exc:
+            log.error(  # noqa: TRY400 - one line; a config error needs no traceback
+                "config_reload_failed", error=scrub(str(exc)), kept="previous configuration"
+            )
+            return
+        changed = _restart_only_changes(self.cfg, new)
+        if changed:
+            log.error(
+                "config_reload_failed",
+                error=f"{', '.join(changed)} changed: restart rotator to apply",
+                kept="previous configuration",
+            )
+            return
+        try:
+            notifier = Notifier.from_config(new)
+        except ConfigError as exc:
+            log.error(  # noqa: TRY400 - one line; a config error needs no traceback
+                "config_reload_failed", error=scrub(str(exc)), kept="previous configuration"
+            )
+            return
+        self.systemd.reloading()
+        self._gate.clear()
+        self.jobs.pause()
+        try:
+            await self._wait_rotations_or_stop()
+            if self._stopping:
+                return
+            async with self._revoke_lock:
+                try:
+                    engine = await self._engine_factory(new)
+                except Exception as exc:  # noqa: BLE001 - any failure keeps the old engine
+                    log.error(  # noqa: TRY400 - one line, like a config error
+                        "config_reload_failed",
+                        error=scrub(f"{type(exc).__name__}: {exc}"),
+                        kept="previous configuration",
+                    )
+                    await notifier.aclose()
+                    return
+                old, self.engine, self.cfg = self.engine, engine, new
+                old_notifier, self.notifier = self.notifier, notifier
+                if self.http is not None:
+                    self.http.app.app = self._app(new)
+                if old is not None:
+                    await old.close()
+                await old_notifier.aclose()
+            log.info("config_reloaded", targets=len(new.targets))
+        finally:
+            if not self._stopping:
+                await self._replan_after_reload()
+
+    async def _wait_rotations_or_stop(self) -> None:
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            while (running := set(self._tasks.values())) and not self._stopping:
+                await asyncio.wait(running | {stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+
+    async def _replan_after_reload(self) -> None:
+        try:
+            if self._leading():
+                await self._plan_all()
+        except Exception:
+            log.exception("rotation_planning_failed", target=None)
+        finally:
+            self.jobs.resume()
+            self._gate.set()
+            self._revoke_wake.set()
+            self._metrics_wake.set()
+            self.systemd.ready(self._status_line())
+
+    # -- heartbeat, metrics, status --------------------------------------------------------------
+
+    async def _heartbeat(self) -> None:
+        """Beat every ``heartbeat`` seconds (and twice per systemd watchdog period); ping the
+        watchdog only while live (a wedged loop or a stale lease gets the service restarted)."""
+        interval = self.timings.heartbeat
+        if self.systemd.watchdog_interval is not None:
+            interval = min(interval, self.systemd.watchdog_interval)
+        while True:
+            self.health.beat()
+            live, why = self.health.live()
+            if live:
+                self.systemd.watchdog()
+            else:
+                log.warning("not_live", reason=why)
+            await asyncio.sleep(interval)
+
+    async def _metrics_loop(self) -> None:
+        while True:
+            try:
+                rows, states = await self._status_and_states()
+                self.metrics.refresh(self.cfg, rows, states, now=self.clock.now())
+                self._notify_overdue(rows)
+            except Exception as exc:  # noqa: BLE001 - metrics never stop the daemon
+                log.warning("metrics_refresh_failed", error=scrub(str(exc)))
+            await _wait_event(self._metrics_wake, self.timings.metrics_every, clear=True)
+
+    def _notify_overdue(self, rows: list[TargetStatus]) -> None:
+        """``rotation_overdue`` once per episode: a key rotator rotated is older than max_age
+        (the leader only, so several replicas do not all send it)."""
+        if not self._leading():
+            return
+        for row in rows:
+            overdue = row.last_rotated_at is not None and not row.compliant
+            if overdue and row.target not in self._overdue:
+                self._overdue.add(row.target)
+                self.notifier.notify(
+                    "rotation_overdue",
+                    row.target,
+                    message=f"key {row.key_id} is older than max_age ({row.reason})",
+                )
+            elif not overdue:
+                self._overdue.discard(row.target)
+
+    async def _status_and_states(self) -> tuple[list[TargetStatus], list[TargetState]]:
+        engine = self._engine()
+        rows = await engine.status()
+        states = await engine.deps.store.list_targets()
+        by_name = {s.target: s for s in states}
+        planned = [
+            dataclasses.replace(
+                row, next_due_at=self._plan_of(engine, row.target, by_name.get(row.target)).fire_at
+            )
+            for row in rows
+        ]
+        return planned, states
+
+    def _status_line(self) -> str:
+        if self._stopping:
+            return f"stopping: {len(self._tasks)} rotation(s) in flight"
+        if self.elector is None or not self.elector.is_leader:
+            return f"standby: {len(self.cfg.targets)} target(s); serving health and metrics"
+        return f"leading: {len(self.cfg.targets)} target(s), {len(self._tasks)} rotating"
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep, but wake at once on shutdown."""
+        await _wait_event(self._stop, seconds)
+
+
+async def _wait_event(event: asyncio.Event, seconds: float, *, clear: bool = False) -> bool:
+    """Wait until ``event`` is set or ``seconds`` pass; True if it was set. ``clear`` clears it
+    first (a wake-up flag: only a set after this call counts).
+
+    Built on ``asyncio.wait``, not ``wait_for``: on Python 3.11 ``wait_for`` can swallow a
+    cancellation that races with the event, and a loop built on it would never stop."""
+    if clear:
+        event.clear()
+    waiter = asyncio.ensure_future(event.wait())
+    try:
+        done, _ = await asyncio.wait({waiter}, timeout=seconds)
+    finally:
+        waiter.cancel()
+    return bool(done)
+
+
+def _not_run(target: str, why: str) -> RotationResult:
+    return RotationResult(target, None, Outcome.SKIPPED, error=why)
+
+
+def _loggable(result: RotationResult) -> dict[str, object]:
+    return {k: v for k, v in result.as_dict().items() if v not in (None, [], ())}
+
+
+def _restart_only_changes(old: Config, new: Config) -> list[str]:
+    """The settings a reload cannot apply (they need a restart)."""
+    changed = []
+    if old.state != new.state:
+        changed.append("state")
+    if old.leader != new.leader:
+        changed.append("leader")
+    if old.server.listen != new.server.listen:
+        changed.append("server.listen")
+    return changed
+
+
+async def run_daemon(cfg: Config, *, config_path: str | Path | None) -> int:
+    """``rotator run``: the daemon on the running loop with signal handling; its exit status."""
+    return await Daemon(cfg, config_path=config_path).run()
+
+
+__all__ = ["Daemon", "EngineFactory", "Timings", "run_daemon"]
