@@ -65,8 +65,8 @@ def _translate_weekdays(expr: str) -> str:
         elif "-" in base:
             first, _, last = base.partition("-")
             start, end = _weekday(first), _weekday(last)
-            if last.strip() == "7":
-                end = 7  # "5-7" is Friday..Sunday
+            if last.strip() == "7" and first.strip() != "7":
+                end = 7  # "5-7" is Friday..Sunday; "7-7" stays Sunday alone
             if start > end:
                 raise ValueError(f"day-of-week: range {base!r} runs backwards")
         else:

@@ -103,3 +103,21 @@ def test_invalid_schedules(text: str, fragment: str) -> None:
     """Wrong field counts, out-of-range fields, impossible dates and bad intervals are refused."""
     with pytest.raises(ValueError, match=fragment):
         Schedule.parse(text)
+
+
+@pytest.mark.parametrize(
+    ("expr", "weekdays"),
+    [
+        ("0 0 * * 7-7", [6, 6, 6]),
+        ("0 0 * * 5-7", [4, 5, 6]),
+        ("0 0 * * 0-7", [4, 5, 6]),
+        ("0 0 * * 6-7", [5, 6, 5]),
+    ],
+)
+def test_weekday_range_ending_at_seven(expr: str, weekdays: list[int]) -> None:
+    """A range ending at 7 ends on Sunday; 7-7 is Sunday alone, not every day."""
+    fires = [datetime(2025, 1, 2, 12, 0, tzinfo=UTC)]  # a Thursday
+    schedule = Schedule.parse(expr)
+    for _ in weekdays:
+        fires.append(schedule.next_fire(fires[-1]))
+    assert [f.weekday() for f in fires[1:]] == weekdays
