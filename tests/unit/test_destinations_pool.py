@@ -67,12 +67,20 @@ async def test_at_most_max_workers_calls_run_at_once() -> None:
 
 
 async def test_loop_stays_responsive_while_calls_block() -> None:
-    """While every worker is blocked, other coroutines on the loop still run."""
-    release = threading.Event()
+    """While every worker is blocked, other coroutines on the loop still run: the blocked call
+    waits for the loop to do something, which a loop blocked by that call never could."""
+    loop = asyncio.get_running_loop()
+    started = asyncio.Event()
+    loop_ran = threading.Event()
+
+    def work() -> bool:
+        loop.call_soon_threadsafe(started.set)
+        return loop_ran.wait(5)  # False if the loop could not run while this call blocked
+
     with BlockingPool(max_workers=1) as pool:
-        blocked = asyncio.ensure_future(pool.run_blocking(release.wait, 10))
-        assert await asyncio.sleep(0, result="loop ran") == "loop ran"
-        release.set()
+        blocked = asyncio.ensure_future(pool.run_blocking(work))
+        await asyncio.wait_for(started.wait(), 1)  # the loop probe, run while work() blocks
+        loop_ran.set()
         assert await blocked is True
 
 
