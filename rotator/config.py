@@ -996,16 +996,17 @@ def _parse_yaml(text: str, source: str) -> object:
         problem = exc.problem or exc.context or "invalid YAML"
         if exc.context and problem.startswith("but "):  # "expected …, but found …"
             problem = f"{exc.context}, {problem}"
-        raise ConfigError(source, "", f"{where}{_one_line(problem)}") from None
+        raise ConfigError(source, "", f"{where}{_first_line(problem)}") from None
     except yaml.YAMLError as exc:
-        raise ConfigError(source, "", f"invalid YAML: {_one_line(str(exc))}") from None
+        raise ConfigError(source, "", f"invalid YAML: {_first_line(str(exc))}") from None
     except RecursionError:
         raise ConfigError(source, "", "the YAML is nested too deeply") from None
     except (ValueError, OverflowError) as exc:  # PyYAML building e.g. a date 2001-02-30
-        raise ConfigError(source, "", f"invalid YAML value: {_one_line(str(exc))}") from None
+        raise ConfigError(source, "", f"invalid YAML value: {_first_line(str(exc))}") from None
 
 
-def _one_line(text: str) -> str:
+def _first_line(text: str) -> str:
+    """The first line of ``text`` with its whitespace collapsed (``invalid`` if it is blank)."""
     return " ".join(text.splitlines()[0].split()) if text.strip() else "invalid"
 
 
@@ -1187,4 +1188,4 @@ def _config_error(
     for secret in sorted({*_secrets_in(data), *read}, key=len, reverse=True):
         if len(secret) >= _REDACT_MIN:
             message = message.replace(secret, MASK)
-    return ConfigError(source, format_loc(tuple(loc)), _one_line(message))
+    return ConfigError(source, format_loc(tuple(loc)), _first_line(message))

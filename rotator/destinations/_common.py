@@ -108,7 +108,7 @@ def field_of(name: str, document: Secret | None, field: str | None) -> Secret | 
         return None
     if field is None:
         return document
-    value = _json_object(name, document).get(field)
+    value = _stored_object(name, document).get(field)
     return Secret(value) if isinstance(value, str) and value else None
 
 
@@ -117,12 +117,13 @@ def with_field(name: str, document: Secret | None, field: str | None, secret: Se
     ``field`` set to it and every other field preserved."""
     if field is None:
         return secret
-    obj = _json_object(name, document) if document is not None else {}
+    obj = _stored_object(name, document) if document is not None else {}
     obj[field] = secret.reveal()
     return Secret(json.dumps(obj, separators=(",", ":")))
 
 
-def _json_object(name: str, document: Secret) -> dict[str, object]:
+def _stored_object(name: str, document: Secret) -> dict[str, object]:
+    """The stored secret string parsed as a JSON object; else a ``PermanentError``."""
     try:
         obj = json.loads(document.reveal())
     except ValueError:

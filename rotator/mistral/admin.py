@@ -208,7 +208,7 @@ class MistralAdminClient(HttpBackend):
         """As :meth:`KeyIssuer.spend_limit_reached`: never raises a ``BackendError``."""
         try:
             response = await self._retried("spend_limit", "GET", "/spend-limit")
-            data = _json_object(response, "spend_limit")
+            data = _response_object(response, "spend_limit")
         except BackendError as error:
             log.warning("mistral.spend_limit_unknown", error=str(error))
             return None
@@ -299,7 +299,7 @@ class MistralAdminClient(HttpBackend):
         for _ in range(MAX_PAGES):
             query = {**params, "limit": self._page_size, "offset": offset}
             response = await self._retried(operation, "GET", path, params=query)
-            page = _items(_json_object(response, operation), field, operation)
+            page = _items(_response_object(response, operation), field, operation)
             items.extend(page)
             if len(page) < self._page_size:
                 return items
@@ -323,7 +323,7 @@ class MistralAdminClient(HttpBackend):
             if page is not None:
                 query["page"] = page
             response = await self._retried(operation, "GET", path, params=query)
-            data = _json_object(response, operation)
+            data = _response_object(response, operation)
             batch = _items(data, field, operation)
             fresh = [item for item in batch if str(item.get("uuid")) not in seen]
             seen.update(str(item.get("uuid")) for item in fresh)
@@ -383,7 +383,7 @@ class MistralAdminClient(HttpBackend):
 
         An answer without a plaintext still created a key: :class:`AmbiguousCreate` names it.
         """
-        data = _json_object(response, "create_key")
+        data = _response_object(response, "create_key")
         plaintext = data.pop("key", None)
         secret = Secret(plaintext) if isinstance(plaintext, str) and plaintext else None
         if data.get("workspace_id") is None:
@@ -419,18 +419,20 @@ def summarise_validation(response: httpx.Response) -> str:
         loc = entry.get("loc")
         where = ".".join(str(p) for p in loc) if isinstance(loc, list) else "?"
         msg = entry.get("msg")
-        parts.append(f"{where}: {_one_line(msg) if isinstance(msg, str) else 'invalid'}")
+        parts.append(f"{where}: {_clipped(msg) if isinstance(msg, str) else 'invalid'}")
     if len(detail) > 5:
         parts.append(f"and {len(detail) - 5} more")
     return "; ".join(parts) or "invalid request"
 
 
-def _one_line(text: str, limit: int = 120) -> str:
+def _clipped(text: str, limit: int = 120) -> str:
+    """``text`` with every run of whitespace (newlines too) made one space, cut to ``limit``."""
     flat = " ".join(text.split())
     return flat if len(flat) <= limit else flat[: limit - 1] + "…"
 
 
-def _json_object(response: httpx.Response, operation: str) -> Json:
+def _response_object(response: httpx.Response, operation: str) -> Json:
+    """The answer's JSON body, which must be an object; else a ``PermanentError``."""
     try:
         data = response.json()
     except ValueError:
