@@ -246,7 +246,7 @@ class AwsDestination:
         pending = described.holder(PENDING)
         if current == ours:  # promoted before: finish by dropping AWSPENDING
             if pending == ours:
-                self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
+                self._drop_pending(ours)
             return staged.promoted(ours)
         if current != staged.base_version:
             raise ConflictError(
@@ -280,8 +280,18 @@ class AwsDestination:
             # because RemoveFromVersionId no longer held AWSCURRENT. Finish the promotion.
             pending = again.holder(PENDING)
         if pending == ours:
-            self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
+            self._drop_pending(ours)
         return staged.promoted(ours)
+
+    def _drop_pending(self, ours: str) -> None:
+        """Take AWSPENDING off our version. A removal whose answer was lost took effect, and
+        botocore's replay of it is refused (no AWSPENDING on ``ours`` any more): that is done."""
+        try:
+            self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
+        except PermanentError:
+            again = self._api.describe(self._secret_id)
+            if again is None or again.holder(PENDING) == ours:
+                raise
 
     def _refuse_first_value_race(self, before: SecretDescription, ours: str) -> None:
         """After the first value was put with AWSCURRENT (``PutSecretValue`` has no condition):
@@ -346,7 +356,7 @@ class AwsDestination:
                 "value; roll back would overwrite someone else's write"
             )
         if PENDING in labels:
-            self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
+            self._drop_pending(ours)
             changed = True
         return changed
 
