@@ -311,8 +311,14 @@ class RotationRun:
             retire=retire,
         )
         revoked: list[str] = []
+        deferred: str | None = None
         if immediate and retire:
-            revoked = await revoke_now(self.deps, self.ctx, retire)
+            try:
+                revoked = await revoke_now(self.deps, self.ctx, retire)
+            except RotatorError as exc:  # promoted all the same: revoke-due retries the old key
+                deferred = f"old key kept until revoke-due: {exc}"
+                self.log.warning("revocation_deferred", error=str(exc))
+                await self._alert("revocation_deferred", deferred)
         everything_revoked = len(revoked) == len(retire)
         outcome = (
             Outcome.ROTATED
@@ -332,6 +338,7 @@ class RotationRun:
             new_key_id=self.st.key_id,
             revoked_key_ids=tuple(revoked),
             revoke_due_at=pending_due,
+            error=deferred,
         )
 
     async def _with_fingerprints(self, retire: list[RetiringKey]) -> list[RetiringKey]:
