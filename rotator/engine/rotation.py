@@ -20,11 +20,25 @@ from datetime import UTC, date, datetime, timedelta
 
 import structlog
 
-from rotator.contracts import CurrentValue, Destination, ManagedKey, RetiringKey, StagedValue
+from rotator.contracts import (
+    CurrentValue,
+    Destination,
+    ManagedKey,
+    PromotedValue,
+    RetiringKey,
+    StagedValue,
+)
 from rotator.engine.context import Alert, Deps, RotationState, TargetContext
 from rotator.engine.steps import DestStep, Outcome, Step, dest_step, dest_tag
-from rotator.errors import ConflictError, PermanentError, RotatorError, VerificationFailed
+from rotator.errors import (
+    ConflictError,
+    PermanentError,
+    RotatorError,
+    TransientError,
+    VerificationFailed,
+)
 from rotator.mistral.admin import AmbiguousCreate
+from rotator.mistral.models import VerifyOutcome
 from rotator.retry import RetryPolicy, retry_async
 from rotator.secret import Secret
 
@@ -32,6 +46,8 @@ log = structlog.get_logger(__name__)
 
 FAILURE_BACKOFF_BASE = timedelta(hours=1)
 FAILURE_BACKOFF_MAX = timedelta(hours=32)
+INCONCLUSIVE = frozenset({VerifyOutcome.UNAVAILABLE, VerifyOutcome.RATE_LIMITED})
+"""Verdicts of ``GET /v1/models`` that say nothing about the key (Mistral down, throttled)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +214,10 @@ class RotationRun:
         if value is None or value != secret:
             raise PermanentError("engine", what, f"{dest.name} does not hold the new key")
         result = await self.deps.verifier.check(value)
+        if result.outcome in INCONCLUSIVE:  # says nothing about the key: worth another try
+            raise TransientError(
+                "mistral", "verify", f"{what} {dest.name}: {result.outcome}: {result.detail}"
+            )
         if not result.ok:
             raise VerificationFailed(value.fingerprint, str(result.outcome), f"{what} {dest.name}")
 
@@ -233,15 +253,20 @@ class RotationRun:
             staged = await self.stage_one(dest, await self._base_for(dest))
         await self.journal(dest_step(DestStep.PROMOTING, dest.name), {"destination": dest.name})
         self.st.promoting.add(tag)
+
+        async def promote_and_prove() -> PromotedValue:
+            promoted = await dest.promote(staged, self._secret())  # idempotent
+            current = await dest.read_current()
+            await self._prove(dest, current.secret, "after promotion")
+            return promoted
+
         policy = RetryPolicy(max_attempts=self.deps.promote_attempts, base_delay=1.0, max_delay=8.0)
         promoted = await retry_async(
-            lambda: dest.promote(staged, self._secret()),
+            promote_and_prove,
             policy=policy,
             clock=self.deps.clock,
             describe=f"promote {dest.name}",
         )
-        current = await dest.read_current()
-        await self._prove(dest, current.secret, "after promotion")
         await self.journal(dest_step(DestStep.PROMOTED, dest.name), dict(promoted.to_record()))
         self.st.promoted[tag] = promoted
         self.log.info("destination_promoted", destination=dest.name, version=promoted.version)
