@@ -65,7 +65,9 @@ async def recover_rotation(deps: Deps, ctx: TargetContext, rotation: Rotation) -
             | Step.READBACK_OK
             | Step.ROLLING_BACK
         ):
-            return await run.roll_back(f"interrupted at {st.state}: undone by recovery")
+            return await run.roll_back(
+                f"interrupted at {st.state}: undone by recovery", interrupted=True
+            )
         case Step.PROMOTING | Step.STUCK:
             return await _forward(run)
         case Step.PROMOTED:
@@ -89,7 +91,9 @@ async def _forward(run: RotationRun) -> RotationResult:
     if served is None:
         return await run.mark_stuck("some destinations cannot be read; will retry")
     if served is False:
-        return await run.roll_back("interrupted during promotion; the new key was served nowhere")
+        return await run.roll_back(
+            "interrupted during promotion; the new key was served nowhere", interrupted=True
+        )
     secret = await _find_plaintext(run)
     if secret is None:
         return await run.mark_stuck("the new key is served but could not be read back")

@@ -46,6 +46,8 @@ log = structlog.get_logger(__name__)
 
 FAILURE_BACKOFF_BASE = timedelta(hours=1)
 FAILURE_BACKOFF_MAX = timedelta(hours=32)
+INTERRUPTED_BACKOFF = timedelta(minutes=1)
+"""After recovery undid an interrupted rotation: a short pause (a crash loop must not spin)."""
 INCONCLUSIVE = frozenset({VerifyOutcome.UNAVAILABLE, VerifyOutcome.RATE_LIMITED})
 """Verdicts of ``GET /v1/models`` that say nothing about the key (Mistral down, throttled)."""
 
@@ -385,8 +387,13 @@ class RotationRun:
 
     # -- failure paths -----------------------------------------------------------------------------
 
-    async def roll_back(self, reason: str) -> RotationResult:
-        """Undo everything (nothing was visible to consumers) and close the rotation."""
+    async def roll_back(self, reason: str, *, interrupted: bool = False) -> RotationResult:
+        """Undo everything (nothing was visible to consumers) and close the rotation.
+
+        ``interrupted``: recovery undoes a rotation its process did not finish (a crash, a lost
+        leader). That is no verdict on the backends: the target may try again after
+        :data:`INTERRUPTED_BACKOFF` instead of the failure backoff, and no failure alert is sent.
+        """
         if self.st.state is not Step.ROLLING_BACK:
             await self.journal(Step.ROLLING_BACK, {"reason": reason})
         self.log.warning("rotation_rolling_back", reason=reason)
@@ -421,10 +428,12 @@ class RotationRun:
         )
         state = await self.deps.store.get_target(self.ctx.name)
         failures = (state.consecutive_failures if state else 0) + 1
+        backoff = INTERRUPTED_BACKOFF if interrupted else failure_backoff(failures)
         await self.deps.store.record_failure(
-            self.ctx.name, backoff_until=self.deps.clock.now() + failure_backoff(failures)
+            self.ctx.name, backoff_until=self.deps.clock.now() + backoff
         )
-        await self._alert("rotation_failed", reason)
+        if not interrupted:
+            await self._alert("rotation_failed", reason)
         return self._result(Outcome.ROLLED_BACK, reason)
 
     def _synthetic_staged(self, dest: Destination) -> StagedValue:
