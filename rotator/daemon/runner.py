@@ -141,15 +141,14 @@ class Daemon:
         self._revoker: asyncio.Task[None] | None = None
         self._reload_task: asyncio.Task[None] | None = None
         self._reload_again = False
-        self._revoke_lock = asyncio.Lock()
+        self._engine_lock = asyncio.Lock()
         self._gate = asyncio.Event()  # set: rotations may start (cleared while reloading)
         self._gate.set()
-        self._stop = asyncio.Event()
+        self._stop = asyncio.Event()  # set from the first stop request (or a failed start) on
         self._abandon = asyncio.Event()  # a second signal, or leadership lost: stop at once
         self._revoke_wake = asyncio.Event()
         self._metrics_wake = asyncio.Event()
         self._overdue: set[str] = set()
-        self._stopping = False
         self._exit_code = 0
 
     # -- DaemonControl ---------------------------------------------------------------------------
@@ -166,7 +165,7 @@ class Daemon:
     def request_rotation(self, target: str, *, emergency: bool) -> str:
         if target not in self.target_names():
             raise UnknownTargetError(target)
-        if self._stopping:
+        if self._stop.is_set():
             raise PermissionError("the daemon is shutting down")
         if self.engine is None or self.elector is None or not self.elector.is_leader:
             raise PermissionError("this instance is not the leader")
@@ -240,21 +239,21 @@ class Daemon:
 
     def request_stop(self, why: str = "requested") -> None:
         """SIGTERM/SIGINT: stop taking work and shut down; a second call stops at once."""
-        if self._stopping:
+        if self._stop.is_set():
             log.warning("shutdown_forced", signal=why)
             self._abandon.set()
             return
         log.info("shutdown_requested", signal=why, in_flight=sorted(self._tasks))
-        self._stopping = True
+        self._stop.set()
         self.health.ready, self.health.reason = False, "shutting down"
         self.jobs.pause()
         self.systemd.stopping(f"stopping: {len(self._tasks)} rotation(s) in flight")
-        self._stop.set()
+        self._gate.set()  # whatever waits for a reload to end sees the shutdown instead
         self._revoke_wake.set()
 
     def request_reload(self) -> None:
         """SIGHUP: reload the configuration file (see the module docstring)."""
-        if self._stopping:
+        if self._stop.is_set():
             return
         if self._reload_task is not None and not self._reload_task.done():
             self._reload_again = True
@@ -320,7 +319,8 @@ class Daemon:
 
     async def _shutdown(self) -> None:
         """Drain (bounded), then stop every part that was started. Idempotent."""
-        self._stopping = True
+        self._stop.set()
+        self._gate.set()
         self.jobs.pause()
         self._revoke_wake.set()
         leftover = await self._drain(self.timings.stop_timeout)
@@ -373,22 +373,25 @@ class Daemon:
 
     def _on_leadership(self, leading: bool) -> None:
         self.metrics.set_leader(leading)
-        if leading and self._takeover is None and not self._stopping:
+        if leading and self._takeover is None and not self._stop.is_set():
             self._takeover = asyncio.create_task(self._take_over())
         self.systemd.status(self._status_line())
 
     async def _take_over(self) -> None:
         """As the new leader: recover interrupted rotations, plan every target, revoke due keys.
         Retried every ``retry_floor`` seconds while the state store fails."""
-        while not self._stopping:
+        while not self._stop.is_set():
+            await self._gate.wait()
             try:
-                await self._gate.wait()
-                results, orphans = await self._engine().recover()
-                for result in results:
-                    log.info("rotation_recovered", **_loggable(result))
-                if orphans:
-                    log.warning("orphan_keys", keys=[o.as_dict() for o in orphans])
-                await self._plan_all()
+                async with self._engine_lock:
+                    if self._stop.is_set():
+                        return
+                    results, orphans = await self._engine().recover()
+                    for result in results:
+                        log.info("rotation_recovered", **_loggable(result))
+                    if orphans:
+                        log.warning("orphan_keys", keys=[o.as_dict() for o in orphans])
+                    await self._plan_all()
                 break
             except LeadershipLost as exc:
                 self._lose(exc)
@@ -396,7 +399,7 @@ class Daemon:
             except Exception:
                 log.exception("takeover_failed")
                 await self._pause(self.timings.retry_floor)
-        if not self._stopping:
+        if not self._stop.is_set():
             self._revoker = asyncio.create_task(self._revoke_loop())
             self._metrics_wake.set()
             self.systemd.status(self._status_line())
@@ -405,7 +408,7 @@ class Daemon:
 
     def _leading(self) -> bool:
         return (
-            not self._stopping
+            not self._stop.is_set()
             and self.elector is not None
             and self.elector.is_leader
             and self._takeover is not None
@@ -464,10 +467,13 @@ class Daemon:
         started = self.clock.monotonic()
         try:
             await self._gate.wait()
-            if self._stopping:
+            if self._stop.is_set():
                 request.result = _not_run(name, "the daemon stopped before the rotation started")
                 return
             engine = self._engine()
+            if name not in engine.contexts:
+                request.result = _not_run(name, "the target left the configuration")
+                return
             if origin == "schedule" and not await self._still_due(engine, name):
                 request.result = _not_run(name, "not due any more")
                 return
@@ -477,13 +483,14 @@ class Daemon:
             result = await engine.rotate(name, emergency=emergency, rotation_id=rotation_id)
             request.result = result
             level = log.info if result.outcome not in _FAILED else log.warning
-            level("rotation_finished", origin=origin, **_loggable(result))
+            seconds = round(self.clock.monotonic() - started, 3)
+            level("rotation_result", origin=origin, seconds=seconds, **_loggable(result))
             journal = (
                 await engine.deps.store.journal(result.rotation_id)
                 if result.rotation_id and result.outcome in _FAILED
                 else []
             )
-            self.metrics.observe_rotation(result, self.clock.monotonic() - started, journal=journal)
+            self.metrics.observe_rotation(result, seconds, journal=journal)
             if result.outcome in _FAILED:
                 await self._record_failure(engine, name)
             elif result.outcome in {Outcome.ROTATED, Outcome.PROMOTED}:
@@ -533,7 +540,7 @@ class Daemon:
     async def _after_run(self, name: str) -> None:
         self._revoke_wake.set()
         self._metrics_wake.set()
-        if self._stopping:
+        if self._stop.is_set():
             return
         try:
             plan = await self._plan(name)
@@ -549,10 +556,10 @@ class Daemon:
     async def _revoke_loop(self) -> None:
         """Revoke due keys every ``revoke_every`` seconds, at each grace deadline and after each
         rotation; stops after the current pass on shutdown."""
-        while True:
+        while not self._stop.is_set():
             await self._gate.wait()
-            async with self._revoke_lock:
-                if self._stopping:
+            async with self._engine_lock:
+                if self._stop.is_set():
                     return
                 if self._gate.is_set():
                     await self._revoke_pass()
@@ -590,7 +597,7 @@ class Daemon:
         while True:
             self._reload_again = False
             await self._reload_once()
-            if not self._reload_again or self._stopping:
+            if not self._reload_again or self._stop.is_set():
                 return
 
     async def _reload_once(self) -> None:
@@ -622,9 +629,9 @@ class Daemon:
         self.jobs.pause()
         try:
             await self._wait_rotations_or_stop()
-            if self._stopping:
+            if self._stop.is_set():
                 return
-            async with self._revoke_lock:
+            async with self._engine_lock:
                 try:
                     engine = await self._engine_factory(new)
                 except Exception as exc:  # noqa: BLE001 - any failure keeps the old engine
@@ -644,13 +651,13 @@ class Daemon:
                 await old_notifier.aclose()
             log.info("config_reloaded", targets=len(new.targets))
         finally:
-            if not self._stopping:
+            if not self._stop.is_set():
                 await self._replan_after_reload()
 
     async def _wait_rotations_or_stop(self) -> None:
         stop = asyncio.create_task(self._stop.wait())
         try:
-            while (running := set(self._tasks.values())) and not self._stopping:
+            while (running := set(self._tasks.values())) and not self._stop.is_set():
                 await asyncio.wait(running | {stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
@@ -726,7 +733,7 @@ class Daemon:
         return planned, states
 
     def _status_line(self) -> str:
-        if self._stopping:
+        if self._stop.is_set():
             return f"stopping: {len(self._tasks)} rotation(s) in flight"
         if self.elector is None or not self.elector.is_leader:
             return f"standby: {len(self.cfg.targets)} target(s); serving health and metrics"

@@ -464,7 +464,7 @@ async def test_sigterm_waits_for_the_rotation_in_flight(world: World) -> None:
     rotation_id = daemon.request_rotation(name, emergency=False)
     await eventually(lambda: daemon.engine is not None and daemon.engine.busy(name), "busy")
     os.kill(os.getpid(), signal.SIGTERM)
-    await eventually(lambda: daemon._stopping, "stopping")
+    await eventually(daemon._stop.is_set, "stopping")
     with pytest.raises(PermissionError):
         daemon.request_rotation(name, emergency=True)
     for _ in range(50):
