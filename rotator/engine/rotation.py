@@ -369,21 +369,30 @@ class RotationRun:
         )
 
     async def _with_fingerprints(self, retire: list[RetiringKey]) -> list[RetiringKey]:
-        """Carry each retiring key's fingerprint when the store knows it (the previous current)."""
+        """Carry each retiring key's fingerprint when the store knows it (the previous current).
+        Finishing again after a crash past ``record_promotion`` finds the new key current and
+        the old one already retiring: that entry's fingerprint and deadline are kept."""
         state = await self.deps.store.get_target(self.ctx.name)
-        known = {}
-        if state is not None and state.current is not None:
-            known[state.current.key_id] = state.current.fingerprint
-        return [
-            RetiringKey(
+        known: dict[str, str | None] = {}
+        scheduled: dict[str, RetiringKey] = {}
+        if state is not None:
+            if state.current is not None:
+                known[state.current.key_id] = state.current.fingerprint
+            scheduled = {
+                r.key_id: r for r in state.retiring if r.rotation_id == self.st.rotation_id
+            }
+
+        def kept(r: RetiringKey) -> RetiringKey:
+            before = scheduled.get(r.key_id)
+            return RetiringKey(
                 target=r.target,
                 key_id=r.key_id,
-                fingerprint=known.get(r.key_id),
-                revoke_due_at=r.revoke_due_at,
+                fingerprint=known.get(r.key_id) or (before.fingerprint if before else None),
+                revoke_due_at=before.revoke_due_at if before else r.revoke_due_at,
                 rotation_id=r.rotation_id,
             )
-            for r in retire
-        ]
+
+        return [kept(r) for r in retire]
 
     # -- failure paths -----------------------------------------------------------------------------
 
