@@ -83,6 +83,8 @@ CLIENT_TIMEOUT = "2s"
 too close to what a loaded machine takes for an ordinary call)."""
 ACTIVATION_TIMEOUT = "3s"
 """How long a new key may take to pass ``GET /v1/models``: a failing verify costs this."""
+MATRIX_TIMEOUT = 600
+"""Seconds pytest-timeout allows a case, whose set-up may run the whole matrix."""
 MAX_SLEEP = 0.05
 """Backoff waits (promotion retries, Mistral client retries, verify polling) are cut to this:
 the retries still happen, in order, only sooner."""
@@ -803,6 +805,7 @@ def matrix_runs(
     return runs
 
 
+@pytest.mark.timeout(MATRIX_TIMEOUT)  # the first selected case's set-up runs them all
 @pytest.mark.parametrize("case", MATRIX, ids=[c.id for c in MATRIX])
 def test_fault(case: Case, matrix_runs: dict[str, CaseRun]) -> None:
     """A rotation under this fault ends as the table says with I1-I6 intact, and once the fault
