@@ -131,7 +131,8 @@ class Daemon:
         self.http: HttpServer | None = None
         self._engine_factory = engine_factory or self._build_engine
         self._elector_factory = elector_factory or build_elector
-        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}  # queued or running, by target
+        self._running: set[asyncio.Task[None]] = set()  # past the reload gate
         self._requests: OrderedDict[str, _Request] = OrderedDict()
         self._last_on_demand: dict[str, float] = {}
         self._floor: dict[str, datetime] = {}
@@ -465,8 +466,11 @@ class Daemon:
     ) -> None:
         """One run of ``name``; afterwards the target is re-planned from state."""
         started = self.clock.monotonic()
+        current = asyncio.current_task()
         try:
             await self._gate.wait()
+            if current is not None:
+                self._running.add(current)
             if self._stop.is_set():
                 request.result = _not_run(name, "the daemon stopped before the rotation started")
                 return
@@ -513,7 +517,9 @@ class Daemon:
             )
             self._floor[name] = self.clock.now() + timedelta(seconds=self.timings.retry_floor)
         finally:
-            if self._tasks.get(name) is asyncio.current_task():
+            if current is not None:
+                self._running.discard(current)
+            if self._tasks.get(name) is current:
                 del self._tasks[name]
         await self._after_run(name)
 
@@ -655,9 +661,10 @@ class Daemon:
                 await self._replan_after_reload()
 
     async def _wait_rotations_or_stop(self) -> None:
+        """Wait until no rotation runs (those queued behind the reload wait for it instead)."""
         stop = asyncio.create_task(self._stop.wait())
         try:
-            while (running := set(self._tasks.values())) and not self._stop.is_set():
+            while (running := set(self._running)) and not self._stop.is_set():
                 await asyncio.wait(running | {stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()

@@ -454,6 +454,34 @@ async def test_sighup_with_a_broken_config_keeps_the_old_one(world: World) -> No
         assert await run.stop() == 0
 
 
+async def test_reload_waits_between_rotations(world: World) -> None:
+    """A valid reload waits for the running rotation; a rotation asked for meanwhile waits for
+    the reload and then runs on the new engine."""
+    first, second = world.add_target(), world.add_target()
+    run = Running(world.daemon(world.write_config()))
+    daemon = await run.ready()
+    old_engine = daemon.engine
+    try:
+        world.gate.clear()
+        daemon.request_rotation(first, emergency=False)
+        await eventually(lambda: old_engine is not None and old_engine.busy(first), "busy")
+        world.write_config(policy={"grace": "2h"})
+        daemon.request_reload()
+        await eventually(lambda: not daemon._gate.is_set(), "reload waiting")
+        queued = daemon.request_rotation(second, emergency=False)
+        assert daemon.engine is old_engine  # not swapped under a running rotation
+        world.gate.set()
+        await eventually(lambda: daemon.engine is not old_engine, "reloaded")
+        await eventually(lambda: not daemon._tasks, "both rotations over")
+        view = await daemon.rotation_view(queued)
+        assert view is not None
+        assert (view["target"], view["state"], view["outcome"]) == (second, "done", "promoted")
+        assert daemon.cfg.target(second).policy.grace == timedelta(hours=2)
+    finally:
+        world.gate.set()
+        assert await run.stop() == 0
+
+
 async def test_sigterm_waits_for_the_rotation_in_flight(world: World) -> None:
     """SIGTERM during a rotation: no new work is taken, the rotation runs to its end, run()
     returns 0, and no rotation is left open."""
