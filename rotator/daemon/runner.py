@@ -329,7 +329,7 @@ class Daemon:
             log.warning("shutdown_cut_short", targets=sorted(self._tasks))
             for task in leftover:
                 task.cancel()
-            await asyncio.gather(*leftover, return_exceptions=True)
+            await asyncio.wait(leftover, timeout=5)
         self.jobs.shutdown()
         others = [t for t in (self._leader_task, self._reload_task, *self._background) if t]
         for task in others:
@@ -608,29 +608,29 @@ class Daemon:
 
     async def _reload_once(self) -> None:
         log.info("config_reload_requested", config=str(self.config_path or "$ROTATOR_CONFIG"))
+        self.systemd.reloading()  # Type=notify-reload: RELOADING=1 now, READY=1 when done
+        try:
+            loaded = await self._load_for_reload()
+            if loaded is not None:
+                await self._apply(*loaded)
+        finally:
+            self.systemd.ready(self._status_line())
+
+    async def _load_for_reload(self) -> tuple[Config, Notifier] | None:
+        """The new configuration and its notifier, or None (logged) if it cannot be applied."""
         try:
             new = await asyncio.to_thread(load_config, self.config_path)
+            changed = _restart_only_changes(self.cfg, new)
+            if changed:
+                _reload_failed(f"{', '.join(changed)} changed: restart rotator to apply")
+                return None
+            return new, Notifier.from_config(new)
         except ConfigError as exc:
-            log.error(  # noqa: TRY400 - one line; a config error needs no traceback
-                "config_reload_failed", error=scrub(str(exc)), kept="previous configuration"
-            )
-            return
-        changed = _restart_only_changes(self.cfg, new)
-        if changed:
-            log.error(
-                "config_reload_failed",
-                error=f"{', '.join(changed)} changed: restart rotator to apply",
-                kept="previous configuration",
-            )
-            return
-        try:
-            notifier = Notifier.from_config(new)
-        except ConfigError as exc:
-            log.error(  # noqa: TRY400 - one line; a config error needs no traceback
-                "config_reload_failed", error=scrub(str(exc)), kept="previous configuration"
-            )
-            return
-        self.systemd.reloading()
+            _reload_failed(str(exc))
+            return None
+
+    async def _apply(self, new: Config, notifier: Notifier) -> None:
+        """Between rotations: a new engine, notifier and API for ``new``, and every job again."""
         self._gate.clear()
         self.jobs.pause()
         try:
@@ -641,11 +641,7 @@ class Daemon:
                 try:
                     engine = await self._engine_factory(new)
                 except Exception as exc:  # noqa: BLE001 - any failure keeps the old engine
-                    log.error(  # noqa: TRY400 - one line, like a config error
-                        "config_reload_failed",
-                        error=scrub(f"{type(exc).__name__}: {exc}"),
-                        kept="previous configuration",
-                    )
+                    _reload_failed(f"{type(exc).__name__}: {exc}")
                     await notifier.aclose()
                     return
                 old, self.engine, self.cfg = self.engine, engine, new
@@ -680,7 +676,6 @@ class Daemon:
             self._gate.set()
             self._revoke_wake.set()
             self._metrics_wake.set()
-            self.systemd.ready(self._status_line())
 
     # -- heartbeat, metrics, status --------------------------------------------------------------
 
@@ -765,6 +760,11 @@ async def _wait_event(event: asyncio.Event, seconds: float, *, clear: bool = Fal
     finally:
         waiter.cancel()
     return bool(done)
+
+
+def _reload_failed(error: str) -> None:
+    """The one line a reload that changes nothing logs."""
+    log.error("config_reload_failed", error=scrub(error), kept="previous configuration")
 
 
 def _not_run(target: str, why: str) -> RotationResult:
