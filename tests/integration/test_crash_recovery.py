@@ -1,0 +1,185 @@
+"""Crash injection at every journaled step boundary: a real rotation in its own process, killed
+with SIGKILL before or after each journal write, then ``rotator recover`` and the I1-I6 checker.
+
+For each backend set and for the first rotation of a seeded target (adoption) as well as a later
+one, an uncrashed rotation first counts the journal calls K; then for every k in 1..K, before and
+after the write, a fresh seeded target is rotated by a child killed at that call, ``rotator
+recover`` must exit 0, the invariants must hold, a follow-up ``rotate`` must succeed and the
+invariants must hold again. ``revoke-due`` is crashed around each Mistral delete the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+
+import pytest
+
+from tests.support.crash_cases import (
+    JOURNAL,
+    PHASES,
+    REVOKE_POLICY,
+    Phase,
+    count_revocation,
+    count_rotation,
+    recover,
+    revocation_crash,
+    revocation_points,
+    rotation_crash,
+    rotation_points,
+    run_all,
+)
+from tests.support.crash_runner import ExecLauncher, Launcher, make_launcher
+from tests.support.crash_seam import CrashPoint
+from tests.support.crash_world import CaseServers, in_world, read_state, run_case
+from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
+from tests.support.stack import BACKEND_SETS, Stack
+from tests.support.stack_fixtures import stack
+
+__all__ = ["blocking_pool", "moto", "moto_server", "openbao", "openbao_server", "stack"]
+
+pytestmark = pytest.mark.integration
+
+MIN_JOURNAL_STEPS = 12
+"""planned, created, verified, staging+staged per destination, staged, readback_ok, promoting,
+promoting+promoted per destination, promoted, done: at least 12 with one destination."""
+WORKERS = max(2, min(6, 2 * (os.cpu_count() or 1)))
+"""Cases run at once: each mostly waits on its child processes and the servers."""
+
+
+@dataclass
+class Tally:
+    """Crash points exercised per group (``rotation <phase>``, ``revoke-due``) and backend set."""
+
+    cases: dict[tuple[str, str], int] = field(default_factory=dict)
+    failed: int = 0
+
+    def add(self, group: str, backends: str, cases: int, failed: int) -> None:
+        self.cases[group, backends] = cases
+        self.failed += failed
+
+    def summary(self) -> str:
+        parts = [f"{g} x {b}: {n}" for (g, b), n in sorted(self.cases.items())]
+        total = sum(self.cases.values())
+        return (
+            f"crash points x backend sets exercised: {total} "
+            f"({'; '.join(parts)}); failed cases: {self.failed}"
+        )
+
+
+@pytest.fixture(scope="module")
+def launcher(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Launcher]:
+    """The fork-server (or, with ROTATOR_CRASH_LAUNCHER=exec, fresh interpreters)."""
+    started = make_launcher(tmp_path_factory.mktemp("crash-launcher"))
+    yield started
+    started.close()
+
+
+@pytest.fixture(scope="module")
+def tally(request: pytest.FixtureRequest) -> Iterator[Tally]:
+    """Counts the crash points run; printed on the terminal when the module ends."""
+    counts = Tally()
+    yield counts
+    plugins = request.config.pluginmanager
+    reporter, capture = plugins.get_plugin("terminalreporter"), plugins.get_plugin("capturemanager")
+    if reporter is not None and capture is not None and counts.cases:
+        with capture.global_and_fixture_disabled():  # past pytest's capture, onto the terminal
+            reporter.write_line("")
+            reporter.write_line(counts.summary())
+
+
+@pytest.fixture
+def servers(stack: Stack, launcher: Launcher, tmp_path: Path) -> Iterator[CaseServers]:
+    """The test's servers, making one world per case under ``tmp_path``."""
+    with closing(CaseServers(stack, launcher, tmp_path)) as made:
+        yield made
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("phase", PHASES)
+@pytest.mark.parametrize("backends", sorted(BACKEND_SETS))
+def test_rotation_recovers_from_a_crash_at_every_journal_step(
+    servers: CaseServers, tally: Tally, backends: str, phase: Phase
+) -> None:
+    """A rotation killed before or after any journal write is recovered with I1-I6 intact, and
+    the target rotates cleanly afterwards."""
+    dests = BACKEND_SETS[backends]
+    calls = in_world(lambda: servers.world("count", dests), lambda w: count_rotation(w, phase))
+    points = rotation_points(calls)
+    assert len(points) >= 2 * MIN_JOURNAL_STEPS, f"too few journal calls counted: {calls}"
+
+    def case(point: CrashPoint) -> list[str]:
+        return run_case(
+            lambda: servers.world(f"{point.when}-{point.k:02d}", dests),
+            lambda w: rotation_crash(w, phase, point),
+        )
+
+    outcomes = run_all(((str(p), partial(case, p)) for p in points), WORKERS)
+    tally.add(f"rotation ({phase})", backends, len(points), len(outcomes.failed))
+    assert not outcomes.failed, outcomes.report()
+
+
+@pytest.mark.timeout(600)
+@pytest.mark.parametrize("backends", sorted(BACKEND_SETS))
+def test_revoke_due_converges_after_a_crash_around_each_delete(
+    servers: CaseServers, tally: Tally, backends: str
+) -> None:
+    """``revoke-due`` killed before a Mistral delete, between it and ``revocation_done``, or
+    after that, converges when run again and never revokes a served key."""
+    dests = BACKEND_SETS[backends]
+    calls = in_world(lambda: servers.world("count", dests, REVOKE_POLICY), count_revocation)
+    points = revocation_points(calls)
+    assert len(points) == 3 * 2, f"expected two deletes: {calls}"
+
+    def case(point: CrashPoint) -> list[str]:
+        return run_case(
+            lambda: servers.world(f"{point.call}-{point.when}-{point.k}", dests, REVOKE_POLICY),
+            lambda w: revocation_crash(w, point),
+        )
+
+    outcomes = run_all(((str(p), partial(case, p)) for p in points), WORKERS)
+    tally.add("revoke-due", backends, len(points), len(outcomes.failed))
+    assert not outcomes.failed, outcomes.report()
+
+
+def test_fresh_interpreters_recover_like_forked_children(stack: Stack, tmp_path: Path) -> None:
+    """Without the fork-server (a new ``python -m rotator`` per command) a crash mid-promotion
+    is recovered the same way: the fork-server changes start-up time, nothing else."""
+    with closing(CaseServers(stack, ExecLauncher(), tmp_path)) as fresh:
+        dests = BACKEND_SETS["both"]
+        calls = in_world(
+            lambda: fresh.world("count", dests), lambda w: count_rotation(w, "adoption")
+        )
+        # After the first destination's promotion is journaled, before it happens.
+        point = CrashPoint(JOURNAL, calls[JOURNAL] - 5, "after")
+        problems = run_case(
+            lambda: fresh.world("case", dests), lambda w: rotation_crash(w, "adoption", point)
+        )
+    assert problems == []
+
+
+def test_finishing_again_after_a_crash_keeps_the_retiring_keys(servers: CaseServers) -> None:
+    """Killed after the promotion was recorded but before ``done``, a later rotation is
+    finished by recovery with the old keys' fingerprints and grace deadlines unchanged."""
+    dests = BACKEND_SETS["vault"]
+    calls = in_world(lambda: servers.world("count", dests), lambda w: count_rotation(w, "later"))
+    world = servers.world("case", dests)
+    try:
+        crashed = world.engine(
+            "rotate", CrashPoint(JOURNAL, calls[JOURNAL], "before"), rotations_before=1
+        )
+        assert crashed.killed, crashed.describe()
+        before, _ = read_state(world.state_url, world.spec.name)
+        assert before is not None
+        assert [r.fingerprint is not None for r in before.retiring] == [False, True]
+        assert recover(world) == []
+        after, still_open = read_state(world.state_url, world.spec.name)
+        assert after is not None
+        assert still_open == []
+        assert after.retiring == before.retiring
+    finally:
+        world.close()
