@@ -297,9 +297,16 @@ class Daemon:
         return build_app(self, admin_token=cfg.server.admin_token, registry=self.metrics.registry)
 
     async def _build_engine(self, cfg: Config) -> Engine:
-        return await build_engine(
+        engine = await build_engine(
             cfg, clock=self.clock, on_alert=self.alert, on_call=self.metrics.observe_call
         )
+        engine.deps.before_step = self._ensure_leading
+        return engine
+
+    async def _ensure_leading(self) -> None:
+        """Before every journaled step: still the leader? (raises ``LeadershipLost`` if not)."""
+        if self.elector is not None:
+            await self.elector.ensure()
 
     async def alert(self, alert: Alert) -> None:
         """The engine's alert hook: the current configuration's webhooks hear about it."""

@@ -57,6 +57,9 @@ class Deps:
     """Tries per destination promotion (with backoff) before a rotation is declared stuck."""
     pool: BlockingPool | None = None
     """The thread pool the blocking backends run on; shut down with the engine."""
+    before_step: Callable[[], Awaitable[None]] | None = None
+    """Called before every journaled step (the daemon re-checks its leadership here and raises
+    if it was lost, so a deposed leader stops at a journaled point)."""
 
 
 @dataclass(frozen=True, slots=True)

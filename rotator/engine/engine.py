@@ -335,7 +335,8 @@ class Engine:
             st = states.get(name)
             rotation = open_by_target.get(name)
             last = st.last_rotated_at if st else None
-            next_due = next_due_at(policy, last_rotated_at=last, anchor=now)
+            anchor = (st.first_seen_at if st else None) or now
+            next_due = next_due_at(policy, last_rotated_at=last, anchor=anchor)
             compliant = is_compliant(policy, last_rotated_at=last, now=now)
             retiring = st.retiring if st else ()
             if rotation is not None and rotation.state == Step.STUCK:

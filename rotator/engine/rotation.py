@@ -119,6 +119,8 @@ class RotationRun:
         return await self.promote_and_finish()
 
     async def journal(self, step: str, facts: dict[str, object] | None = None) -> None:
+        if self.deps.before_step is not None:
+            await self.deps.before_step()
         state = step if step in Step.__members__.values() else None
         await self.deps.store.append_step(
             self.st.rotation_id,

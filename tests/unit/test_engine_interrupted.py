@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from rotator.engine.rotation import INTERRUPTED_BACKOFF
 from rotator.engine.steps import Outcome
-from tests.support.engine_fakes import BOTH, StepHookStore, Worlds, run_until_crash, worlds
+from tests.support.engine_fakes import BOTH, StepHookStore, Worlds, gone, run_until_crash, worlds
 
 __all__ = ["worlds"]
 
@@ -25,3 +27,30 @@ async def test_recovered_interruption_pauses_briefly_and_alerts_nobody(worlds: W
     assert state is not None
     assert state.backoff_until == world.clock.now() + INTERRUPTED_BACKOFF
     assert "rotation_failed" not in world.alert_events()
+
+
+async def test_a_lost_leadership_stops_the_rotation_at_a_journaled_point(worlds: Worlds) -> None:
+    """`before_step` raising (the daemon lost its lease) stops the rotation before the next
+    step's side effect: nothing more is written, and recovery finishes the job."""
+    from rotator.daemon.leader import LeadershipLost
+
+    world = worlds(BOTH, options={"adopt_existing": True})
+    legacy = world.seed("t1")
+    engine = await world.engine()
+    calls = 0
+
+    async def lose_after_three() -> None:
+        nonlocal calls
+        calls += 1
+        if calls > 3:
+            raise LeadershipLost("lease lost")
+
+    engine.deps.before_step = lose_after_three
+    with pytest.raises(LeadershipLost):
+        await engine.rotate("t1")
+    assert set(world.served("t1").values()) == {legacy.plaintext}
+    fresh = await world.engine()
+    results, _ = await fresh.recover()
+    assert [r.outcome for r in results] == [Outcome.ROLLED_BACK]
+    assert set(world.served("t1").values()) == {legacy.plaintext}
+    assert all(gone(k) for k in world.issuer.named("rotator-t1-"))
