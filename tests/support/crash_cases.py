@@ -3,20 +3,20 @@
 :class:`tests.support.crash_world.CaseWorld`.
 
 A case returns the problems it found, one line each (empty: it passed), instead of raising, so
-a test runs every crash point and reports all failures at once (:func:`run_all`).
+a test runs every crash point and reports all failures at once (:func:`run_matrix`).
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Literal
 
+from rotator.secret import fingerprint_of
 from tests.support.crash_seam import WHENS, CrashPoint
 from tests.support.crash_world import CaseError, CaseWorld
+from tests.support.stack import FIELD
 
 Phase = Literal["adoption", "later"]
 PHASES: tuple[Phase, ...] = ("adoption", "later")
@@ -75,26 +75,20 @@ def rotation_points(calls: dict[str, int]) -> list[CrashPoint]:
 
 # -- revocations -----------------------------------------------------------------------------------
 
-REVOKE_CALLS = ("issuer.delete_key", "store.revocation_done")
-
-
-def two_retiring_keys(world: CaseWorld) -> set[str]:
-    """Two rotations (grace 1 s): the adopted legacy key and the first managed key retire; wait
-    until both are due. Returns their ids."""
-    first = world.rotate()
-    second = world.rotate()
-    due = datetime.fromisoformat(str(second["revoke_due_at"]))
-    time.sleep(max(0.0, (due - datetime.now(due.tzinfo)).total_seconds()) + 0.05)
-    return {world.legacy_key_id, str(first["new_key_id"])}
+REVOKE_WARMUP = 2
+"""Rotations before ``revoke-due`` (grace 1 s): the adopted legacy key and the first managed key
+retire, the second managed key is served."""
+REVOKE_PAUSE = 1.2
+"""Seconds the child waits after them, so both retiring keys are due."""
 
 
 def count_revocation(world: CaseWorld) -> dict[str, int]:
     """The seam calls of one uncrashed ``revoke-due`` over two due keys."""
-    retiring = two_retiring_keys(world)
-    run = world.engine("revoke_due", None)
+    run = world.engine("revoke_due", None, rotations_before=REVOKE_WARMUP, pause=REVOKE_PAUSE)
     if run.status != 0:
         raise CaseError(f"uncrashed revoke-due: {run.describe()}")
     report = run.json()
+    retiring = {world.legacy_key_id, report["before"][0]["new_key_id"]}
     revoked = {r["key_id"] for r in report["results"] if r["outcome"] == "revoked"}
     if revoked != retiring:
         raise CaseError(f"uncrashed revoke-due revoked {revoked}, expected {retiring}")
@@ -115,20 +109,29 @@ def revocation_points(calls: dict[str, int]) -> list[CrashPoint]:
 
 
 def revocation_crash(world: CaseWorld, point: CrashPoint) -> list[str]:
-    """Crash ``revoke-due`` at ``point``; re-running it revokes what is left, nothing served
-    is revoked, and a third run finds nothing due."""
-    retiring = two_retiring_keys(world)
-    crashed = world.engine("revoke_due", point)
+    """Crash ``revoke-due`` at ``point``; re-running it revokes every key of the workspace but
+    the served one, and a third run finds nothing due."""
+    crashed = world.engine("revoke_due", point, rotations_before=REVOKE_WARMUP, pause=REVOKE_PAUSE)
     if not crashed.killed:
         return [f"the child was not killed at {point}: {crashed.describe()}"]
     problems = []
     again = world.rotator("revoke-due", "--json")
     if again.status != 0:
         problems.append(f"revoke-due again: {again.describe()} {again.stdout.strip()[-600:]}")
-    control = world.stack.standin.control
-    alive = {k for k in retiring if not control.key(k).deleted}
-    if alive:
-        problems.append(f"retiring keys not revoked after re-running revoke-due: {alive}")
+    reads = world.stack.consumer_reads(world.spec)
+    served = {fingerprint_of(data[FIELD]) for _, data in reads if data and FIELD in data}
+    keys = [
+        k
+        for k in world.stack.standin.control.key_facts()
+        if k.workspace_id == world.stack.standin.workspace_id
+    ]
+    if len(keys) != 1 + REVOKE_WARMUP:
+        problems.append(f"expected {1 + REVOKE_WARMUP} keys in the workspace, found {len(keys)}")
+    for key in keys:
+        if key.fingerprint in served and key.deleted:
+            problems.append(f"the served key {key.key_id} was revoked")
+        if key.fingerprint not in served and not key.deleted:
+            problems.append(f"retiring key {key.key_id} not revoked by re-running revoke-due")
     problems += world.check("after re-running revoke-due")
     last = world.rotator("revoke-due", "--json")
     if last.status != 0 or last.json() != []:
@@ -159,9 +162,32 @@ class Outcomes:
         )
 
 
-def run_all(cases: Iterable[tuple[str, Callable[[], list[str]]]], workers: int) -> Outcomes:
-    """Run every case on ``workers`` threads (each case only waits on its own processes)."""
-    named = list(cases)
+def run_matrix(
+    count: Callable[[], dict[str, int]],
+    points: Callable[[dict[str, int]], list[CrashPoint]],
+    case: Callable[[CrashPoint], list[str]],
+    *,
+    sure: Iterable[CrashPoint],
+    workers: int,
+) -> tuple[list[CrashPoint], Outcomes]:
+    """Count the seam calls of an uncrashed run, then run ``case`` at every point ``points``
+    derives from the count, on ``workers`` threads (each case mostly waits on its processes).
+
+    The ``sure`` points exist whatever the count says (every rotation journals at least that
+    many steps), so their cases start at once, beside the count. Returns the points and the
+    outcomes; a ``sure`` point the count does not confirm is a failed case. A failing count
+    raises, after the cases already started have ended.
+    """
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="crash-case") as pool:
-        futures = {name: pool.submit(case) for name, case in named}
-        return Outcomes({name: future.result() for name, future in futures.items()})
+        counting = pool.submit(count)
+        started = {p: pool.submit(case, p) for p in sure}
+        try:
+            every = points(counting.result())
+        except BaseException:
+            pool.shutdown(cancel_futures=True)
+            raise
+        started.update({p: pool.submit(case, p) for p in every if p not in started})
+        problems = {str(p): started[p].result() for p in every}
+    for p in set(started) - set(every):
+        problems[str(p)] = [f"{p} was run, but the uncrashed run made fewer calls"]
+    return every, Outcomes(problems)

@@ -7,8 +7,9 @@ fresh interpreter. Either way the child writes its stdout and stderr to the job'
 with the command's status, or dies of SIGKILL at its crash point.
 
 An ``engine`` job prints one JSON document on stdout: ``{"calls": {"store.append_step": n, …},
-"results": [...]}`` with the calls counted on both seams and what the action returned. It may
-first rotate its target uncrashed (``rotations_before``), in the same engine, as a daemon would.
+"before": [...], "results": [...]}`` with the calls counted on both seams and what the action
+returned. It may first rotate its target uncrashed (``rotations_before``, reported in
+``before``), in the same engine as a daemon would, and wait (``pause``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ class Job:
     crash: CrashPoint | None = None
     rotations_before: int = 0
     """``engine``: uncrashed rotations of ``target`` first, before the seams are wrapped."""
+    pause: float = 0.0
+    """``engine``: seconds to wait after those rotations (for a grace period to pass)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -59,6 +62,7 @@ class Job:
             "target": self.target,
             "crash": self.crash.as_dict() if self.crash else None,
             "rotations_before": self.rotations_before,
+            "pause": self.pause,
         }
 
     @classmethod
@@ -75,6 +79,7 @@ class Job:
             target=data.get("target", ""),
             crash=CrashPoint.from_dict(crash) if crash else None,
             rotations_before=int(data.get("rotations_before", 0)),
+            pause=float(data.get("pause", 0.0)),
         )
 
 
@@ -103,10 +108,11 @@ async def _engine_job(job: Job) -> dict[str, Any]:
     from rotator.engine.wiring import build_engine
 
     engine = await build_engine(load_config(Path(job.config)))
-    for _ in range(job.rotations_before):
-        before = await engine.rotate(job.target)
-        if str(before.outcome) != "promoted":
-            raise RuntimeError(f"rotation before the action: {before.outcome}: {before.error}")
+    before = [await engine.rotate(job.target) for _ in range(job.rotations_before)]
+    failed = [r for r in before if str(r.outcome) != "promoted"]
+    if failed:
+        raise RuntimeError(f"rotation before the action: {failed[0].outcome}: {failed[0].error}")
+    await asyncio.sleep(job.pause)
     calls = CallLog(crash=job.crash)
     # The seams the engine already receives as Protocols; the proxies forward every call.
     engine.deps.store = cast("StateStore", CrashingProxy(engine.deps.store, "store", calls))
@@ -118,7 +124,11 @@ async def _engine_job(job: Job) -> dict[str, Any]:
             results = [dict(r.as_dict()) for r in await engine.revoke_due()]
     finally:
         await engine.close()
-    return {"calls": dict(calls.calls), "results": results}
+    return {
+        "calls": dict(calls.calls),
+        "before": [r.as_dict() for r in before],
+        "results": results,
+    }
 
 
 def child_main(job: Job) -> NoReturn:

@@ -203,10 +203,11 @@ class CrashRunner:
         target: str = "",
         crash: CrashPoint | None = None,
         rotations_before: int = 0,
+        pause: float = 0.0,
     ) -> ChildRun:
         """``action`` through the engine of ``config`` (after ``rotations_before`` uncrashed
-        rotations of ``target``); killed at ``crash`` if it is reached. A run that ends
-        normally prints ``{"calls": …, "results": …}``."""
+        rotations of ``target`` and ``pause`` seconds); killed at ``crash`` if it is reached.
+        A run that ends normally prints ``{"calls": …, "before": …, "results": …}``."""
         what = f"engine {action} {target}".strip() + (f" crashing {crash}" if crash else "")
         return self._run(
             what,
@@ -216,6 +217,7 @@ class CrashRunner:
             target=target,
             crash=crash,
             rotations_before=rotations_before,
+            pause=pause,
         )
 
     def cli(self, *argv: str) -> ChildRun:

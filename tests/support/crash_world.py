@@ -167,15 +167,17 @@ class CaseWorld:
         crash: CrashPoint | None,
         *,
         rotations_before: int = 0,
+        pause: float = 0.0,
     ) -> ChildRun:
         """``action`` on this case's target through a child's engine, crashing at ``crash``
-        (after ``rotations_before`` uncrashed rotations in the same child)."""
+        (after ``rotations_before`` uncrashed rotations in the same child and ``pause`` s)."""
         return self.runner.engine(
             self.config,
             action,
             target=self.spec.name,
             crash=crash,
             rotations_before=rotations_before,
+            pause=pause,
         )
 
     def check(self, when: str) -> list[str]:
