@@ -11,6 +11,8 @@ invariants must hold again. ``revoke-due`` is crashed around each Mistral delete
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import closing
 from dataclasses import dataclass, field
@@ -32,7 +34,13 @@ from tests.support.crash_cases import (
     rotation_points,
     run_matrix,
 )
-from tests.support.crash_runner import ExecLauncher, ForkServerLauncher, Launcher, make_launcher
+from tests.support.crash_runner import (
+    REPO,
+    ExecLauncher,
+    ForkServerLauncher,
+    Launcher,
+    make_launcher,
+)
 from tests.support.crash_seam import CrashPoint
 from tests.support.crash_world import CaseServers, in_world, read_state, run_case
 from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
@@ -94,6 +102,49 @@ def tally(request: pytest.FixtureRequest, launcher: Launcher) -> Iterator[Tally]
             reporter.write_line("")
             for line in lines:
                 reporter.write_line(line)
+
+
+HOOK_SCRIPT = """
+import asyncio, sys
+from tests.support.crash_seam import CallLog, CrashingProxy, CrashPoint
+
+class Journal:
+    async def append_step(self, n):
+        print("wrote", n, flush=True)
+
+    async def read(self):
+        return None
+
+async def main():
+    point = CrashPoint("store.append_step", int(sys.argv[1]), sys.argv[2])
+    store = CrashingProxy(Journal(), "store", CallLog(crash=point))
+    for n in (1, 2, 3):
+        await store.read()
+        await store.append_step(n)
+
+asyncio.run(main())
+"""
+
+
+@pytest.mark.parametrize(
+    ("k", "when", "written", "status"),
+    [(2, "before", ["1"], -9), (2, "after", ["1", "2"], -9), (4, "before", ["1", "2", "3"], 0)],
+)
+def test_the_hook_kills_the_process_before_or_after_the_kth_call(
+    k: int, when: str, written: list[str], status: int
+) -> None:
+    """The proxy SIGKILLs its process exactly before or after the k-th call of the method it
+    watches (other methods are not counted), and never when there is no k-th call."""
+    ran = subprocess.run(
+        [sys.executable, "-c", HOOK_SCRIPT, str(k), when],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert ran.returncode == status, ran.stderr
+    assert [line.split()[1] for line in ran.stdout.splitlines()] == written
 
 
 @pytest.fixture

@@ -57,7 +57,10 @@ def rotation_crash(world: CaseWorld, phase: Phase, point: CrashPoint) -> list[st
         return [f"the child was not killed at {point}: {crashed.describe()}"]
     problems = recover(world)
     problems += world.check("after recovery")
-    world.rotate()
+    try:
+        world.rotate()
+    except CaseError as exc:
+        return [*problems, f"the follow-up {exc}"]
     problems += world.check("after the follow-up rotation")
     return problems
 
