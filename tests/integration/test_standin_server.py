@@ -7,6 +7,8 @@ import signal
 import subprocess
 import sys
 import threading
+import time
+from typing import Any
 
 import httpx
 import pytest
@@ -146,12 +148,20 @@ def test_request_logs_carry_no_key(standin: StandinHandle) -> None:
         client.get("/v1/models", headers={"Authorization": f"Bearer {plaintext}"})
         client.get(KEYS, headers={"x-api-key": standin.admin_key})
         client.delete(f"{KEYS}/{created['key_id']}", headers=headers)
-    # The fixture's reset (a control call) may be logged by the server thread after capture began.
-    requests = [
-        entry
-        for entry in logs
-        if entry["event"] == "standin.request" and not entry["path"].startswith("/_standin")
-    ]
+
+        # The server thread logs a request after answering it, and the fixture's reset (a control
+        # call) may be logged after capture began: wait (bounded) for the four API requests.
+        def api_requests() -> list[dict[str, Any]]:
+            return [
+                entry
+                for entry in list(logs)
+                if entry["event"] == "standin.request" and not entry["path"].startswith("/_standin")
+            ]
+
+        deadline = time.monotonic() + 10
+        while len(api_requests()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        requests = api_requests()
     assert [(e["method"], e["path"]) for e in requests] == [
         ("POST", KEYS),
         ("GET", "/v1/models"),
