@@ -17,6 +17,14 @@ from rotator.mistral.standin import (
     StandinServer,
 )
 
+# The real servers (OpenBao, moto), the engine test world and PostgreSQL, for every test module.
+pytest_plugins = [
+    "tests.integration.postgres",
+    "tests.support.engine_fakes",
+    "tests.support.fixtures",
+    "tests.support.stack_fixtures",
+]
+
 
 @pytest.fixture(scope="session", autouse=True)
 def _quiet_logs() -> None:

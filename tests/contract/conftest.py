@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.harness import AwsHarness, Harness, MemoryHarness, VaultHarness
-
-__all__ = ["blocking_pool", "moto", "moto_server", "openbao", "openbao_server"]
 
 BACKENDS = [
     pytest.param("memory-pending", id="memory-pending"),

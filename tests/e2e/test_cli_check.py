@@ -11,20 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.stack import Stack
-from tests.support.stack_fixtures import checker, stack, state_url
-
-__all__ = [
-    "blocking_pool",
-    "checker",
-    "moto",
-    "moto_server",
-    "openbao",
-    "openbao_server",
-    "stack",
-    "state_url",
-]
 
 pytestmark = pytest.mark.e2e
 

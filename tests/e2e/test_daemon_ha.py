@@ -30,22 +30,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rotator.clock import SystemClock
 from rotator.contracts import Rotation
 from rotator.state import SqlStateStore
-from tests.integration.postgres import postgres_server, postgres_url
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.invariants import InvariantChecker
 from tests.support.stack import Stack, TargetSpec
-from tests.support.stack_fixtures import stack
-
-__all__ = [
-    "blocking_pool",
-    "moto",
-    "moto_server",
-    "openbao",
-    "openbao_server",
-    "postgres_server",
-    "postgres_url",
-    "stack",
-]
 
 pytestmark = pytest.mark.e2e
 

@@ -27,21 +27,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from rotator.clock import SystemClock
 from rotator.contracts import AuditEvent, Rotation, TargetState
 from rotator.state import SqlStateStore
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.invariants import InvariantChecker
 from tests.support.stack import Stack, TargetSpec
-from tests.support.stack_fixtures import checker, stack, state_url
-
-__all__ = [
-    "blocking_pool",
-    "checker",
-    "moto",
-    "moto_server",
-    "openbao",
-    "openbao_server",
-    "stack",
-    "state_url",
-]
 
 pytestmark = pytest.mark.e2e
 

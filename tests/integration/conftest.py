@@ -5,10 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rotator.pool import BlockingPool
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.harness import AwsHarness, MotoEnv, OpenBaoEnv, VaultHarness
-
-__all__ = ["blocking_pool", "moto", "moto_server", "openbao", "openbao_server"]
 
 
 @pytest.fixture

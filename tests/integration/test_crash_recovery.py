@@ -43,11 +43,7 @@ from tests.support.crash_runner import (
 )
 from tests.support.crash_seam import CrashPoint
 from tests.support.crash_world import CaseServers, in_world, read_state, run_case
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.stack import BACKEND_SETS, Stack
-from tests.support.stack_fixtures import stack
-
-__all__ = ["blocking_pool", "moto", "moto_server", "openbao", "openbao_server", "stack"]
 
 pytestmark = pytest.mark.integration
 

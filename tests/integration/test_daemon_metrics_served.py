@@ -33,9 +33,6 @@ from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
 from rotator.secret import Secret
 from tests.support.stack import FIELD, Stack
-from tests.support.stack_fixtures import stack, state_url
-
-__all__ = ["stack", "state_url"]
 
 pytestmark = pytest.mark.integration
 

@@ -6,21 +6,8 @@ import pytest
 
 from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.invariants import InvariantChecker
 from tests.support.stack import Stack
-from tests.support.stack_fixtures import checker, stack, state_url
-
-__all__ = [
-    "blocking_pool",
-    "checker",
-    "moto",
-    "moto_server",
-    "openbao",
-    "openbao_server",
-    "stack",
-    "state_url",
-]
 
 pytestmark = pytest.mark.integration
 

@@ -33,13 +33,9 @@ from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
 from rotator.state import SqlStateStore
 from tests.support.engine_fakes import Crash, StepHookStore
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.harness import MotoEnv, OpenBaoEnv
 from tests.support.invariants import InvariantChecker
 from tests.support.stack import BACKEND_SETS, FIELD, Stack
-from tests.support.stack_fixtures import stack
-
-__all__ = ["blocking_pool", "moto", "moto_server", "openbao", "openbao_server", "stack"]
 
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient

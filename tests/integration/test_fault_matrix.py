@@ -63,7 +63,6 @@ from tests.support.faultproxy import (
     vault_data,
     vault_metadata,
 )
-from tests.support.fixtures import moto, moto_server, openbao, openbao_server
 from tests.support.harness import MotoEnv, OpenBaoEnv
 from tests.support.invariants import InvariantChecker
 from tests.support.servers import AWS_REGION
@@ -72,7 +71,6 @@ from tests.support.stack import BACKEND_SETS, FIELD, OTHER_FIELDS, Stack, Target
 if TYPE_CHECKING:
     from mypy_boto3_secretsmanager import SecretsManagerClient
 
-__all__ = ["moto", "moto_server", "openbao", "openbao_server"]
 
 pytestmark = pytest.mark.integration
 

@@ -16,11 +16,8 @@ from rotator.destinations.vault_api import HvacApi
 from rotator.errors import AuthError, TransientError
 from rotator.secret import Secret
 from tests.support.faultproxy import FaultProxy, Match, aws_call, vault_data
-from tests.support.fixtures import moto, moto_server, openbao, openbao_server
 from tests.support.harness import MotoEnv, OpenBaoEnv
 from tests.support.servers import AWS_REGION
-
-__all__ = ["moto", "moto_server", "openbao", "openbao_server"]
 
 pytestmark = pytest.mark.integration
 

@@ -19,10 +19,8 @@ from rotator.daemon.leader import (
     leader_lock_key,
 )
 from rotator.state import SqlStateStore
-from tests.integration.postgres import PostgresServer, postgres_server, postgres_url
+from tests.integration.postgres import PostgresServer
 from tests.support.electors import Changes, leading
-
-__all__ = ["postgres_server", "postgres_url"]
 
 pytestmark = pytest.mark.integration
 

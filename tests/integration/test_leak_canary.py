@@ -37,21 +37,8 @@ from rotator.logs import configure_logging
 from rotator.mistral.models import CreatedKey
 from rotator.secret import fingerprint_of
 from tests.support.engine_fakes import StepHookStore
-from tests.support.fixtures import blocking_pool, moto, moto_server, openbao, openbao_server
 from tests.support.invariants import InvariantChecker, key_shaped
 from tests.support.stack import BACKEND_SETS, FIELD, Stack, TargetSpec
-from tests.support.stack_fixtures import checker, stack, state_url
-
-__all__ = [
-    "blocking_pool",
-    "checker",
-    "moto",
-    "moto_server",
-    "openbao",
-    "openbao_server",
-    "stack",
-    "state_url",
-]
 
 pytestmark = pytest.mark.integration
 

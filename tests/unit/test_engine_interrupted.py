@@ -6,9 +6,7 @@ import pytest
 
 from rotator.engine.rotation import INTERRUPTED_BACKOFF
 from rotator.engine.steps import Outcome
-from tests.support.engine_fakes import BOTH, StepHookStore, Worlds, gone, run_until_crash, worlds
-
-__all__ = ["worlds"]
+from tests.support.engine_fakes import BOTH, StepHookStore, Worlds, gone, run_until_crash
 
 
 async def test_recovered_interruption_pauses_briefly_and_alerts_nobody(worlds: Worlds) -> None:

@@ -21,10 +21,7 @@ from tests.support.engine_fakes import (
     Worlds,
     gone,
     run_until_crash,
-    worlds,
 )
-
-__all__ = ["worlds"]
 
 BACKEND_SETS: dict[str, tuple[Backend, ...]] = {"both": BOTH, "vault": ("vault",), "aws": ("aws",)}
 STEP_COUNTS = {"both": 16, "vault": 12, "aws": 12}

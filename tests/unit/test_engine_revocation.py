@@ -18,10 +18,7 @@ from tests.support.engine_fakes import (
     Worlds,
     gone,
     new_plaintext,
-    worlds,
 )
-
-__all__ = ["worlds"]
 
 ADOPT = {"adopt_existing": True}
 

@@ -20,10 +20,7 @@ from tests.support.engine_fakes import (
     Worlds,
     gone,
     run_until_crash,
-    worlds,
 )
-
-__all__ = ["worlds"]
 
 
 async def _only_rotation_key(world: EngineWorld, engine: Engine) -> tuple[str, str]:

@@ -16,10 +16,7 @@ from tests.support.engine_fakes import (
     StepHookStore,
     Worlds,
     run_until_crash,
-    worlds,
 )
-
-__all__ = ["worlds"]
 
 ADOPT = {"adopt_existing": True}
 NEXT_MONDAY_3AM = datetime.fromisoformat("2026-03-09T03:00:00+00:00")  # START is a Monday 10:00
