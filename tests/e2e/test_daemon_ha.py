@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import signal
 import subprocess
@@ -21,6 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -31,6 +31,7 @@ from rotator.clock import SystemClock
 from rotator.contracts import Rotation
 from rotator.state import SqlStateStore
 from tests.support.invariants import InvariantChecker
+from tests.support.jsonlog import read_events
 from tests.support.stack import Stack, TargetSpec
 
 pytestmark = pytest.mark.e2e
@@ -53,16 +54,8 @@ class Daemon:
     log: Path
     url: str = ""
 
-    def events(self) -> list[dict[str, object]]:
-        found = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                found.append(event)
-        return found
+    def events(self) -> list[dict[str, Any]]:
+        return read_events(self.log)
 
     def wait_started(self) -> None:
         deadline = time.monotonic() + WAIT

@@ -28,6 +28,7 @@ from rotator.clock import SystemClock
 from rotator.contracts import AuditEvent, Rotation, TargetState
 from rotator.state import SqlStateStore
 from tests.support.invariants import InvariantChecker
+from tests.support.jsonlog import read_events
 from tests.support.stack import Stack, TargetSpec
 
 pytestmark = pytest.mark.e2e
@@ -82,15 +83,7 @@ class Daemon:
         self.url = f"http://127.0.0.1:{started['port']}"
 
     def events(self) -> list[dict[str, Any]]:
-        out = []
-        for line in self.log.read_text(errors="replace").splitlines():
-            try:
-                event = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(event, dict):
-                out.append(event)
-        return out
+        return read_events(self.log)
 
     def wait_event(self, match: Callable[[dict[str, Any]], bool], what: str) -> dict[str, Any]:
         def found() -> dict[str, Any] | None:
