@@ -658,7 +658,8 @@ class StateStore(Protocol):
 
         Idempotent for (rotation_id, step): if the step is already journaled, returns the stored
         entry unchanged (first write wins; ``facts`` and ``state`` are ignored). Steps of a
-        rotation are numbered in the order they were first journaled."""
+        rotation are numbered in the order they were first journaled. A new step for a finished
+        rotation raises ``ConflictError`` (a late writer never reopens or moves it)."""
         ...
 
     async def journal(self, rotation_id: str) -> list[JournalEntry]:

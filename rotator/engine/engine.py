@@ -37,6 +37,7 @@ from rotator.engine.rotation import (
 )
 from rotator.engine.steps import Outcome, Step, dest_tag
 from rotator.errors import ConflictError, PermanentError, RotatorError
+from rotator.logs import scrub
 
 log = structlog.get_logger(__name__)
 
@@ -92,8 +93,33 @@ class Engine:
     async def rotate_many(
         self, names: Sequence[str], *, emergency: bool = False
     ) -> list[RotationResult]:
-        """Rotate each target (bounded concurrency); results in the order asked."""
-        return list(await asyncio.gather(*(self.rotate(n, emergency=emergency) for n in names)))
+        """Rotate each target (bounded concurrency); results in the order asked. One target's
+        unexpected failure becomes its own result row; the others run to their end."""
+        results = await asyncio.gather(
+            *(self.rotate(n, emergency=emergency) for n in names), return_exceptions=True
+        )
+        out: list[RotationResult] = []
+        for name, result in zip(names, results, strict=True):
+            if isinstance(result, RotationResult):
+                out.append(result)
+            elif isinstance(result, Exception):
+                out.append(await self._failed_result(name, result))
+            else:  # KeyboardInterrupt, SystemExit, cancellation: not ours to swallow
+                raise result
+        return out
+
+    async def _failed_result(self, name: str, exc: Exception) -> RotationResult:
+        """A rotation that raised instead of reaching an outcome: stuck if it left a rotation
+        open (``rotator recover`` finishes or undoes it), rolled back if it left nothing."""
+        log.error("rotation_raised", target=name, error_type=type(exc).__name__, error=str(exc))
+        try:
+            still_open = bool(await self.deps.store.open_rotations(name))
+        except RotatorError:
+            still_open = True
+        detail = str(exc) if isinstance(exc, RotatorError) else f"{type(exc).__name__}: {exc}"
+        outcome = Outcome.STUCK if still_open else Outcome.ROLLED_BACK
+        hint = "; run rotator recover" if still_open else ""
+        return RotationResult(name, None, outcome, error=scrub(detail) + hint)
 
     def busy(self, name: str) -> bool:
         """True while a rotation of ``name`` runs in this process."""

@@ -31,6 +31,7 @@ from rotator.contracts import (
 from rotator.engine.context import Alert, Deps, RotationState, TargetContext
 from rotator.engine.steps import DestStep, Outcome, Step, dest_step, dest_tag
 from rotator.errors import (
+    BackendError,
     ConflictError,
     PermanentError,
     RotatorError,
@@ -239,6 +240,9 @@ class RotationRun:
 
     async def promote_and_finish(self) -> RotationResult:
         """Promote every destination (forward only), then record and finish the rotation."""
+        if self.st.state is Step.STUCK:  # resumed: its state says so again (the step exists)
+            await self.deps.store.update_rotation(self.st.rotation_id, state=Step.PROMOTING)
+            self.st.state = Step.PROMOTING
         await self.journal(Step.PROMOTING)
         try:
             for dest in self.promotion_order():
@@ -289,7 +293,10 @@ class RotationRun:
 
     async def _promotion_failed(self, exc: RotatorError) -> RotationResult:
         served = await self.served_anywhere()
-        if served is False:
+        # A transient failure (a timeout, a dropped connection) may be a write the server applies
+        # after our read: only a definitive refusal proves nothing was served. Otherwise stay
+        # stuck; recovery reads again later, when such a late write has landed.
+        if served is False and not (isinstance(exc, BackendError) and exc.transient):
             return await self.roll_back(f"promotion failed before anything was served: {exc}")
         return await self.mark_stuck(str(exc))
 
@@ -480,7 +487,9 @@ class RotationRun:
         """Forward progress failed after a promotion: both keys stay valid, recovery retries."""
         if self.st.state is not Step.STUCK:
             await self.journal(Step.STUCK, {"reason": reason})
-        await self.deps.store.update_rotation(self.st.rotation_id, error=reason)
+        # Also when stuck again after a resumption (the STUCK step exists already).
+        await self.deps.store.update_rotation(self.st.rotation_id, state=Step.STUCK, error=reason)
+        self.st.state = Step.STUCK
         state = await self.deps.store.get_target(self.ctx.name)
         failures = (state.consecutive_failures if state else 0) + 1
         await self.deps.store.record_failure(

@@ -446,6 +446,12 @@ class SqlStateStore:
                 .where(JournalRow.rotation_id == rotation_id)
                 .order_by(JournalRow.seq)
             ).all()
+            if rotation.finished_at is not None and all(e.step != step for e in steps):
+                # A late writer (a process that lost this rotation to recovery elsewhere) must not
+                # add steps, nor move the state of a closed rotation.
+                raise ConflictError(
+                    f"rotation {rotation_id} is finished ({rotation.state}); step {step!r} refused"
+                )
             for existing in steps:
                 if existing.step == step:
                     return records.journal_entry(existing)

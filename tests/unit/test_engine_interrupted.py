@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
+from rotator.contracts import StateStore
 from rotator.engine.rotation import INTERRUPTED_BACKOFF
 from rotator.engine.steps import Outcome
 from tests.support.engine_fakes import BOTH, StepHookStore, Worlds, gone, run_until_crash
@@ -52,3 +54,27 @@ async def test_a_lost_leadership_stops_the_rotation_at_a_journaled_point(worlds:
     assert [r.outcome for r in results] == [Outcome.ROLLED_BACK]
     assert set(world.served("t1").values()) == {legacy.plaintext}
     assert all(gone(k) for k in world.issuer.named("rotator-t1-"))
+
+
+async def test_one_targets_unexpected_error_does_not_sink_the_others(worlds: Worlds) -> None:
+    """rotate_many: a target whose store write fails unexpectedly gets its own `stuck` row
+    (its rotation is left open for recover); the other target still rotates."""
+    world = worlds(BOTH, BOTH, options={"adopt_existing": True})
+    world.seed("t1")
+    world.seed("t2")
+
+    def boom(n: int, step: str) -> None:
+        # The engine binds the target in the rotation task's context.
+        if step == "staged" and structlog.contextvars.get_contextvars().get("target") == "t1":
+            raise ValueError("unexpected store failure")
+
+    def failing_for_t1(store: StateStore) -> StateStore:
+        return StepHookStore(store, before=boom).as_store()
+
+    engine = await world.engine(wrap=failing_for_t1)
+    results = await engine.rotate_many(["t1", "t2"])
+    assert [r.target for r in results] == ["t1", "t2"]
+    assert results[0].outcome is Outcome.STUCK
+    assert results[0].error is not None
+    assert "run rotator recover" in results[0].error
+    assert results[1].outcome is Outcome.PROMOTED
