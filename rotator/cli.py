@@ -261,9 +261,15 @@ def recover(
 
     async def work(engine: Engine) -> dict[str, list[dict[str, object]]]:
         results, orphans = await engine.recover(sweep_orphans=sweep_orphans)
+        still_open = await engine.deps.store.open_rotations()
         return {
             "rotations": [r.as_dict() for r in results],
             "orphans": [o.as_dict() for o in orphans],
+            # e.g. a roll back whose cleanup could not finish: not consistent yet
+            "still_open": [
+                {"target": r.target, "rotation_id": r.rotation_id, "state": r.state}
+                for r in still_open
+            ],
         }
 
     report = _with_engine(ctx, config, work)
@@ -282,6 +288,9 @@ def recover(
         r["outcome"] in {"rotated", "promoted", "rolled_back"} for r in report["rotations"]
     )
     consistent = consistent and all(bool(o["deleted"]) for o in report["orphans"])
+    if report["still_open"] and not as_json:
+        typer.echo(f"{len(report['still_open'])} rotation(s) still open (run recover again)")
+    consistent = consistent and not report["still_open"]
     raise typer.Exit(EXIT_OK if consistent else EXIT_FAILED)
 
 
@@ -439,7 +448,10 @@ def adopt(
     async def work(engine: Engine) -> None:
         await engine.adopt(target, key_id)
 
-    _with_engine(ctx, config, work)
+    try:
+        _with_engine(ctx, config, work)
+    except ValueError as exc:  # e.g. the key is already the target's current managed key
+        raise typer.BadParameter(str(exc), param_hint="--key-id") from None
     typer.echo(f"{target}: adopted key {key_id}; the next rotation revokes it after its grace")
 
 

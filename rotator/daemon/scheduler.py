@@ -78,8 +78,9 @@ def plan_fire(
       next fire after ``first_seen_at`` (``now`` when the store has no row yet);
     - a fire from the schedule is delayed by :func:`jitter_offset`, but never past the ceiling;
       the ceiling itself gets no jitter;
-    - after failures, not before the store's ``backoff_until`` nor ``not_before`` (the daemon's
-      own floor when a failure could not be recorded): backoff wins over the due time.
+    - after failures, the attempt is retried when the store's ``backoff_until`` ends (earlier
+      than the due time if need be), and never before it nor ``not_before`` (the daemon's own
+      floor when a failure could not be recorded): backoff wins over the due time.
     """
     last = state.last_rotated_at if state is not None else None
     anchor = state.first_seen_at if state is not None and state.first_seen_at else now
@@ -91,6 +92,15 @@ def plan_fire(
         fire, reason = due + jitter_offset(target, due, policy.jitter), "schedule"
         if ceiling is not None:
             fire = min(fire, ceiling)
+    if (
+        state is not None
+        and state.consecutive_failures
+        and state.backoff_until is not None
+        and state.backoff_until < fire
+    ):
+        # A failed (rolled back or stuck) attempt is retried when its backoff ends, not at the
+        # next scheduled fire, which may be days away (cert-manager: 1 h → 32 h).
+        fire, reason = state.backoff_until, "retry"
     floors = [t for t in (state.backoff_until if state else None, not_before) if t is not None]
     if floors and max(floors) > fire:
         fire, reason = max(floors), "backoff"

@@ -131,6 +131,17 @@ def test_backoff_after_failures_pushes_the_fire() -> None:
     assert (expired.fire_at, expired.reason) == (last + 30 * DAY, "max_age")
 
 
+def test_failed_attempt_is_retried_when_its_backoff_ends_not_at_the_next_fire() -> None:
+    """A rotation that failed (e.g. an on-demand one, days before the schedule) is retried when
+    its backoff ends, instead of waiting for the next scheduled fire."""
+    last = START - DAY  # due again in 29 days
+    backoff = START + timedelta(hours=1)
+    plan = plan_fire("t", policy(), state(last=last, backoff_until=backoff, failures=1), now=START)
+    assert (plan.fire_at, plan.reason) == (backoff, "retry")
+    healthy = plan_fire("t", policy(), state(last=last), now=START)
+    assert healthy.fire_at == last + 30 * DAY
+
+
 def test_daemon_floor_applies_like_a_backoff() -> None:
     """The daemon's own not_before floor (a failure it could not record) delays the fire."""
     floor = START + timedelta(minutes=1)
