@@ -504,6 +504,14 @@ class AuditVerdict:
         return f"audit log TAMPERED at row {self.first_bad_seq}: {self.problem}"
 
 
+class TargetLock(Protocol):
+    """A held per-target lock (see :meth:`StateStore.try_lock_target`)."""
+
+    def release(self) -> None:
+        """Let go of it. Idempotent. The lock also vanishes when its process dies."""
+        ...
+
+
 class StateStore(Protocol):
     """Durable state of targets, rotations, their journals and the audit log.
 
@@ -660,6 +668,17 @@ class StateStore(Protocol):
         entry unchanged (first write wins; ``facts`` and ``state`` are ignored). Steps of a
         rotation are numbered in the order they were first journaled. A new step for a finished
         rotation raises ``ConflictError`` (a late writer never reopens or moves it)."""
+        ...
+
+    async def try_lock_target(self, target: str) -> TargetLock | None:
+        """This process's lock on ``target``, held while it rotates or recovers it, or None if
+        another process (or connection) holds it now. Never waits. The operating system or the
+        database releases it when its holder dies, so a crashed rotation is recoverable at once
+        and a live one never is. Release with :meth:`unlock_target`."""
+        ...
+
+    async def unlock_target(self, lock: TargetLock) -> None:
+        """Release a lock from :meth:`try_lock_target`. Idempotent."""
         ...
 
     async def journal(self, rotation_id: str) -> list[JournalEntry]:

@@ -621,6 +621,36 @@ class StoreContract:
         assert (await store.get_rotation(rid)).state == "promoted"  # type: ignore[union-attr]
         assert await store.journal(str(uuid.uuid4())) == []
 
+    async def test_target_lock_is_exclusive_between_holders_and_released(
+        self, store: SqlStateStore, make_store: Callable[[], SqlStateStore]
+    ) -> None:
+        """One holder at a time per target (another store, as another process, gets None);
+        other targets are independent; released, it can be taken again."""
+        other = make_store()
+        first = await store.try_lock_target(TARGET)
+        assert first is not None
+        assert await other.try_lock_target(TARGET) is None
+        independent = await other.try_lock_target("another-target")
+        assert independent is not None
+        await other.unlock_target(independent)
+        await store.unlock_target(first)
+        await store.unlock_target(first)  # idempotent
+        again = await other.try_lock_target(TARGET)
+        assert again is not None
+        await other.unlock_target(again)
+
+    async def test_a_new_step_for_a_finished_rotation_is_refused(
+        self, store: SqlStateStore
+    ) -> None:
+        """A late writer cannot add steps to (or move the state of) a finished rotation."""
+        rid = (await store.start_rotation(TARGET)).rotation_id
+        await store.append_step(rid, "created", state="created")
+        await store.finish_rotation(rid, state="rolled_back", outcome="rolled_back")
+        with pytest.raises(ConflictError):
+            await store.append_step(rid, "promoting", state="promoting")
+        assert (await store.get_rotation(rid)).state == "rolled_back"  # type: ignore[union-attr]
+        assert [e.step for e in await store.journal(rid)] == ["created"]
+
     async def test_append_step_is_idempotent(self, store: SqlStateStore) -> None:
         """Journaling a step again returns the first entry and changes neither the journal nor
         the rotation's state."""

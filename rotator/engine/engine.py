@@ -23,7 +23,6 @@ from rotator.engine.due import next_due_at
 from rotator.engine.recovery import (
     Orphan,
     find_orphans,
-    in_flight_elsewhere,
     recover_rotation,
 )
 from rotator.engine.revocation import RevocationResult, masked, revoke_due
@@ -40,6 +39,8 @@ from rotator.errors import ConflictError, PermanentError, RotatorError
 from rotator.logs import scrub
 
 log = structlog.get_logger(__name__)
+
+IN_FLIGHT_ELSEWHERE = "a rotation of this target is running in another rotator process"
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,28 +138,22 @@ class Engine:
         ctx = self.context(name)
         async with self._locks[name], self._slots:
             structlog.contextvars.bind_contextvars(target=name)
+            lock = await self.deps.store.try_lock_target(name)
+            if lock is None:
+                structlog.contextvars.unbind_contextvars("target")
+                return RotationResult(name, None, Outcome.SKIPPED, error=IN_FLIGHT_ELSEWHERE)
             try:
                 return await self._rotate(
                     ctx, emergency=emergency, rotation_id=rotation_id or str(uuid.uuid4())
                 )
             finally:
+                await self.deps.store.unlock_target(lock)
                 structlog.contextvars.unbind_contextvars("target", "rotation_id")
 
     async def _rotate(
         self, ctx: TargetContext, *, emergency: bool, rotation_id: str
     ) -> RotationResult:
         for open_rotation in await self.deps.store.open_rotations(ctx.name):
-            last_step = await in_flight_elsewhere(self.deps, ctx, open_rotation)
-            if last_step is not None:
-                return RotationResult(
-                    ctx.name,
-                    None,
-                    Outcome.SKIPPED,
-                    error=(
-                        f"rotation {open_rotation.rotation_id} is in flight (last step at "
-                        f"{last_step.isoformat()}); if its process died, run 'rotator recover'"
-                    ),
-                )
             recovered = await recover_rotation(self.deps, ctx, open_rotation)
             if recovered.outcome is Outcome.STUCK or (
                 await self.deps.store.open_rotations(ctx.name)
@@ -325,7 +320,22 @@ class Engine:
                 )
                 continue
             async with self._locks[ctx.name]:
-                results.append(await recover_rotation(self.deps, ctx, rotation))
+                lock = await self.deps.store.try_lock_target(ctx.name)
+                if lock is None:
+                    results.append(
+                        RotationResult(
+                            ctx.name,
+                            rotation.rotation_id,
+                            Outcome.SKIPPED,
+                            rotation.new_key_id,
+                            error=IN_FLIGHT_ELSEWHERE,
+                        )
+                    )
+                    continue
+                try:
+                    results.append(await recover_rotation(self.deps, ctx, rotation))
+                finally:
+                    await self.deps.store.unlock_target(lock)
         orphans: list[Orphan] = []
         for ctx in self.contexts.values():
             try:

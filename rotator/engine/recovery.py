@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import assert_never
 
 import structlog
@@ -27,27 +26,6 @@ from rotator.errors import RotatorError
 from rotator.secret import Secret
 
 log = structlog.get_logger(__name__)
-
-
-IN_FLIGHT_MARGIN = timedelta(minutes=10)
-"""How long an open rotation may go without a journal step, beyond its target's activation
-timeout, while a live process still runs it (backend timeouts, promotion retries)."""
-
-
-async def in_flight_elsewhere(
-    deps: Deps, ctx: TargetContext, rotation: Rotation
-) -> datetime | None:
-    """When ``rotation`` last journaled a step, if another process may still be running it;
-    None if it was interrupted or given up (``stuck``, or an error recorded) and may be recovered.
-
-    Nothing but time tells a live rotation from a dead one (a second rotator, or ``rotator
-    rotate`` beside the daemon): recovering a live one would undo or redo its steps under it."""
-    if rotation.state == Step.STUCK or rotation.error is not None:
-        return None
-    journal = await deps.store.journal(rotation.rotation_id)
-    last = journal[-1].at if journal else rotation.started_at
-    quiet = deps.clock.now() - last
-    return last if quiet < ctx.target.policy.activation_timeout + IN_FLIGHT_MARGIN else None
 
 
 async def recover_rotation(deps: Deps, ctx: TargetContext, rotation: Rotation) -> RotationResult:

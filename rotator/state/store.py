@@ -36,6 +36,7 @@ from rotator.contracts import (
     RetiringKey,
     Rotation,
     StateStore,
+    TargetLock,
     TargetState,
 )
 from rotator.errors import ConflictError, TransientError
@@ -43,6 +44,7 @@ from rotator.logs import scrub
 from rotator.pool import BlockingPool
 from rotator.state import audit, guard, records
 from rotator.state.database import create_state_engine
+from rotator.state.locks import try_lock
 from rotator.state.migrations import migrate
 from rotator.state.models import (
     FINGERPRINT,
@@ -462,6 +464,15 @@ class SqlStateStore:
             if state is not None:
                 rotation.state = state
             return records.journal_entry(row)
+
+    async def try_lock_target(self, target: str) -> TargetLock | None:
+        """This process's lock on ``target`` (see :mod:`rotator.state.locks`), or None if another
+        process holds it. Release it with :meth:`unlock_target`."""
+        return await self._run(try_lock, self._engine, target)
+
+    async def unlock_target(self, lock: TargetLock) -> None:
+        """Release a lock from :meth:`try_lock_target`. Idempotent."""
+        await self._run(lock.release)
 
     @_offloaded
     def journal(self, rotation_id: str) -> list[JournalEntry]:

@@ -324,27 +324,32 @@ async def test_concurrent_rotation_from_a_second_engine_is_skipped(worlds: World
     assert not gone(legacy)
 
 
-async def test_rotate_recovers_an_interrupted_rotation_once_it_has_gone_quiet(
+async def test_rotate_recovers_a_dead_rotation_at_once_but_never_a_live_one(
     worlds: Worlds,
 ) -> None:
-    """An open rotation that journaled a step recently may belong to a live process: rotate
-    skips it (pointing at ``rotator recover``); once it has been quiet for longer than a live
-    rotation can be, rotate recovers it first and then rotates."""
-    world = worlds(BOTH, policy={"activation_timeout": "10s"}, options={"adopt_existing": True})
+    """An open rotation whose process died (its target lock went with it) is recovered by the
+    next rotate at once; while another process holds the target's lock, rotate and recover
+    skip it (pointing at the other process) and touch nothing."""
+    world = worlds(BOTH, options={"adopt_existing": True})
     legacy = world.seed("t1")
     crashing = await world.engine(
         wrap=lambda s: StepHookStore.crashing_at(s, 5, "after").as_store()
     )
     assert await run_until_crash(crashing.rotate("t1")) is not None
     engine = await world.engine()
-    skipped = await engine.rotate("t1")
-    assert skipped.outcome is Outcome.SKIPPED
-    assert skipped.error is not None
-    assert "rotator recover" in skipped.error
-    assert world.issuer.creates == 1
-    world.clock.advance(10 + 599)
-    assert (await engine.rotate("t1")).outcome is Outcome.SKIPPED
-    world.clock.advance(1)
+    other_process = await world.new_store()  # its own connection and lock file descriptor
+    held = await other_process.try_lock_target("t1")
+    assert held is not None
+    try:
+        skipped = await engine.rotate("t1")
+        assert skipped.outcome is Outcome.SKIPPED
+        assert skipped.error is not None
+        assert "another rotator process" in skipped.error
+        results, _ = await engine.recover()
+        assert [r.outcome for r in results] == [Outcome.SKIPPED]
+        assert world.issuer.creates == 1
+    finally:
+        await other_process.unlock_target(held)
     result = await engine.rotate("t1")
     assert result.outcome is Outcome.PROMOTED, result.error
     assert world.issuer.creates == 2
