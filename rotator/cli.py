@@ -136,17 +136,25 @@ def check(
 def _with_engine(
     ctx: typer.Context, config: Path | None, work: Callable[[Engine], Awaitable[T]]
 ) -> T:
-    """Load the configuration, build the engine, run ``work`` on it, close it."""
+    """Load the configuration, build the engine, run ``work`` on it, close it.
+
+    The configured webhooks hear the engine's alerts (stuck, failed, refused revocations) from
+    the CLI as from the daemon; deliveries in flight get a few seconds before the command exits.
+    """
+    from rotator.daemon.notify import Notifier
     from rotator.engine.wiring import build_engine
 
     cfg = _load(ctx, config)
 
     async def go() -> T:
-        engine = await build_engine(cfg)
+        notifier = Notifier.from_config(cfg) if cfg.notifications.webhooks else None
+        engine = await build_engine(cfg, on_alert=notifier)
         try:
             return await work(engine)
         finally:
             await engine.close()
+            if notifier is not None:
+                await notifier.aclose(timeout=10.0)
 
     return asyncio.run(go())
 

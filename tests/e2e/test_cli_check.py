@@ -122,3 +122,46 @@ def test_unknown_target_is_usage_error(stack: Stack, state_url: str, tmp_path: P
     assert done.returncode == 2
     assert f"unknown target 'nope' (known: {spec.name})" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
+
+
+def test_cli_rotation_failure_reaches_the_webhook(
+    stack: Stack, state_url: str, tmp_path: Path
+) -> None:
+    """A `rotator rotate` that rolls back notifies the configured webhook before it exits."""
+    import http.server
+    import threading
+
+    received: list[dict[str, object]] = []
+
+    class Hook(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            received.append(json.loads(body))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Hook)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        spec = stack.add_target(("vault",))
+        stack.seed(spec)
+        data = stack.config_dict(state_url=state_url, policy={"activation_timeout": "1s"})
+        port = server.server_address[1]
+        data["notifications"] = {"webhooks": [{"url": f"http://127.0.0.1:{port}/hook"}]}
+        cfg = tmp_path / "rotator.yaml"
+        cfg.write_text(yaml.safe_dump(data))
+        stack.standin.control.set_billing_active(False)
+        try:
+            done = run(stack, "rotate", spec.name, "--json", "--config", str(cfg))
+        finally:
+            stack.standin.control.set_billing_active(True)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 1
+    assert json.loads(done.stdout)[0]["outcome"] == "rolled_back"
+    assert [(r["event"], r["target"]) for r in received] == [("rotation_failed", spec.name)]
