@@ -580,6 +580,9 @@ class Policy(_Model):
     activation_timeout: PositiveDuration = timedelta(minutes=2)
     max_grace: Duration = timedelta(days=7)
     drain: bool = False
+    at_max_grace: Literal["revoke", "alert"] = "revoke"
+    """Drain: an old key still used at ``max_grace`` is revoked with an alert (``revoke``), or
+    kept and alerted about daily until it goes unused (``alert``)."""
     jitter: Duration = timedelta(minutes=5)
 
     @model_validator(mode="after")
@@ -642,6 +645,7 @@ class Target(_Model):
     activation_timeout: PositiveDuration | None = None
     max_grace: Duration | None = None
     drain: bool | None = None
+    at_max_grace: Literal["revoke", "alert"] | None = None
     jitter: Duration | None = None
 
     _policy: Policy | None = PrivateAttr(default=None)

@@ -25,6 +25,9 @@ log = structlog.get_logger(__name__)
 
 DRAIN_RECHECK = timedelta(hours=1)
 """How long a draining key waits before its use is checked again."""
+AFTER_MAX_GRACE_RECHECK = timedelta(days=1)
+"""With ``at_max_grace: alert``: how often a key still in use past max_grace is checked (and
+alerted about) again."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,13 +179,23 @@ async def _drain(
         replaced_at = await _replaced_at(deps, key, policy.grace)
         limit = replaced_at + policy.max_grace
         if now >= limit:
-            message = f"key {key.key_id} still in use at max_grace; revoking"
-            log.error("old_key_in_use_at_max_grace", target=ctx.name, key_id=key.key_id)
+            keep = policy.at_max_grace == "alert"
+            message = f"key {key.key_id} still in use at max_grace; " + (
+                "kept (at_max_grace: alert), checked again daily" if keep else "revoking"
+            )
+            log.error("old_key_in_use_at_max_grace", target=ctx.name, key_id=key.key_id, keep=keep)
             if deps.on_alert is not None:
                 await deps.on_alert(
                     Alert("old_key_in_use_at_max_grace", ctx.name, key.rotation_id, message)
                 )
-            ready.append(key)
+            if not keep:
+                ready.append(key)
+                continue
+            later = now + AFTER_MAX_GRACE_RECHECK
+            await deps.store.schedule_revocation(
+                RetiringKey(key.target, key.key_id, key.fingerprint, later, key.rotation_id)
+            )
+            deferred.append(RevocationResult(ctx.name, key.key_id, "deferred", message))
             continue
         later = min(now + DRAIN_RECHECK, limit)
         await deps.store.schedule_revocation(

@@ -280,6 +280,31 @@ async def test_drain_defers_a_key_used_today_until_max_grace_then_revokes_with_a
     assert world.alert_events() == ["old_key_in_use_at_max_grace"]
 
 
+async def test_drain_with_at_max_grace_alert_keeps_a_busy_key_and_alerts_daily(
+    worlds: Worlds,
+) -> None:
+    """`at_max_grace: alert`: a key still used at max_grace is kept and alerted about (checked
+    again daily), and revoked at the first check that finds it unused."""
+    policy = {"drain": True, "grace": "1h", "max_grace": "2h", "at_max_grace": "alert"}
+    world = worlds(BOTH, policy=policy, options=ADOPT)
+    legacy = world.seed("t1")
+    engine, _ = await _rotated(world)
+    world.clock.advance(2 * 3600)  # at max_grace
+    legacy.last_used = world.clock.now().date()
+    results = await engine.revoke_due()
+    assert [r.outcome for r in results] == ["deferred"]
+    assert not gone(legacy)
+    assert world.alert_events() == ["old_key_in_use_at_max_grace"]
+    state = await engine.deps.store.get_target("t1")
+    assert state is not None
+    assert state.retiring[0].revoke_due_at == world.clock.now() + timedelta(days=1)
+    world.clock.advance(86400)
+    legacy.last_used = world.clock.now().date() - timedelta(days=1)  # quiet today
+    results = await engine.revoke_due()
+    assert [r.outcome for r in results] == ["revoked"]
+    assert gone(legacy)
+
+
 async def test_drain_revokes_a_key_not_used_today_at_the_grace(worlds: Worlds) -> None:
     """Drain mode: an old key last used on an earlier UTC day goes at the plain grace."""
     world = worlds(BOTH, policy={"drain": True, "grace": "1h", "max_grace": "2d"}, options=ADOPT)
