@@ -353,6 +353,7 @@ Expect = Literal[
     "rolled_back",  # new key deleted, destinations unchanged (but for a concurrent writer's value)
     "cleanup_pending",  # nothing served, but a leftover (key, label) awaits recovery
     "stuck",  # the new key is served somewhere, not everywhere; both keys stay valid
+    "in_doubt",  # stuck with the new key served nowhere yet: a failed write may still land
     "promoted",  # the new key is served everywhere; the old one retires after its grace
     "rotated",  # promoted, and the old key revoked at once (emergency)
     "deferred",  # revoke-due kept the old key for its next run
@@ -362,6 +363,7 @@ NOT_STARTED: Expect = "not_started"
 ROLLED_BACK: Expect = "rolled_back"
 CLEANUP: Expect = "cleanup_pending"
 STUCK: Expect = "stuck"
+IN_DOUBT: Expect = "in_doubt"
 PROMOTED: Expect = "promoted"
 ROTATED: Expect = "rotated"
 DEFERRED: Expect = "deferred"
@@ -476,7 +478,10 @@ MATRIX: list[Case] = [
     Case("vault write", "timeout", vault(VWRITE, "timeout"), STUCK, V_WRITE, recovered=P),
     Case("vault write", "drop", vault(VWRITE, "drop"), STUCK, V_WRITE, recovered=P),
     Case("vault write", "403", vault(VWRITE, "403"), STUCK, V_WRITE, recovered=P),
-    Case("vault write", "5xx", vault(VWRITE, "5xx"), ROLLED_BACK, V_WRITE, dests="vault"),
+    # A 5xx, timeout or drop on the first promotion may hide a write that lands later: stuck
+    # (both keys valid), and recovery, reading again once the fault is gone, rolls back.
+    Case("vault write", "5xx", vault(VWRITE, "5xx"), IN_DOUBT, V_WRITE, dests="vault",
+         recovered=R),
     Case("vault write", "403", vault(VWRITE, "403"), ROLLED_BACK, V_WRITE, dests="vault"),
     Case("vault write", "heals", vault(VWRITE, "5xx", 2), PROMOTED),
     Case("vault write", "heals", vault(VWRITE, "timeout", 1, after=True), PROMOTED,
@@ -512,11 +517,15 @@ MATRIX: list[Case] = [
     Case("aws GetSecretValue", "drop", aws(READBACK, "drop"), ROLLED_BACK, A_GET),
     Case("aws GetSecretValue", "403", aws(READBACK, "403"), ROLLED_BACK, A_GET),
     Case("aws GetSecretValue", "heals", aws(READBACK, "5xx", 1), PROMOTED),
-    # AWS UpdateSecretVersionStage (promotion, first, a CAS on AWSCURRENT) → roll back.
-    Case("aws UpdateSecretVersionStage", "5xx", aws(PROMOTE, "5xx"), ROLLED_BACK, A_MOVE),
-    Case("aws UpdateSecretVersionStage", "timeout", aws(PROMOTE, "timeout"), ROLLED_BACK, A_MOVE,
-         dests="aws"),
-    Case("aws UpdateSecretVersionStage", "drop", aws(PROMOTE, "drop"), ROLLED_BACK, A_MOVE),
+    # AWS UpdateSecretVersionStage (promotion, first, a CAS on AWSCURRENT): a refusal rolls
+    # back; a 5xx, timeout or drop may hide a move that lands later → stuck, then recovery
+    # (reading again once the fault is gone) rolls back.
+    Case("aws UpdateSecretVersionStage", "5xx", aws(PROMOTE, "5xx"), IN_DOUBT, A_MOVE,
+         recovered=R),
+    Case("aws UpdateSecretVersionStage", "timeout", aws(PROMOTE, "timeout"), IN_DOUBT, A_MOVE,
+         dests="aws", recovered=R),
+    Case("aws UpdateSecretVersionStage", "drop", aws(PROMOTE, "drop"), IN_DOUBT, A_MOVE,
+         recovered=R),
     Case("aws UpdateSecretVersionStage", "403", aws(PROMOTE, "403"), ROLLED_BACK, A_MOVE),
     Case("aws UpdateSecretVersionStage", "heals", aws(PROMOTE, "5xx", 3), PROMOTED),
     Case("aws UpdateSecretVersionStage", "heals", aws(PROMOTE, "drop", 1, after=True), PROMOTED,
@@ -723,6 +732,11 @@ async def check_outcome(
             new = fingerprint_of_key(keys, result.new_key_id)
             assert new in served.values(), "stuck means the new key is served somewhere"
             assert set(served.values()) <= {new, *unchanged.values()}
+            assert still_open == [result.rotation_id]
+        case "in_doubt":
+            assert result.outcome is Outcome.STUCK, result.error
+            assert result.new_key_id in live, "a key that may be served must stay valid"
+            assert served == unchanged
             assert still_open == [result.rotation_id]
         case "promoted" | "rotated":
             assert result.outcome is Outcome(case.expect), result.error
