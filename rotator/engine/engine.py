@@ -37,6 +37,7 @@ from rotator.engine.rotation import (
 from rotator.engine.steps import Outcome, Step, dest_tag
 from rotator.errors import ConflictError, PermanentError, RotatorError
 from rotator.logs import scrub
+from rotator.render import iso
 
 log = structlog.get_logger(__name__)
 
@@ -57,9 +58,6 @@ class TargetStatus:
     reason: str
 
     def as_dict(self) -> dict[str, object]:
-        def iso(v: datetime | None) -> str | None:
-            return v.isoformat().replace("+00:00", "Z") if v else None
-
         return {
             "target": self.target,
             "state": self.state,
@@ -281,7 +279,11 @@ class Engine:
                 "create": {
                     "workspace_id": ctx.target.workspace_id,
                     "name": key_name(ctx.target.key_name_prefix, now, "xxxxxxxx"),
-                    "expiration": _iso_date(expiration_for(now, policy.key_expiration)),
+                    "expiration": (
+                        expiry.isoformat()
+                        if (expiry := expiration_for(now, policy.key_expiration))
+                        else None
+                    ),
                 },
                 "verify": f"GET /v1/models until it passes (up to {policy.activation_timeout})",
                 "destinations": [
@@ -420,10 +422,6 @@ def _plan_old(state: TargetState | None) -> list[str]:
     if state is None:
         return []
     return [k for k in (state.current.key_id if state.current else None, state.adopted_key_id) if k]
-
-
-def _iso_date(value: object) -> str | None:
-    return value.isoformat() if value is not None and hasattr(value, "isoformat") else None
 
 
 __all__ = ["Engine", "RotationState", "TargetStatus"]

@@ -40,6 +40,7 @@ from rotator.errors import (
 )
 from rotator.mistral.admin import AmbiguousCreate
 from rotator.mistral.models import VerifyOutcome
+from rotator.render import iso
 from rotator.retry import RetryPolicy, retry_async
 from rotator.secret import Secret
 
@@ -72,13 +73,9 @@ class RotationResult:
             "outcome": str(self.outcome),
             "new_key_id": self.new_key_id,
             "revoked_key_ids": list(self.revoked_key_ids),
-            "revoke_due_at": _iso(self.revoke_due_at),
+            "revoke_due_at": iso(self.revoke_due_at),
             "error": self.error,
         }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 def key_name(prefix: str, now: datetime, rotation_id: str) -> str:
@@ -230,13 +227,12 @@ class RotationRun:
 
     def promotion_order(self) -> list[Destination]:
         """Pending-capable destinations first (a label move is a cheap CAS), Vault writes last."""
-        staged = self.st.staged
-        return sorted(
-            self.ctx.destinations,
-            key=lambda d: (
-                0 if staged.get(dest_tag(d.name), None) and staged[dest_tag(d.name)].pending else 1
-            ),
-        )
+
+        def pending_first(dest: Destination) -> int:
+            staged = self.st.staged.get(dest_tag(dest.name))
+            return 0 if staged is not None and staged.pending else 1
+
+        return sorted(self.ctx.destinations, key=pending_first)
 
     async def promote_and_finish(self) -> RotationResult:
         """Promote every destination (forward only), then record and finish the rotation."""
