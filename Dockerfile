@@ -1,0 +1,57 @@
+# rotator's container image: `docker build -t rotator .` (guide: docs/deploy/container.md).
+#
+# The base is pinned by tag (Python 3.11, Debian trixie). For a reproducible build, pin it by
+# digest too: --build-arg PYTHON_IMAGE=python:3.11-slim-trixie@sha256:<digest>. Both stages use
+# the same base, so the virtualenv built in the first runs on the second's interpreter.
+ARG PYTHON_IMAGE=python:3.11-slim-trixie
+
+# -- builder: one virtualenv with the hash-checked dependencies and rotator's own wheel --------
+FROM ${PYTHON_IMAGE} AS builder
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PIP_NO_INPUT=1
+WORKDIR /src
+COPY requirements/main.txt requirements/dev.txt requirements/
+# The build backend (setuptools, wheel) comes hash-checked too: their two entries of
+# requirements/dev.txt, in a throwaway virtualenv that never reaches the final image.
+RUN python -m venv /opt/build \
+ && awk '/^[a-z]/ { keep = /^(setuptools|wheel)==/ } keep' requirements/dev.txt > /tmp/build.txt \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/build.txt
+# The runtime virtualenv has no pip and no setuptools: the build pip installs into it.
+RUN python -m venv --without-pip /opt/rotator \
+ && /opt/build/bin/pip --python /opt/rotator/bin/python install \
+      --require-hashes --no-deps --only-binary=:all: -r requirements/main.txt
+COPY pyproject.toml README.md ./
+COPY rotator/ rotator/
+RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \
+ && /opt/build/bin/pip --python /opt/rotator/bin/python install --no-deps --no-index \
+      /tmp/dist/rotator-*.whl \
+ && chmod -R a-w /opt/rotator
+
+# -- runtime: the virtualenv (root-owned, read-only), a state volume, a numeric user -----------
+FROM ${PYTHON_IMAGE}
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="rotator" \
+      org.opencontainers.image.description="Rotates Mistral AI API keys into Vault/OpenBao and AWS Secrets Manager without breaking consumers" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="Apache-2.0" \
+      org.opencontainers.image.base.name="python:3.11-slim-trixie"
+ENV PATH="/opt/rotator/bin:${PATH}" \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PYTHONSAFEPATH=1 \
+    ROTATOR_CONFIG=/etc/rotator/rotator.yaml
+COPY --from=builder /opt/rotator /opt/rotator
+RUN install -d -o 10001 -g 10001 -m 0700 /var/lib/rotator \
+ && install -d -o 0 -g 0 -m 0755 /etc/rotator
+VOLUME ["/var/lib/rotator"]
+WORKDIR /etc/rotator
+USER 10001:10001
+EXPOSE 9402
+STOPSIGNAL SIGTERM
+HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
+  CMD ["/opt/rotator/bin/python", "-m", "rotator.probe"]
+ENTRYPOINT ["/opt/rotator/bin/rotator"]
+CMD ["run"]
