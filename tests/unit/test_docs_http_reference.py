@@ -1,0 +1,117 @@
+"""docs/http-api.md lists exactly the daemon's routes and metrics.
+
+Routes are the backticked first cells (``| `GET /livez` | …``) of tables whose header row starts
+``| route |``; metrics those of tables whose header row starts ``| metric |``, with the type in
+the second cell. The app is built by :func:`rotator.daemon.http.build_app` with an admin token
+(so the API exists) and a control that is never called; metric names come from a fresh
+:class:`rotator.daemon.metrics.Metrics` registry (counters under their ``_total`` sample name).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.routing import Mount, Route
+
+from rotator.daemon.control import Health
+from rotator.daemon.http import BearerAuth, build_app
+from rotator.daemon.metrics import Metrics
+from rotator.engine.engine import TargetStatus
+from rotator.secret import Secret
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "http-api.md"
+_FIRST_CELLS = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*([^|]*?)\s*\|")
+
+
+@dataclass
+class _UnusedControl:
+    """Satisfies DaemonControl; building the app never calls it."""
+
+    health: Health = field(default_factory=Health)
+
+    def target_names(self) -> list[str]:
+        raise AssertionError("not called")
+
+    async def status(self) -> list[TargetStatus]:
+        raise AssertionError("not called")
+
+    def request_rotation(self, target: str, *, emergency: bool) -> str:
+        raise AssertionError("not called")
+
+    async def rotation_view(self, rotation_id: str) -> dict[str, object] | None:
+        raise AssertionError("not called")
+
+
+def table_rows(markdown: str, header: str) -> dict[str, str]:
+    """First cell (backticked) -> second cell, for the tables whose header starts ``header``."""
+    rows: dict[str, str] = {}
+    inside = False
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            inside = False
+            continue
+        if re.match(rf"^\|\s*{header}\s*\|", line):
+            inside = True
+            continue
+        found = _FIRST_CELLS.match(line)
+        if inside and found:
+            rows[found.group(1)] = found.group(2).strip("`")
+    return rows
+
+
+def app_routes() -> set[str]:
+    """``METHOD /path`` of every route of the app, the API's included (HEAD left out)."""
+    app = build_app(
+        _UnusedControl(), admin_token=Secret("t0ken-for-docs"), registry=Metrics().registry
+    )
+    found: set[str] = set()
+
+    def add(routes: list[object], prefix: str) -> None:
+        for route in routes:
+            if isinstance(route, Route):
+                found.update(
+                    f"{m} {prefix}{route.path}" for m in route.methods or () if m != "HEAD"
+                )
+            elif isinstance(route, Mount):
+                inner = route.app.app if isinstance(route.app, BearerAuth) else route.app
+                add(list(getattr(inner, "routes", [])), prefix + route.path)
+
+    add(list(app.routes), "")
+    return found
+
+
+def registry_metrics() -> dict[str, str]:
+    """Exposed metric name -> type, from a fresh Metrics registry."""
+    found: dict[str, str] = {}
+    for family in Metrics().registry.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        found[name] = family.type
+    return found
+
+
+def test_the_documented_routes_are_the_apps_routes() -> None:
+    """Every route the daemon serves is documented, and every documented route exists."""
+    documented = set(table_rows(DOC.read_text(encoding="utf-8"), "route"))
+    assert documented == app_routes()
+
+
+def test_the_documented_metrics_are_the_registrys_metrics_with_their_types() -> None:
+    """Every metric of the registry is documented with its type, and no other metric is."""
+    documented = table_rows(DOC.read_text(encoding="utf-8"), "metric")
+    assert documented == registry_metrics()
+
+
+def test_the_route_walk_reaches_inside_the_token_guarded_api() -> None:
+    """The API routes behind the bearer-token wrapper are found with their prefix."""
+    routes = app_routes()
+    assert "POST /api/v1/targets/{name}/rotate" in routes
+    assert "GET /livez" in routes
+    assert "HEAD /livez" not in routes
+
+
+def test_a_missing_or_extra_row_changes_the_documented_set() -> None:
+    """Rows outside a ``| metric |`` table are ignored; rows inside are read with their type."""
+    doc = "| metric | type |\n| --- | --- |\n| `a_total` | counter |\n\n| `b` | gauge |\n"
+    assert table_rows(doc, "metric") == {"a_total": "counter"}
