@@ -30,14 +30,15 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dis
 
 # -- runtime: the virtualenv (root-owned, read-only), a state volume, a numeric user -----------
 FROM ${PYTHON_IMAGE}
-ARG VERSION=0.1.0
+# The version is pyproject.toml's (a test keeps them equal); the revision is the commit built.
+ARG PYTHON_IMAGE
 ARG REVISION=unknown
 LABEL org.opencontainers.image.title="rotator" \
       org.opencontainers.image.description="Rotates Mistral AI API keys into Vault/OpenBao and AWS Secrets Manager without breaking consumers" \
-      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.version="0.1.0" \
       org.opencontainers.image.revision="${REVISION}" \
       org.opencontainers.image.licenses="Apache-2.0" \
-      org.opencontainers.image.base.name="python:3.11-slim-trixie"
+      org.opencontainers.image.base.name="${PYTHON_IMAGE}"
 ENV PATH="/opt/rotator/bin:${PATH}" \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
