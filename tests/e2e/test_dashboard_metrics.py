@@ -22,6 +22,8 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from rotator.daemon.metrics import CONDITIONS
+from rotator.engine.steps import Outcome
 from tests.e2e.test_daemon_run import TOKEN, Daemon, daemons, wait_until, write_config
 from tests.support.stack import Stack
 
@@ -38,6 +40,8 @@ TARGET_LABELS = frozenset(
 """Labels Prometheus attaches to every series of a target discovered through a ServiceMonitor."""
 SYNTHETIC: dict[str, frozenset[str]] = {"up": frozenset()}
 """Series Prometheus itself records for each target (with :data:`TARGET_LABELS` only)."""
+LABEL_VALUES = {"outcome": frozenset(Outcome), "condition": frozenset(CONDITIONS)}
+"""Every value rotator gives these labels (a live run shows only the outcomes that happened)."""
 
 # --------------------------------------------------------------------------------------------
 # A PromQL lexer: enough to find selectors, matchers and grouping labels, never fooled by
@@ -99,10 +103,12 @@ _MATCH_OPS = frozenset({"=", "!=", "=~", "!~"})
 
 @dataclass
 class Usage:
-    """What one expression uses: metric name → labels it matches on; labels it groups by."""
+    """What one expression uses: metric name → labels it matches on; labels it groups by; the
+    values it compares labels to with ``=``."""
 
     matchers: dict[str, set[str]] = field(default_factory=dict)
     grouping: set[str] = field(default_factory=set)
+    equals: set[tuple[str, str]] = field(default_factory=set)
 
 
 def _tokens(expr: str) -> list[tuple[str, str]]:
@@ -170,6 +176,8 @@ def _selector(tokens: list[tuple[str, str]], i: int, name: str | None, usage: Us
                 name = value[1][1:-1]
             else:
                 labels.add(label[1])
+                if op[1] == "=":
+                    usage.equals.add((label[1], value[1][1:-1]))
         i = end + 1
     if name is None:
         raise ValueError("a selector without a metric name")
@@ -193,6 +201,9 @@ def problems(expr: str, live: Mapping[str, frozenset[str]]) -> list[str]:
         unknown = labels - has - TARGET_LABELS
         if unknown:
             found.append(f"{name}: no label {', '.join(sorted(unknown))}")
+    for label, value in sorted(usage.equals):
+        if label in LABEL_VALUES and value not in LABEL_VALUES[label]:
+            found.append(f'{label}="{value}": not a value rotator gives {label}')
     ungrouped = usage.grouping - known
     if ungrouped:
         found.append(f"groups by {', '.join(sorted(ungrouped))}, which no metric here has")
@@ -311,6 +322,7 @@ def test_checker_accepts_what_the_exposition_has() -> None:
         ("sum by (step) (rotator_rotations_total)", "groups by step"),
         ('{__name__="rotator_leder"}', "rotator_leder: not in the live"),
         ("vector(1)", "no metric in"),
+        ('rotator_rotations_total{outcome="failed"}', 'outcome="failed": not a value'),
     ],
 )
 def test_checker_reports_a_misspelled_metric_or_label(expr: str, expected: str) -> None:

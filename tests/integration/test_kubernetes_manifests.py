@@ -602,3 +602,16 @@ def test_every_alert_is_documented_and_links_an_existing_runbook() -> None:
         assert target.is_file(), f"{name}: runbook {path} does not exist"
         if anchor:
             assert anchor in anchors(target.read_text()), f"{name}: no heading #{anchor}"
+
+
+@pytest.mark.parametrize("variant", sorted(VARIANTS))
+def test_alerts_select_the_job_the_service_monitor_produces(variant: str) -> None:
+    """Every rule selects job="<value>", the value of the Service label the ServiceMonitor takes
+    the job from (so the rules see the scraped series, whatever the Service's name)."""
+    objects = render(variant)
+    monitor = one(objects, "ServiceMonitor")["spec"]
+    job = one(objects, "Service")["metadata"]["labels"][monitor["jobLabel"]]
+    groups = one(objects, "PrometheusRule")["spec"]["groups"]
+    for rule in (r for g in groups for r in g["rules"]):
+        selected = set(re.findall(r'\bjob\s*=~?\s*"([^"]*)"', rule["expr"]))
+        assert selected == {job}, f"{rule['alert']}: selects job {selected}, scraped as {job!r}"
