@@ -224,6 +224,39 @@ def pip_installs(stage: Stage) -> list[list[str]]:
     ]
 
 
+def builder_command(dockerfile: Dockerfile, start: str, end: str = "") -> list[str]:
+    """The builder's one shell command from ``start`` to ``end``, split into words."""
+    found = [
+        c
+        for c in run_commands(dockerfile.stage("builder"))
+        if c.startswith(start) and c.endswith(end)
+    ]
+    assert len(found) == 1, f"no single builder command {start!r}...{end!r}: {found}"
+    return shlex.split(found[0])
+
+
+def picked_from_dev(dockerfile: Dockerfile, output: str, root: Path = REPO) -> str:
+    """What the builder's awk writing ``output`` picks out of ``root``/requirements/dev.txt."""
+    awk = builder_command(dockerfile, "awk ", output)
+    assert awk[2:] == ["requirements/dev.txt", ">", output], awk
+    command = [*awk[:2], str(root / awk[2])]
+    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
+
+
+def hashed_pins(text: str, source: str) -> dict[str, str]:
+    """Name → version of a hashed requirements file whose every entry is pinned with ``==`` and
+    carries a sha256 hash (fails otherwise)."""
+    body = "\n".join(line for line in text.splitlines() if not line.startswith("#"))
+    pins: dict[str, str] = {}
+    for entry in re.split(r"\n(?=[A-Za-z0-9])", body.strip()):
+        head = entry.split()[0]
+        name, sep, version = head.partition("==")
+        assert sep, f"{source}: {head} is not pinned with =="
+        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{source}: {head} has no hash"
+        pins[canonicalize_name(name)] = version
+    return pins
+
+
 @pytest.fixture(scope="module")
 def dockerfile() -> Dockerfile:
     return Dockerfile.parse(DOCKERFILE.read_text(encoding="utf-8"))
@@ -275,6 +308,10 @@ BAD_LINES: dict[str, tuple[Callable[[str], str], str]] = {
         "DL3007",
     ),
     "licence not SPDX": (lambda text: text.replace('"Apache-2.0"', '"Apache 2"'), "DL3054"),
+    "OCI title label missing": (
+        lambda text: text.replace('image.title="rotator"', 'image.vendor="rotator"'),
+        "DL3049",
+    ),
 }
 
 
@@ -322,8 +359,8 @@ def test_base_image_is_pinned_and_shared_by_both_stages(dockerfile: Dockerfile) 
 
 def test_requirements_are_installed_hash_checked_and_complete(dockerfile: Dockerfile) -> None:
     """Every pip install in the builder is hash-checked binaries without resolution, or rotator's
-    own wheel offline; requirements/main.txt pins with hashes exactly the tested versions and
-    every runtime dependency (so --no-deps leaves nothing out)."""
+    own wheel offline; main.txt and the PostgreSQL driver picked from dev.txt pin, with hashes,
+    exactly the versions the tests ran and every runtime dependency (--no-deps misses none)."""
     installs = pip_installs(dockerfile.stage("builder"))
     assert len(installs) == 3, installs
     for argv in installs:
@@ -333,17 +370,13 @@ def test_requirements_are_installed_hash_checked_and_complete(dockerfile: Docker
         else:
             assert "--no-index" in argv, argv
             assert argv[-1].endswith(".whl"), argv
-    assert any(argv[argv.index("-r") + 1] == "requirements/main.txt" for argv in installs)
+    files = {argv[n + 1] for argv in installs for n, word in enumerate(argv) if word == "-r"}
+    assert files == {"/tmp/build.txt", "requirements/main.txt", "/tmp/postgres.txt"}
 
-    text = (REPO / "requirements" / "main.txt").read_text(encoding="utf-8")
-    entries = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2].strip())
-    pins: dict[str, str] = {}
-    for entry in entries:
-        head = entry.split()[0]
-        name, sep, version = head.partition("==")
-        assert sep, f"requirements/main.txt: {head} is not pinned with =="
-        assert re.search(r"--hash=sha256:[0-9a-f]{64}", entry), f"{head} has no hash"
-        pins[canonicalize_name(name)] = version
+    main = hashed_pins((REPO / "requirements/main.txt").read_text(), "requirements/main.txt")
+    postgres = hashed_pins(picked_from_dev(dockerfile, "/tmp/postgres.txt"), "/tmp/postgres.txt")
+    assert sorted(postgres) == ["psycopg", "psycopg-binary"]
+    pins = main | postgres
     for name, version in pins.items():
         assert metadata.version(name) == version, f"{name}: image {version}, tests ran another"
     for name in ["rotator", *pins]:
@@ -464,33 +497,17 @@ def test_build_context_holds_what_the_build_copies(dockerfile: Dockerfile, tmp_p
         assert not name.endswith(".pyc"), name
 
 
-def builder_command(dockerfile: Dockerfile, start: str, end: str = "") -> list[str]:
-    """The builder's one shell command from ``start`` to ``end``, split into words."""
-    found = [
-        c
-        for c in run_commands(dockerfile.stage("builder"))
-        if c.startswith(start) and c.endswith(end)
-    ]
-    assert len(found) == 1, f"no single builder command {start!r}...{end!r}: {found}"
-    return shlex.split(found[0])
-
-
 def test_builder_steps_replayed_offline(dockerfile: Dockerfile, tmp_path: Path) -> None:
     """The builder's own commands, on the context: its awk picks exactly the hashed setuptools
     and wheel the tests use; its pip wheel builds rotator (probe and py.typed included); its
     pip --python installs it into a venv that has no pip, no setuptools."""
-    awk = builder_command(dockerfile, "awk ")
     context = tmp_path / "context"
     build_context(context)
-    build_txt = subprocess.run(
-        [*awk[:2], str(context / awk[2])], capture_output=True, text=True, check=True
-    ).stdout
-    picked = re.findall(r"^([a-z0-9-]+)==(\S+) \\$", build_txt, re.MULTILINE)
-    assert sorted(picked) == [
-        ("setuptools", metadata.version("setuptools")),
-        ("wheel", metadata.version("wheel")),
-    ]
-    assert len(re.findall(r"--hash=sha256:[0-9a-f]{64}", build_txt)) >= 2
+    build_tools = hashed_pins(picked_from_dev(dockerfile, "/tmp/build.txt", context), "build")
+    assert build_tools == {
+        "setuptools": metadata.version("setuptools"),
+        "wheel": metadata.version("wheel"),
+    }
 
     runtime = tmp_path / "runtime"
     places = ((BUILD_VENV, VENV), (IMAGE_VENV, runtime), ("/tmp", tmp_path))
