@@ -1,0 +1,156 @@
+"""``scripts/demo`` as a newcomer runs it: a real process on free ports, stopped by its duration
+or by Ctrl-C (SIGINT to its process group).
+
+Each run must show the first rotation (the key made before rotator replaced), the consumer must
+see no failure, nothing the demo started may outlive it, and no key-shaped string may reach its
+output.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from rotator.dev.processes import port_in_use
+from rotator.logs import scrub
+from tests.support.servers import free_port
+
+pytestmark = pytest.mark.e2e
+
+DEMO = Path(__file__).resolve().parents[2] / "scripts" / "demo"
+GUARD = 90.0
+"""Seconds any awaited line may take before the test gives up (a hang guard, not a timing)."""
+EXISTING = re.compile(r"demo-backend +existing +key ([0-9a-f]{12}) made before rotator")
+
+
+class DemoRun:
+    """One ``scripts/demo`` process in its own session; its output collected line by line."""
+
+    def __init__(self, tmp_path: Path, *args: str) -> None:
+        self.ports = {name: free_port() for name in ("MISTRAL", "VAULT", "AWS", "HTTP")}
+        env = {k: v for k, v in os.environ.items() if not k.startswith("ROTATOR_")}
+        env |= {f"ROTATOR_DEMO_{name}_PORT": str(port) for name, port in self.ports.items()}
+        env["ROTATOR_DEMO_DIR"] = str(tmp_path / "demo")
+        self.proc = subprocess.Popen(
+            [str(DEMO), *args],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            text=True,
+        )
+        self.lines: list[str] = []
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.children: list[psutil.Process] = []
+        self.names: list[str] = []
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        with self.proc.stdout:
+            for text in self.proc.stdout:
+                self.lines.append(text.rstrip("\n"))
+
+    def output(self) -> str:
+        return "\n".join(self.lines)
+
+    def wait_line(self, match: Callable[[str], bool], what: str) -> str:
+        """The first output line ``match`` accepts, waiting for it within :data:`GUARD`."""
+        deadline = time.monotonic() + GUARD
+        while True:
+            over = self.proc.poll() is not None or time.monotonic() > deadline
+            if over:
+                self._reader.join(timeout=5)
+            found = next((text for text in list(self.lines) if match(text)), None)
+            if found is not None:
+                return found
+            if over:
+                raise AssertionError(f"never printed: {what}\n{self.output()}")
+            time.sleep(0.1)
+
+    def record_children(self) -> None:
+        """Every process the demo started (call once the daemon is up)."""
+        self.children = psutil.Process(self.proc.pid).children(recursive=True)
+        self.names = [" ".join(child.cmdline()[1:4]) for child in self.children]
+
+    def wait(self) -> int:
+        code = self.proc.wait(timeout=GUARD)
+        self._reader.join(timeout=10)
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        for child in self.children:
+            if child.is_running():
+                child.kill()
+
+
+@pytest.fixture
+def runs() -> Iterator[list[DemoRun]]:
+    """Started demos, killed at the end whatever happened."""
+    started: list[DemoRun] = []
+    yield started
+    for run in started:
+        run.kill()
+
+
+def check_clean_exit(run: DemoRun, code: int, expected: int, *, calls: str = r"[1-9]\d*") -> None:
+    """The exit status, the goodbye line, the consumer's record, nothing left, no key shown."""
+    output = run.output()
+    assert code == expected, output
+    goodbye = run.lines[-1]
+    assert goodbye.startswith("demo: stopped ("), output
+    assert "everything it started stopped" in goodbye, output
+    assert re.search(rf"consumer {calls} calls? with 0 failures", goodbye), output
+    assert " FAILED " not in output
+    assert len(run.children) >= 4, f"expected the stand-ins and the daemon, saw {run.names}"
+    assert [c.pid for c in run.children if c.is_running()] == []
+    assert [p for p in run.ports.values() if port_in_use(p)] == []
+    assert scrub(output) == output, "a key-shaped string reached the demo's output"
+
+
+def start(tmp_path: Path, runs: list[DemoRun], *args: str) -> tuple[DemoRun, str]:
+    """A started demo, its children recorded, and the fingerprint of demo-backend's first key."""
+    run = DemoRun(tmp_path, *args)
+    runs.append(run)
+    legacy = EXISTING.search(run.wait_line(EXISTING.search, "the key made before rotator"))
+    assert legacy is not None
+    run.wait_line(lambda text: " up " in text and "rotator run serves" in text, "daemon up")
+    run.record_children()
+    return run, legacy.group(1)
+
+
+def test_demo_stops_after_its_duration(tmp_path: Path, runs: list[DemoRun]) -> None:
+    """With ``--for``, the demo first rotates demo-backend's key made by hand, then stops by
+    itself with exit 0 and leaves no process and no listening port behind."""
+    run, legacy = start(tmp_path, runs, "--for", "2")
+    code = run.wait()
+    rotated = [text for text in run.lines if "demo-backend" in text and " rotated " in text]
+    assert rotated, run.output()
+    served = re.search(rf"{legacy} -> [0-9a-f]{{12}}, served by ([a-z, -]+) \(", rotated[0])
+    assert served is not None, rotated[0]
+    assert sorted(served.group(1).split(", ")) == ["aws-demo", "vault-demo"]
+    check_clean_exit(run, code, 0, calls=r"\d+")
+    assert "(time is up)" in run.lines[-1]
+
+
+def test_demo_revokes_after_grace_and_stops_on_ctrl_c(tmp_path: Path, runs: list[DemoRun]) -> None:
+    """The old key is revoked once its grace is over while the consumer keeps working; SIGINT to
+    the demo's process group then stops everything and exits 130."""
+    run, legacy = start(tmp_path, runs)
+    run.wait_line(lambda text: f"revoked   old key {legacy}" in text, "the old key revoked")
+    run.wait_line(lambda text: " consumer " in text and ", 0 failures" in text, "consumer")
+    os.killpg(run.proc.pid, signal.SIGINT)
+    check_clean_exit(run, run.wait(), 130)
+    assert "(Ctrl-C)" in run.lines[-1]
