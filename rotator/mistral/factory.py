@@ -8,6 +8,9 @@ from rotator.mistral._http import OnCall
 from rotator.mistral.admin import MistralAdminClient
 from rotator.mistral.verify import MistralVerifier
 
+ACTIVATION_POLL_MAX = 0.5
+"""Seconds: the longest wait between two ``GET /v1/models`` polls of a key not active yet."""
+
 
 def admin_client(
     settings: MistralSettings, *, clock: Clock | None = None, on_call: OnCall | None = None
@@ -31,11 +34,16 @@ def verifier(
     clock: Clock | None = None,
     on_call: OnCall | None = None,
 ) -> MistralVerifier:
-    """The ``GET /v1/models`` verifier; with ``admin`` it tells a spend limit from a rate limit."""
+    """The ``GET /v1/models`` verifier; with ``admin`` it tells a spend limit from a rate limit.
+
+    Activation polls back off to :data:`ACTIVATION_POLL_MAX` at most, so a rotation waiting for
+    its new key sees it active within about that long of Mistral activating it.
+    """
     return MistralVerifier(
         api_url=str(settings.api_url),
         timeout=settings.timeout.total_seconds(),
         clock=clock,
         spend_limit_probe=admin.spend_limit_reached if admin is not None else None,
         on_call=on_call,
+        max_delay=ACTIVATION_POLL_MAX,
     )

@@ -11,9 +11,8 @@ The verdict depends on the HTTP status only, never on the body (live bodies vary
     network, other
 
 :meth:`MistralVerifier.wait_active` polls inside an activation window with jittered exponential
-backoff (0.1 s doubling to 0.5 s, so a key is seen active at most about half a second after it
-is: the rotation waits on it), waits out a ``Retry-After`` on 429 when the window allows, and
-stops at once on PAYMENT_REQUIRED or SPEND_LIMITED, which a few seconds will not cure.
+backoff (0.1 s doubling to about 1 s), waits out a ``Retry-After`` on 429 when the window allows,
+and stops at once on PAYMENT_REQUIRED or SPEND_LIMITED, which a few seconds will not cure.
 """
 
 from __future__ import annotations
@@ -60,7 +59,7 @@ class MistralVerifier(HttpBackend):
         on_call: OnCall | None = None,
         user_agent: str = USER_AGENT,
         first_delay: float = 0.1,
-        max_delay: float = 0.5,
+        max_delay: float = 1.0,
         rand: Callable[[], float] = uniform01,
     ) -> None:
         self._probe = spend_limit_probe
