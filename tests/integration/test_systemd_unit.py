@@ -50,6 +50,9 @@ import httpx
 import pytest
 import yaml
 
+from rotator.config import load_config
+from rotator.daemon.runner import Timings
+from rotator.errors import ConfigError
 from tests.support.jsonlog import read_events
 from tests.support.stack import Stack
 
@@ -99,9 +102,7 @@ def exposure(unit: Path) -> tuple[float, str, int]:
     """The overall exposure of ``unit``, its line, and the exit status at the 2.0 threshold."""
     threshold = round(MAX_EXPOSURE * 10)
     result = systemd_analyze("security", "--offline=true", f"--threshold={threshold}", str(unit))
-    match = re.search(
-        r"^.*Overall exposure level for \S+: (\d+\.\d+).*$", result.stdout, re.MULTILINE
-    )
+    match = EXPOSURE_LINE.search(result.stdout)
     assert match, f"no exposure line in: {result.stdout[-500:]} {result.stderr}"
     return float(match.group(1)), match.group(0), result.returncode
 
@@ -173,8 +174,6 @@ def test_unit_fits_the_daemon() -> None:
     """The unit matches what rotator run does: notify from the main process only, a stop timeout
     above the SIGTERM drain, a watchdog several heartbeats long, and the W^X rule and
     NoNewPrivileges that the runtime tests below apply."""
-    from rotator.daemon.runner import Timings
-
     unit = directives(UNIT.read_text())
     timings = Timings()
     assert (unit["Type"], unit["NotifyAccess"]) == (["notify"], ["main"])
@@ -191,9 +190,6 @@ def test_unit_fits_the_daemon() -> None:
 def test_example_config_reads_every_credential(tmp_path: Path) -> None:
     """systemd/rotator.yaml.example loads with the unit's credential names and state directory;
     an optional credential left to its empty SetCredential= fallback is named in the error."""
-    from rotator.config import load_config
-    from rotator.errors import ConfigError
-
     creds = tmp_path / "credentials"
     creds.mkdir()
     for name in ("mistral-admin-key", "vault-token", "admin-token", "webhook-url"):
