@@ -43,6 +43,8 @@ ROTATION_BUCKETS = (1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0
 BACKEND_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 _FAILED = frozenset({Outcome.ROLLED_BACK, Outcome.STUCK})
+_COUNTED = tuple(str(o) for o in Outcome if o is not Outcome.PLANNED)
+"""The outcomes ``rotator_rotations_total`` counts (a dry run's ``planned`` is never counted)."""
 
 # The step a rotation was attempting, from the last forward state it journaled (rolling_back,
 # rolled_back and stuck are not forward states: a recovered rotation may go on after stuck).
@@ -276,6 +278,7 @@ class Metrics:
             registry=self.registry,
         )
         self._leading = False
+        self._declared: frozenset[str] = frozenset()
         build = Gauge(
             "rotator_build_info",
             "Always 1; the version label names the running build.",
@@ -292,8 +295,24 @@ class Metrics:
         *,
         now: datetime,
     ) -> None:
-        """Replace the snapshot the state-derived gauges show (see :func:`snapshot`)."""
+        """Replace the snapshot the state-derived gauges show (see :func:`snapshot`), and make
+        every configured target's rotation counters exist from 0 (see :meth:`declare_targets`)."""
         self._state.rows = snapshot(cfg, statuses, states, now=now)
+        self.declare_targets(target.name for target in cfg.targets)
+
+    def declare_targets(self, names: Iterable[str]) -> None:
+        """Create ``rotator_rotations_total`` at 0 for each of ``names`` and every outcome a
+        rotation can end with, and drop the series of targets no longer configured. A counter
+        series that appears only at its first increment is invisible to ``increase()``, so
+        without this the first failure of a target would never fire an alert. Idempotent."""
+        wanted = frozenset(names)
+        for gone in self._declared - wanted:
+            for outcome in _COUNTED:
+                self._rotations.remove(gone, outcome)
+        for name in wanted - self._declared:
+            for outcome in _COUNTED:
+                self._rotations.labels(target=name, outcome=outcome)
+        self._declared = wanted
 
     @property
     def targets(self) -> tuple[TargetSnapshot, ...]:

@@ -271,6 +271,22 @@ def test_refresh_replaces_the_snapshot_and_drops_unconfigured_targets() -> None:
     assert [row.target for row in m.targets] == ["a"]
 
 
+def test_every_configured_target_has_its_rotation_counters_from_zero() -> None:
+    """After a refresh each target shows rotations_total at 0 for every counted outcome (so the
+    first failure is an increase an alert can see); a target that leaves loses its series."""
+    m = Metrics()
+    m.refresh(config("a", "b"), [status("a"), status("b")], [], now=NOW)
+    for target in ("a", "b"):
+        for outcome in ("rotated", "promoted", "rolled_back", "stuck", "skipped"):
+            labels = {"target": target, "outcome": outcome}
+            assert m.sample("rotator_rotations_total", labels) == 0.0
+        assert m.sample("rotator_rotations_total", {"target": target, "outcome": "planned"}) is None
+    m.observe_rotation(RotationResult("a", ROTATION_ID, Outcome.STUCK), 1.0)
+    m.refresh(config("a"), [status("a")], [], now=NOW)
+    assert m.sample("rotator_rotations_total", {"target": "a", "outcome": "stuck"}) == 1.0
+    assert m.sample("rotator_rotations_total", {"target": "b", "outcome": "stuck"}) is None
+
+
 def test_observe_rotation_counts_outcomes_and_durations() -> None:
     """Each finished rotation adds to rotations_total{outcome} and the duration histogram."""
     m = Metrics()
