@@ -33,6 +33,9 @@ RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dis
  && chmod -R a-w /opt/rotator
 
 # -- runtime: the virtualenv (root-owned, read-only), a state volume, a numeric user -----------
+# The configuration is mounted read-only at /etc/rotator/rotator.yaml (also the working
+# directory); its server.listen must be 0.0.0.0:9402 for the port to be reachable from outside
+# (the health check probes loopback either way). The state lives on the /var/lib/rotator volume.
 FROM ${PYTHON_IMAGE}
 # The version is pyproject.toml's (a test keeps them equal); the revision is the commit built.
 ARG PYTHON_IMAGE
@@ -55,6 +58,8 @@ VOLUME ["/var/lib/rotator"]
 WORKDIR /etc/rotator
 USER 10001:10001
 EXPOSE 9402
+# The daemon handles SIGTERM itself (so also as PID 1): it drains in-flight rotations for up to
+# 60 s, then exits 0. Stop it with more time than that: docker stop -t 90.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
   CMD ["/opt/rotator/bin/python", "-m", "rotator.probe"]
