@@ -18,6 +18,14 @@ applies either rule, or both, plus NoNewPrivileges, then ``exec``s a command: bo
 ``execve``, so the command (the real ``rotator``) starts and runs under them from its first
 instruction.
 
+**System call filter.** The launcher can also load the unit's ``SystemCallFilter=`` (an allow
+list: ``@system-service`` without ``@privileged`` and ``@resources``, plus the calls systemd always
+allows; EPERM for the rest, as ``SystemCallErrorNumber=EPERM``; other ABIs refused, as
+``SystemCallArchitectures=native``), built from ``systemd-analyze syscall-filter``. So rotator's
+imports, a rotation and the daemon are run under W^X and that filter together. The other
+sandbox settings (namespaces, read-only file system, dynamic user) need systemd itself and are
+left to ``verify`` and ``security``.
+
 **Environment contract.** Under the unit, systemd hands rotator ``NOTIFY_SOCKET``,
 ``WATCHDOG_USEC``, ``CREDENTIALS_DIRECTORY`` and ``STATE_DIRECTORY``; the daemon test plays
 systemd's part with a real datagram socket (the protocol details are in
@@ -249,6 +257,22 @@ def _seccomp_wx_program() -> list[tuple[int, int, int, int]]:
     ]
 
 
+def _seccomp_allow_program(numbers: list[int]) -> list[tuple[int, int, int, int]]:
+    """SystemCallFilter= with SystemCallErrorNumber=EPERM and SystemCallArchitectures=native as
+    classic BPF, x86_64: the listed system calls pass, any other (or another ABI's) gets EPERM."""
+    allow = [
+        op for nr in sorted(set(numbers)) for op in ((JEQ_K, 0, 1, nr), (RET_K, 0, 0, RET_ALLOW))
+    ]
+    return [
+        (LD_W_ABS, 0, 0, 4),  # seccomp_data.arch
+        (JEQ_K, 1, 0, AUDIT_ARCH_X86_64),
+        (RET_K, 0, 0, RET_EPERM),
+        (LD_W_ABS, 0, 0, 0),  # seccomp_data.nr (x32 calls carry bit 30: never listed)
+        *allow,
+        (RET_K, 0, 0, RET_EPERM),
+    ]
+
+
 class _SockFprog(ctypes.Structure):
     _fields_ = [("len", ctypes.c_ushort), ("filter", ctypes.c_char_p)]
 
@@ -259,26 +283,34 @@ def _prctl(libc: ctypes.CDLL, *args: Any) -> None:
         raise OSError(code, f"prctl{args[:2]}: {os.strerror(code)}")
 
 
-def restrict(mode: str) -> None:
-    """Apply NoNewPrivileges and the W^X rule ``mode`` (mdwe, seccomp, both or none)."""
+def restrict(mode: str, allowed_syscalls: list[int] | None = None) -> None:
+    """Apply NoNewPrivileges, the W^X rule ``mode`` (mdwe, seccomp, both or none) and, if
+    given, an allow list of system call numbers (others fail with EPERM)."""
     if mode not in {"mdwe", "seccomp", "both", "none"}:
         raise SystemExit(f"unknown W^X mode {mode!r}: mdwe, seccomp, both or none")
+    if mode != "none" and os.uname().machine != "x86_64":
+        raise SystemExit("the seccomp programs here are written for x86_64")
     libc = ctypes.CDLL(None, use_errno=True)
     _prctl(libc, PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
-    if mode in {"seccomp", "both"}:
-        if os.uname().machine != "x86_64":
-            raise SystemExit("the seccomp W^X filter here is written for x86_64")
-        code = b"".join(struct.pack("<HBBI", *op) for op in _seccomp_wx_program())
-        prog = _SockFprog(len(code) // 8, code)
-        _prctl(libc, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0)
     if mode in {"mdwe", "both"}:
         _prctl(libc, PR_SET_MDWE, PR_MDWE_REFUSE_EXEC_GAIN, 0, 0, 0)
         assert libc.prctl(PR_GET_MDWE, 0, 0, 0, 0) == PR_MDWE_REFUSE_EXEC_GAIN
+    if mode in {"seccomp", "both"}:
+        _load_seccomp(libc, _seccomp_wx_program())
+    if allowed_syscalls is not None:  # last: installing filters needs prctl and seccomp
+        _load_seccomp(libc, _seccomp_allow_program(allowed_syscalls))
+
+
+def _load_seccomp(libc: ctypes.CDLL, program: list[tuple[int, int, int, int]]) -> None:
+    code = b"".join(struct.pack("<HBBI", *op) for op in program)
+    prog = _SockFprog(len(code) // 8, code)
+    _prctl(libc, PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.byref(prog), 0, 0)
 
 
 def probe() -> dict[str, str]:
-    """Try what W^X forbids: a W+X mapping, a RW mapping made executable (mprotect and
-    pkey_mprotect), an executable System V shared memory attach; errno name or "allowed"."""
+    """Try what W^X forbids (a W+X mapping, a RW mapping made executable by mprotect or
+    pkey_mprotect, an executable System V shared memory attach) and a system call the unit's
+    filter refuses (sched_setaffinity, in @resources); the errno name of each, or "allowed"."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.syscall.restype = libc.shmat.restype = ctypes.c_void_p
     page = mmap.mmap(-1, mmap.PAGESIZE, prot=mmap.PROT_READ | mmap.PROT_WRITE)
@@ -302,6 +334,7 @@ def probe() -> dict[str, str]:
                 lambda: libc.syscall(NR_PKEY_MPROTECT, address, size, rx, ctypes.c_int(-1))
             ),
             "shmat_exec": attempt(lambda: libc.shmat(segment, None, SHM_EXEC)),
+            "sched_setaffinity": attempt(lambda: os.sched_setaffinity(0, os.sched_getaffinity(0))),
         }
     finally:
         libc.shmctl(segment, IPC_RMID, None)
@@ -347,20 +380,32 @@ def import_all() -> dict[str, Any]:
 
 
 def main(argv: list[str]) -> None:
-    """``restrict MODE -- CMD…`` (apply, then exec CMD), ``probe`` or ``import-all`` (JSON)."""
-    if argv[:1] == ["restrict"] and argv[2:3] == ["--"]:
-        restrict(argv[1])
-        os.execv(argv[3], argv[3:])
+    """``restrict MODE [--syscalls FILE] -- CMD…`` (apply, then exec CMD; FILE: a JSON list of
+    allowed system call numbers), ``probe`` or ``import-all`` (a JSON line on stdout)."""
+    if argv[:1] == ["restrict"] and "--" in argv:
+        split = argv.index("--")
+        mode, options, command = argv[1], argv[2:split], argv[split + 1 :]
+        allowed = None
+        if options[:1] == ["--syscalls"] and len(options) == 2:
+            allowed = [int(nr) for nr in json.loads(Path(options[1]).read_text())]
+        elif options:
+            raise SystemExit(f"unknown options {options}")
+        restrict(mode, allowed)
+        os.execv(command[0], command)
     elif argv == ["probe"]:
         print(json.dumps(probe()))
     elif argv == ["import-all"]:
         print(json.dumps(import_all()))
     else:
-        raise SystemExit(f"usage: {' '.join(LAUNCHER)} restrict MODE -- CMD… | probe | import-all")
+        raise SystemExit(
+            f"usage: {' '.join(LAUNCHER)} restrict MODE [--syscalls FILE] -- CMD… | probe"
+            " | import-all"
+        )
 
 
-def restricted(mode: str, *command: str) -> list[str]:
-    return [*LAUNCHER, "restrict", mode, "--", *command]
+def restricted(mode: str, *command: str, syscalls: Path | None = None) -> list[str]:
+    options = ["--syscalls", str(syscalls)] if syscalls is not None else []
+    return [*LAUNCHER, "restrict", mode, *options, "--", *command]
 
 
 def launch(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
@@ -370,7 +415,63 @@ def launch(args: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
     )
 
 
-# -- W^X: the tests -----------------------------------------------------------------------------
+# -- SystemCallFilter=: the unit's allow list as numbers ---------------------------------------
+
+IMPLICIT_SYSCALLS = (
+    *("execve", "exit", "exit_group", "getrlimit", "rt_sigreturn", "sigreturn"),
+    *("clock_gettime", "clock_getres", "gettimeofday", "time", "nanosleep", "clock_nanosleep"),
+)
+"""Allowed whatever the filter says (systemd.exec(5), SystemCallFilter=)."""
+
+
+def syscall_groups() -> dict[str, list[str]]:
+    """Each ``@group`` systemd-analyze knows, with its members (names and ``@groups``)."""
+    groups: dict[str, list[str]] = {}
+    members: list[str] | None = None
+    for line in systemd_analyze("syscall-filter").stdout.splitlines():
+        if line.startswith("@"):
+            members = groups.setdefault(line.strip(), [])
+        elif not line.startswith(" "):
+            members = None
+        elif members is not None and not line.strip().startswith("#"):
+            members.append(line.strip())
+    return groups
+
+
+def expand(item: str, groups: dict[str, list[str]]) -> set[str]:
+    if not item.startswith("@"):
+        return {item}
+    return set().union(*(expand(member, groups) for member in groups[item]))
+
+
+@pytest.fixture(scope="module")
+def unit_syscalls(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The unit's SystemCallFilter= lines as a JSON list of this machine's system call numbers
+    (names from systemd-analyze, numbers from libseccomp, which systemd itself links)."""
+    groups = syscall_groups()
+    filters = directives(UNIT.read_text())["SystemCallFilter"]
+    assert not filters[0].startswith("~"), "the first SystemCallFilter= must be an allow list"
+    names: set[str] = set()
+    for value in filters:
+        items = set().union(*(expand(item, groups) for item in value.lstrip("~").split()))
+        names = names - items if value.startswith("~") else names | items
+    names |= set(IMPLICIT_SYSCALLS)
+    try:
+        libseccomp = ctypes.CDLL("libseccomp.so.2")
+    except OSError:
+        pytest.fail("libseccomp.so.2 is missing (Debian package libseccomp2, a systemd dependency)")
+    resolve = libseccomp.seccomp_syscall_resolve_name
+    resolve.argtypes, resolve.restype = [ctypes.c_char_p], ctypes.c_int
+    numbers = [nr for nr in (resolve(name.encode()) for name in sorted(names)) if nr >= 0]
+    assert resolve(b"sched_setaffinity") not in numbers  # in @resources: refused
+    path = tmp_path_factory.mktemp("seccomp") / "allowed-syscalls.json"
+    path.write_text(json.dumps(numbers))
+    return path
+
+
+# -- W^X and the system call filter: the tests -------------------------------------------------
+
+WX_ATTEMPTS = ("mmap_wx", "mprotect_x", "pkey_mprotect_x", "shmat_exec")
 
 
 @pytest.mark.parametrize(
@@ -386,30 +487,47 @@ def test_wx_rule_takes_effect_across_exec(mode: str, expected: str) -> None:
     to writable-and-executable memory (and without a rule all four succeed: the rule refuses)."""
     result = launch(restricted(mode, *LAUNCHER, "probe"))
     assert result.returncode == 0, result.stderr
-    attempts = json.loads(result.stdout)
-    assert attempts == dict.fromkeys(
-        ["mmap_wx", "mprotect_x", "pkey_mprotect_x", "shmat_exec"], expected
-    )
+    assert json.loads(result.stdout) == {
+        **dict.fromkeys(WX_ATTEMPTS, expected),
+        "sched_setaffinity": "allowed",
+    }
 
 
-def test_runtime_dependencies_load_under_wx() -> None:
-    """Under both W^X rules every runtime dependency imports, native extensions included."""
-    result = launch(restricted("both", *LAUNCHER, "import-all"))
+def test_syscall_filter_takes_effect(unit_syscalls: Path) -> None:
+    """The unit's SystemCallFilter=, applied by the launcher, refuses sched_setaffinity (in
+    @resources) and pkey_mprotect (in no group it allows) with EPERM, and leaves the other
+    memory calls to the W^X rule."""
+    result = launch(restricted("none", *LAUNCHER, "probe", syscalls=unit_syscalls))
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == {
+        **dict.fromkeys(WX_ATTEMPTS, "allowed"),
+        "pkey_mprotect_x": "EPERM",
+        "sched_setaffinity": "EPERM",
+    }
+
+
+def test_runtime_dependencies_load_in_the_sandbox(unit_syscalls: Path) -> None:
+    """Under both W^X rules and the unit's system call filter every runtime dependency imports,
+    native extensions included."""
+    result = launch(restricted("both", *LAUNCHER, "import-all", syscalls=unit_syscalls))
     assert result.returncode == 0, result.stderr
     imported = json.loads(result.stdout)["imported"]
     assert {"pydantic_core._pydantic_core", "greenlet._greenlet", "yaml._yaml"} <= set(imported)
     assert len(imported) >= 40
 
 
-def test_rotation_under_wx(stack: Stack, state_url: str, tmp_path: Path) -> None:
-    """Under both W^X rules ``rotator rotate`` promotes a new key everywhere (stand-in, OpenBao,
-    moto), and the new key is what consumers read."""
+def test_rotation_in_the_sandbox(
+    stack: Stack, state_url: str, tmp_path: Path, unit_syscalls: Path
+) -> None:
+    """Under both W^X rules and the unit's system call filter ``rotator rotate`` promotes a new
+    key everywhere (stand-in, OpenBao, moto), and the new key is what consumers read."""
     spec = stack.add_target(("vault", "aws"))
     old_key_id = stack.seed(spec)
     config = stack.write_config(tmp_path / "rotator.yaml", state_url=state_url)
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ROTATOR_"))}
-    command = restricted("both", ROTATOR, "--log-level", "WARNING", "-c", str(config))
-    result = launch([*command, "rotate", "--all", "--json"], env={**env, **stack.aws_env()})
+    rotate = [ROTATOR, "--log-level", "WARNING", "-c", str(config), "rotate", "--all", "--json"]
+    command = restricted("both", *rotate, syscalls=unit_syscalls)
+    result = launch(command, env={**env, **stack.aws_env()})
     assert result.returncode == 0, result.stderr
     (row,) = json.loads(result.stdout)
     assert (row["target"], row["outcome"]) == (spec.name, "promoted")
@@ -531,15 +649,16 @@ def systemd_config(stack: Stack, path: Path) -> Path:
     return path
 
 
-def test_daemon_under_the_unit_contract(stack: Stack, tmp_path: Path) -> None:
-    """``rotator run`` as the unit starts it (W^X, credentials, state directory, notify socket,
-    watchdog): READY=1, WATCHDOG=1 pings, a scheduled rotation, /readyz and an authenticated API
-    call answered, then on SIGTERM STOPPING=1 and exit status 0."""
+def test_daemon_under_the_unit_contract(stack: Stack, tmp_path: Path, unit_syscalls: Path) -> None:
+    """``rotator run`` as the unit starts it (W^X, system call filter, credentials, state
+    directory, notify socket, watchdog): READY=1, WATCHDOG=1 pings, a scheduled rotation,
+    /readyz and an authenticated API call answered, then on SIGTERM STOPPING=1 and exit 0."""
     spec = stack.add_target(("vault", "aws"))
     stack.seed(spec)
     config = systemd_config(stack, tmp_path / "rotator.yaml")
     env = systemd_environment(tmp_path, stack)
-    command = restricted("both", ROTATOR, "--log-format", "json", "run", "--config", str(config))
+    run = [ROTATOR, "--log-format", "json", "run", "--config", str(config)]
+    command = restricted("both", *run, syscalls=unit_syscalls)
     daemon = Daemon(command, env, tmp_path / "daemon.log", tmp_path / "notify")
     try:
         ready = daemon.notification("READY")
