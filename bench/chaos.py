@@ -57,7 +57,7 @@ class Plan:
     seed: int
     early_share: float = 0.15
     """Share of kills landing at a random moment of the start, recovery included."""
-    kill_after: tuple[float, float] = (0.2, 5.0)
+    kill_after: tuple[float, float] = (0.2, 4.0)
     restart_every: tuple[float, float] = (30.0, 60.0)
     policy: Policy = field(default_factory=Policy)
     timing: ConsumerTiming = field(default_factory=ConsumerTiming)
@@ -152,6 +152,24 @@ class Campaign:
             env=self.world.rotator_env(),
             log=log,
         )
+        try:
+            self.live_cycle(daemon)
+        finally:  # whatever happens, no daemon outlives its cycle
+            daemon.kill()
+            daemon.reap()
+        if daemon.killed_at is None:
+            self.kills[f"daemon exited by itself (status {daemon.exit_code})"] += 1
+        self.daemons.add(daemon)
+        recovered = any(is_recovered(e) for e in daemon.events)
+        self.kills["total"] += 1
+        self.kills["while running" if recovered else "during the start's recovery"] += 1
+        self.report.violations += self.checker.leaks.scan_files([log])
+        if n % DB_SCAN_EVERY == 0:
+            self.report.violations += self.checker.leaks.scan_files(self.db_files(), whole=True)
+        self.count_cut()
+
+    def live_cycle(self, daemon: DaemonProcess) -> None:
+        """Wait for the moment to kill, arm the kill, check while the daemon runs, kill."""
         spawned = time.monotonic()
         if self.rng.random() < self.plan.early_share:
             # Into the start's recovery: it begins as leadership is gained.
@@ -166,24 +184,14 @@ class Campaign:
             timer = threading.Timer(self.rng.uniform(*self.plan.kill_after), daemon.kill)
             timer.start()
             if daemon.url is not None:
-                answers, texts = api_calls(daemon.url, ADMIN_TOKEN)
+                answers, texts = api_calls(daemon.url, ADMIN_TOKEN, self.rng)
                 self.api.update(answers)
                 for where, text in texts:
                     self.report.violations += self.checker.leaks.scan(where, text.encode())
-        self.check()
-        timer.join()
-        daemon.kill()
-        if daemon.exited_by_itself():
-            self.kills[f"daemon exited by itself (status {daemon.proc.returncode})"] += 1
-        daemon.reap()
-        self.daemons.add(daemon)
-        recovered = any(is_recovered(e) for e in daemon.events)
-        self.kills["total"] += 1
-        self.kills["while running" if recovered else "during the start's recovery"] += 1
-        self.report.violations += self.checker.leaks.scan_files([log])
-        if n % DB_SCAN_EVERY == 0:
-            self.report.violations += self.checker.leaks.scan_files(self.db_files(), whole=True)
-        self.count_cut()
+        try:
+            self.check()
+        finally:
+            timer.join()
 
     def check(self) -> None:
         self.checks += 1
@@ -209,6 +217,8 @@ class Campaign:
         world = self.world
         world.control.clear_faults()
         world.aws_endpoint.clear()
+        if not world.openbao.running:
+            world.openbao.start()
         recover = self.command("recover")
         time.sleep(self.plan.policy.longest_hold + 1.0)
         revoke = self.command("revoke-due")
@@ -339,7 +349,7 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, Path, Path | None]:
     add("--max-grace", type=float, default=12.0, help="max_grace of draining targets (12)")
     add("--drain-share", type=float, default=0.25, help="share of targets that drain (0.25)")
     for name, default, what in (
-        ("--kill-after", (0.2, 5.0), "seconds between a start's recovery and its SIGKILL"),
+        ("--kill-after", (0.2, 4.0), "seconds between a start's recovery and its SIGKILL"),
         ("--restart-every", (30.0, 60.0), "seconds between two OpenBao or AWS endpoint restarts"),
     ):
         low, high = default

@@ -3,10 +3,12 @@
 - :class:`Consumer` (one thread per target) reads its key the way applications do — Vault KV v2
   latest version, AWS ``GetSecretValue`` with no stage, both through the endpoints rotator uses —
   every ``refresh`` seconds and calls ``GET /v1/models`` with each value it holds every ``tick``
-  seconds. A 401 for a value read less than ``grace`` ago is a *failure* (rotator broke a
-  consumer). A 401 for a value held longer, because refreshing it failed during an injected
-  outage, is *stale* (counted apart), as are unreadable destinations and ``/v1/models`` answers
-  that say nothing about the key (5xx, timeouts, dropped connections: injected faults).
+  seconds. A 401 is a *failure* (rotator broke a consumer) when the call ended less than
+  ``grace`` after the read began: the key had to stay valid that long. It is *stale* (counted
+  apart) when the call began more than ``grace`` after the read ended: the consumer held the
+  value that long because refreshing it failed during an injected outage; in between it cannot
+  be told (``edge of grace``). Unreadable destinations and ``/v1/models`` answers that say
+  nothing about the key (5xx, timeouts, dropped connections: injected faults) are counted apart.
 - :class:`MistralFaults` arms one random fault at a time at the stand-in (5xx, 5xx after acting,
   latency, hang, dropped connection) on one operation for a short window, then clears it.
 - :class:`Restarts` restarts OpenBao for real (SIGTERM or SIGKILL, down a few seconds, started
@@ -111,7 +113,8 @@ class Consumer(Stoppable):
         self.models = models
         self.timing = timing
         self.tally = tally
-        self.held: dict[str, tuple[str, float]] = {}  # backend -> (value, when it was read)
+        self.held: dict[str, tuple[str, float, float]] = {}
+        """backend -> (value, when its read began, when it ended), monotonic"""
 
     def run(self) -> None:
         next_refresh = 0.0
@@ -120,8 +123,8 @@ class Consumer(Stoppable):
             if time.monotonic() >= next_refresh:
                 next_refresh = time.monotonic() + self.timing.refresh
                 self._refresh()
-            for backend, (value, read_at) in list(self.held.items()):
-                self._use(backend, value, read_at)
+            for backend, held in list(self.held.items()):
+                self._use(backend, *held)
             self.stopping.wait(self.timing.tick)
 
     def _refresh(self) -> None:
@@ -138,7 +141,7 @@ class Consumer(Stoppable):
                 self.tally.add(f"{backend} read unavailable")
                 continue
             self.tally.add(f"{backend} reads")
-            self.held[backend] = (value, started)
+            self.held[backend] = (value, started, time.monotonic())
 
     def _read_vault(self) -> str:
         answer = self.vault.secrets.kv.v2.read_secret_version(
@@ -150,24 +153,28 @@ class Consumer(Stoppable):
         answer = self.aws.get_secret_value(SecretId=self.spec.aws_secret_id)
         return str(json.loads(answer["SecretString"])[FIELD])
 
-    def _use(self, backend: str, value: str, read_at: float) -> None:
+    def _use(self, backend: str, value: str, read_began: float, read_ended: float) -> None:
+        began = time.monotonic()
         try:
             answer = self.models.get("/v1/models", headers={"Authorization": f"Bearer {value}"})
             status: int | None = answer.status_code
         except httpx.HTTPError:
             status = None
-        age = time.monotonic() - read_at
+        ended = time.monotonic()
         self.tally.add("calls")
+        grace = self.timing.grace
         if status == 200:
             self.tally.add("ok")
-        elif status == 401 and age <= self.timing.grace:
+        elif status == 401 and ended - read_began <= grace:
             self.tally.add(
                 "failures",
                 line=f"{self.spec.name} {backend}: key {fingerprint_of(value)} refused "
-                f"{age:.1f}s after it was read",
+                f"{ended - read_began:.1f}s after it was read",
             )
-        elif status == 401:
+        elif status == 401 and began - read_ended > grace:
             self.tally.add("stale refused (held past grace: refresh failed in an outage)")
+        elif status == 401:
+            self.tally.add("refused at the edge of grace (undecidable)")
         else:
             self.tally.add("/v1/models unavailable (injected fault)")
 
@@ -300,10 +307,13 @@ class Restarts(Stoppable):
         while not self.stopping.wait(self.rng.uniform(*self.every)):
             down_for = self.rng.uniform(*self.down)
             started = time.monotonic()
-            if vault_next:
-                self.restart_openbao(down_for)
-            else:
-                self.aws_outage(down_for)
+            try:
+                if vault_next:
+                    self.restart_openbao(down_for)
+                else:
+                    self.aws_outage(down_for)
+            except Exception as exc:  # noqa: BLE001 - reported; the next round tries again
+                self.tally.add("restart failed", line=f"{type(exc).__name__}: {exc}")
             what = "openbao" if vault_next else "aws endpoint"
             self.downtime[what] = self.downtime.get(what, 0.0) + time.monotonic() - started
             vault_next = not vault_next

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import signal
 import subprocess
 import threading
@@ -77,9 +78,6 @@ class DaemonProcess:
         started = next((e for e in self.events if e.get("event") == "daemon_started"), None)
         return None if started is None else f"http://127.0.0.1:{started['port']}"
 
-    def exited_by_itself(self) -> bool:
-        return self.killed_at is None and self.proc.poll() is not None
-
     def kill(self) -> None:
         """SIGKILL (once), remembering when."""
         with self._kill_lock:
@@ -128,10 +126,12 @@ class DaemonTally:
                 self.errors[name] += 1
 
 
-def api_calls(url: str, token: str) -> tuple[Counter[str], list[tuple[str, str]]]:
-    """As an operator would: list the targets and ask for a rotation of each failing one (a
-    failed attempt waits an hour otherwise). Returns the answers by status and every response
-    text (for I4)."""
+def api_calls(
+    url: str, token: str, rng: random.Random
+) -> tuple[Counter[str], list[tuple[str, str]]]:
+    """As an operator would: list the targets and ask for a rotation of each failing one, in a
+    random order (a failed attempt waits an hour otherwise). Returns the answers by status and
+    every response text (for I4)."""
     answers: Counter[str] = Counter()
     texts: list[tuple[str, str]] = []
     headers = {"Authorization": f"Bearer {token}"}
@@ -141,10 +141,13 @@ def api_calls(url: str, token: str) -> tuple[Counter[str], list[tuple[str, str]]
             texts.append(("GET /api/v1/targets", rows.text))
             metrics = client.get("/metrics")
             texts.append(("GET /metrics", metrics.text))
-            for row in rows.json() if rows.status_code == 200 else []:
-                if row["state"] not in ("failing", "stuck"):
-                    continue
-                answer = client.post(f"/api/v1/targets/{row['target']}/rotate")
+            failing = [
+                row["target"]
+                for row in (rows.json() if rows.status_code == 200 else [])
+                if row["state"] in ("failing", "stuck")
+            ]
+            for target in rng.sample(failing, len(failing)):
+                answer = client.post(f"/api/v1/targets/{target}/rotate")
                 texts.append(("POST rotate", answer.text))
                 answers[f"POST rotate {answer.status_code}"] += 1
         except httpx.HTTPError as exc:  # the daemon was killed meanwhile

@@ -91,6 +91,18 @@ def headline(results: dict[str, Any]) -> list[tuple[str, object]]:
         ("invariant violations", len(invariants["violations"])),
         ("consumer calls", consumers.get("calls", 0)),
         ("consumer failures (401 within grace)", consumers.get("failures", 0)),
+        (
+            "consumer reads refused by an outage (not failures)",
+            consumers.get("vault read unavailable", 0) + consumers.get("aws read unavailable", 0),
+        ),
+        (
+            "consumer calls answered 5xx/timeout by injected faults",
+            consumers.get("/v1/models unavailable (injected fault)", 0),
+        ),
+        (
+            "consumer calls refused after an outage outlasted grace",
+            consumers.get("stale refused (held past grace: refresh failed in an outage)", 0),
+        ),
     ]
 
 

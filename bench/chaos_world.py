@@ -42,6 +42,7 @@ from tests.support.servers import ServerProcess, start_moto
 from tests.support.stack import Stack, TargetSpec
 
 ROTATOR = str(Path(sys.executable).with_name("rotator"))
+ROOT = Path(__file__).resolve().parents[1]
 ADMIN_TOKEN = "chaos-admin-token"  # a throwaway world's daemon API token
 
 
@@ -55,7 +56,7 @@ class Policy:
     jitter: float = 1.0
     drain_share: float = 0.25
     """Share of targets with ``drain: true`` (their old key goes at ``max_grace``: in use)."""
-    concurrency: int = 4
+    concurrency: int = 8
 
     def defaults(self) -> dict[str, str]:
         return {
@@ -104,9 +105,10 @@ class World:
         return self.stack.targets
 
     def rotator_env(self) -> dict[str, str]:
-        """rotator's process environment: its AWS identity and nothing else of ours."""
+        """rotator's process environment: its AWS identity and nothing else of ours; the code
+        is this checkout's (the campaign may run from another worktree than the install's)."""
         env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ROTATOR_"))}
-        return env | self.stack.aws_env()
+        return env | self.stack.aws_env() | {"PYTHONPATH": str(ROOT)}
 
     def rotator(self, *args: str) -> list[str]:
         """The argv of a rotator command on this world's configuration."""

@@ -92,6 +92,10 @@ class PersistentOpenBao:
         self._call("PUT", "/v1/sys/unseal", {"key": self.unseal_key})
         self._wait(lambda status: status == 200, "active")
 
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
     def stop(self, *, crash: bool = False) -> None:
         """SIGTERM (or SIGKILL with ``crash``) and wait for the process."""
         process, self.process = self.process, None
