@@ -11,20 +11,17 @@ ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_INPUT=1
 WORKDIR /src
-COPY requirements/main.txt requirements/dev.txt requirements/
-# requirements/dev.txt also pins, with hashes, the build backend (setuptools, wheel) and the
-# PostgreSQL driver of rotator[postgres] (psycopg, psycopg-binary): awk picks their entries.
-# The build backend goes into a throwaway virtualenv that never reaches the final image.
-RUN awk '/^[a-z]/ { keep = /^(setuptools|wheel)==/ } keep' requirements/dev.txt > /tmp/build.txt \
- && awk '/^[a-z]/ { keep = /^(psycopg|psycopg-binary)==/ } keep' requirements/dev.txt \
-      > /tmp/postgres.txt \
- && python -m venv /opt/build \
- && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: -r /tmp/build.txt
-# The runtime virtualenv has no pip and no setuptools: the build pip installs into it.
+COPY requirements/main.txt requirements/build.txt requirements/
+# The build backend (requirements/build.txt: setuptools, wheel, hash-checked) goes into a
+# throwaway virtualenv that never reaches the final image.
+RUN python -m venv /opt/build \
+ && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: \
+      -r requirements/build.txt
+# The runtime virtualenv (requirements/main.txt, the PostgreSQL driver included) has no pip and
+# no setuptools: the build pip installs into it.
 RUN python -m venv --without-pip /opt/rotator \
  && /opt/build/bin/pip --python /opt/rotator/bin/python install \
-      --require-hashes --no-deps --only-binary=:all: \
-      -r requirements/main.txt -r /tmp/postgres.txt
+      --require-hashes --no-deps --only-binary=:all: -r requirements/main.txt
 COPY pyproject.toml README.md ./
 COPY rotator/ rotator/
 RUN /opt/build/bin/pip wheel --no-deps --no-build-isolation --wheel-dir /tmp/dist . \

@@ -235,14 +235,6 @@ def builder_command(dockerfile: Dockerfile, start: str, end: str = "") -> list[s
     return shlex.split(found[0])
 
 
-def picked_from_dev(dockerfile: Dockerfile, output: str, root: Path = REPO) -> str:
-    """What the builder's awk writing ``output`` picks out of ``root``/requirements/dev.txt."""
-    awk = builder_command(dockerfile, "awk ", output)
-    assert awk[2:] == ["requirements/dev.txt", ">", output], awk
-    command = [*awk[:2], str(root / awk[2])]
-    return subprocess.run(command, capture_output=True, text=True, check=True).stdout
-
-
 def hashed_pins(text: str, source: str) -> dict[str, str]:
     """Name → version of a hashed requirements file whose every entry is pinned with ``==`` and
     carries a sha256 hash (fails otherwise)."""
@@ -359,8 +351,8 @@ def test_base_image_is_pinned_and_shared_by_both_stages(dockerfile: Dockerfile) 
 
 def test_requirements_are_installed_hash_checked_and_complete(dockerfile: Dockerfile) -> None:
     """Every pip install in the builder is hash-checked binaries without resolution, or rotator's
-    own wheel offline; main.txt and the PostgreSQL driver picked from dev.txt pin, with hashes,
-    exactly the versions the tests ran and every runtime dependency (--no-deps misses none)."""
+    own wheel offline; main.txt pins, with hashes, exactly the versions the tests ran, the
+    PostgreSQL driver and every runtime dependency (--no-deps misses none)."""
     installs = pip_installs(dockerfile.stage("builder"))
     assert len(installs) == 3, installs
     for argv in installs:
@@ -371,12 +363,10 @@ def test_requirements_are_installed_hash_checked_and_complete(dockerfile: Docker
             assert "--no-index" in argv, argv
             assert argv[-1].endswith(".whl"), argv
     files = {argv[n + 1] for argv in installs for n, word in enumerate(argv) if word == "-r"}
-    assert files == {"/tmp/build.txt", "requirements/main.txt", "/tmp/postgres.txt"}
+    assert files == {"requirements/build.txt", "requirements/main.txt"}
 
-    main = hashed_pins((REPO / "requirements/main.txt").read_text(), "requirements/main.txt")
-    postgres = hashed_pins(picked_from_dev(dockerfile, "/tmp/postgres.txt"), "/tmp/postgres.txt")
-    assert sorted(postgres) == ["psycopg", "psycopg-binary"]
-    pins = main | postgres
+    pins = hashed_pins((REPO / "requirements/main.txt").read_text(), "requirements/main.txt")
+    assert {"psycopg", "psycopg-binary"} <= set(pins)
     for name, version in pins.items():
         assert metadata.version(name) == version, f"{name}: image {version}, tests ran another"
     for name in ["rotator", *pins]:
@@ -498,12 +488,14 @@ def test_build_context_holds_what_the_build_copies(dockerfile: Dockerfile, tmp_p
 
 
 def test_builder_steps_replayed_offline(dockerfile: Dockerfile, tmp_path: Path) -> None:
-    """The builder's own commands, on the context: its awk picks exactly the hashed setuptools
-    and wheel the tests use; its pip wheel builds rotator (probe and py.typed included); its
-    pip --python installs it into a venv that has no pip, no setuptools."""
+    """The builder's own commands, on the context: requirements/build.txt pins, with hashes, the
+    setuptools and wheel the tests use; its pip wheel builds rotator (probe and py.typed
+    included); its pip --python installs it into a venv that has no pip, no setuptools."""
     context = tmp_path / "context"
     build_context(context)
-    build_tools = hashed_pins(picked_from_dev(dockerfile, "/tmp/build.txt", context), "build")
+    build_file = context / "requirements/build.txt"
+    build_tools = hashed_pins(build_file.read_text(), "requirements/build.txt")
+    build_tools.pop("packaging")  # wheel's own dependency
     assert build_tools == {
         "setuptools": metadata.version("setuptools"),
         "wheel": metadata.version("wheel"),
