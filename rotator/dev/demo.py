@@ -37,6 +37,7 @@ from pathlib import Path
 from types import FrameType
 
 import httpx
+from botocore.exceptions import BotoCoreError, ClientError
 
 from rotator.config import Config, load_config
 from rotator.dev.apps import AppStores, Consumer, LegacyKey, seed_legacy_keys
@@ -53,6 +54,16 @@ STATUS_EVERY = 15.0
 DAEMON_STOP = 70.0
 """How long the daemon may take to stop (its own drain bound is 60 s)."""
 _EXIT = {signal.SIGINT: 130, signal.SIGTERM: 143, signal.SIGHUP: 129}
+_FAILURES = (
+    StartError,
+    OSError,
+    ValueError,
+    TypeError,
+    httpx.HTTPError,
+    BotoCoreError,
+    ClientError,
+)
+"""What stops the demo with exit 1 and one line: a child that cannot start, a refused call."""
 
 
 class StopRequested(Exception):  # noqa: N818 - a request, not an error
@@ -182,7 +193,7 @@ class Demo:
         except ConfigError as exc:
             self.say(f"demo: {exc}", err=True)
             code = 2
-        except (StartError, OSError, ValueError, TypeError, httpx.HTTPError) as exc:
+        except _FAILURES as exc:
             self.say(f"demo: {exc}", err=True)
             code = 1
         finally:
@@ -200,8 +211,12 @@ class Demo:
         self.stop.set()
 
     def say(self, text: str, *, err: bool = False) -> None:
+        """Print one line (from any thread); a closed output (``| head``) stops the demo."""
         with self._print_lock:
-            print(text, file=sys.stderr if err else sys.stdout, flush=True)
+            try:
+                print(text, file=sys.stderr if err else sys.stdout, flush=True)
+            except OSError:  # BrokenPipeError and the like: nobody is watching any more
+                self.stop.set()
 
     def _check_stop(self) -> None:
         if self.stop.is_set():
