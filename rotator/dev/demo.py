@@ -45,6 +45,7 @@ from rotator.dev.processes import Child, StartError, port_in_use, spawn, wait_re
 from rotator.dev.view import EventView, clock, line, status_line
 from rotator.durations import format_duration
 from rotator.errors import ConfigError
+from rotator.logs import scrub
 
 PORTS = {"mistral": 18080, "vault": 18200, "aws": 18500, "http": 9402}
 """Default loopback ports, each overridable by ``ROTATOR_DEMO_<NAME>_PORT``."""
@@ -211,10 +212,11 @@ class Demo:
         self.stop.set()
 
     def say(self, text: str, *, err: bool = False) -> None:
-        """Print one line (from any thread); a closed output (``| head``) stops the demo."""
+        """Print one line (from any thread), scrubbed of anything shaped like a key; a closed
+        output (``| head``) stops the demo."""
         with self._print_lock:
             try:
-                print(text, file=sys.stderr if err else sys.stdout, flush=True)
+                print(scrub(text), file=sys.stderr if err else sys.stdout, flush=True)
             except OSError:  # BrokenPipeError and the like: nobody is watching any more
                 self.stop.set()
 

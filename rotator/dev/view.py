@@ -156,7 +156,10 @@ class EventView:
         self.finished.add(e.target)
         new = self._new.pop(e.rotation, None)
         stores = self._stores.pop(e.rotation, [])
-        if outcome in _OK and new is not None:
+        if outcome in _OK:
+            if new is None:  # created before this view started reading (a recovered rotation)
+                key_id = str(e.get("new_key_id"))
+                new = self.fingerprints.get(key_id, f"id {key_id[:8]}")
             self.rotations += 1
             old = self.current.get(e.target, "(none)")
             self.current[e.target] = new

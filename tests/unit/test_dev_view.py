@@ -127,3 +127,13 @@ def test_status_line_from_metrics() -> None:
 def test_durations_are_short() -> None:
     """Seconds, minutes and hours read at a glance; negative means now."""
     assert [duration(s) for s in (-3, 7, 125, 3720)] == ["0s", "7s", "2m05s", "1h02m"]
+
+
+def test_a_rotation_whose_start_the_view_missed_still_shows_as_rotated() -> None:
+    """A successful result without its key_created event names the new key by id."""
+    view = EventView()
+    lines = view.lines(
+        ev("rotation_result", outcome="promoted", rotation_id=RID, new_key_id=NEW_ID)
+    )
+    assert "rotated   (none) -> id de31d055, served by every store" in lines[0]
+    assert (view.rotations, view.failures) == (1, 0)
