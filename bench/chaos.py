@@ -27,7 +27,9 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,7 @@ from chaos_report import headline, render_table, state_figures, write
 from chaos_world import ADMIN_TOKEN, Policy, World
 from world import RESULTS, machine
 
-from rotator.clock import SystemClock
-from rotator.state import SqlStateStore
-from tests.support.live_invariants import LiveChecker, Report
+from tests.support.live_invariants import LiveChecker, Report, UnavailableError
 
 RECOVERY_GUARD = 45.0
 """Seconds a start may take to recover before it is killed anyway (counted)."""
@@ -202,7 +202,11 @@ class Campaign:
 
     def count_cut(self) -> None:
         """Rotations the kill left open, by the step they had reached."""
-        open_rotations = asyncio_run_open(self.world.state_url)
+        try:
+            open_rotations = [r.state for r in self.checker.read_state().open]
+        except UnavailableError:
+            self.kills["state unreadable after a kill"] += 1
+            return
         self.kills["rotations cut"] += len(open_rotations)
         self.cut_at.update(open_rotations)
 
@@ -220,10 +224,12 @@ class Campaign:
         if not world.openbao.running:
             world.openbao.start()
         recover = self.command("recover")
-        time.sleep(self.plan.policy.longest_hold + 1.0)
+        time.sleep(self.settle_time())
         revoke = self.command("revoke-due")
-        audit = self.command("history", "--verify")
-        at_rest = self.checker.check_quiescent()
+        with ThreadPoolExecutor(max_workers=1) as aside:
+            audit_verified = aside.submit(self.command, "history", "--verify")
+            at_rest = self.checker.check_quiescent()
+            audit = audit_verified.result()
         self.checks += 1
         leaks = self.checker.leaks.scan_files(self.log_files + self.db_files(), whole=True)
         at_rest.violations += leaks
@@ -234,6 +240,23 @@ class Campaign:
             "audit verify exit": audit,
             "violations": at_rest.violations,
         }
+
+    def settle_time(self) -> float:
+        """Seconds until every retiring key may be revoked: its deadline, and for a draining
+        target (its keys are in use) also ``max_grace`` after its replacement."""
+        state = self.checker.read_state()
+        finished = {r.rotation_id: r.finished_at for r in state.rotations}
+        max_grace = timedelta(seconds=self.plan.policy.max_grace)
+        deadlines = []
+        for target in state.targets.values():
+            for key in target.retiring:
+                replaced = finished.get(key.rotation_id or "")
+                if target.target in self.world.drained and replaced is not None:
+                    deadlines.append(max(key.revoke_due_at, replaced + max_grace))
+                else:
+                    deadlines.append(key.revoke_due_at)
+        latest = max(deadlines, default=datetime.now(UTC))
+        return max(0.0, (latest - datetime.now(UTC)).total_seconds()) + 0.5
 
     def command(self, *args: str) -> int:
         """A one-shot rotator command on the world; its exit status (output kept for I4)."""
@@ -321,20 +344,6 @@ class Campaign:
 
 def _mean_max(values: list[float]) -> list[float]:
     return [round(sum(values) / len(values), 2), round(max(values), 2)] if values else []
-
-
-def asyncio_run_open(state_url: str) -> list[str]:
-    """The steps open rotations are at (no daemon runs when this is called)."""
-    import asyncio
-
-    async def read() -> list[str]:
-        store = SqlStateStore(state_url, clock=SystemClock())
-        try:
-            return [r.state for r in await store.open_rotations()]
-        finally:
-            await store.close()
-
-    return asyncio.run(read())
 
 
 def parse(argv: list[str] | None = None) -> tuple[Plan, Path, Path | None]:

@@ -69,11 +69,6 @@ class Policy:
             "jitter": f"{self.jitter:g}s",
         }
 
-    @property
-    def longest_hold(self) -> float:
-        """The longest an old key may stay after its replacement (drain: ``max_grace``)."""
-        return self.max_grace if self.drain_share > 0 else self.grace
-
 
 @dataclass
 class World:
@@ -103,6 +98,11 @@ class World:
     @property
     def targets(self) -> list[TargetSpec]:
         return self.stack.targets
+
+    @property
+    def drained(self) -> set[str]:
+        """The targets configured with ``drain: true`` (see :func:`config_dict`)."""
+        return {t.name for t in self.targets[: drained_count(len(self.targets), self.policy)]}
 
     def rotator_env(self) -> dict[str, str]:
         """rotator's process environment: its AWS identity and nothing else of ours; the code
@@ -160,10 +160,14 @@ def config_dict(stack: Stack, state_url: str, policy: Policy, *, aws_url: str) -
     data["stores"]["aws"]["endpoint_url"] = aws_url
     data["engine"] = {"concurrency": policy.concurrency}
     data["server"] = {"listen": "127.0.0.1:0", "admin_token": ADMIN_TOKEN}
-    drained = round(len(data["targets"]) * policy.drain_share)
-    for target in data["targets"][:drained]:
+    for target in data["targets"][: drained_count(len(data["targets"]), policy)]:
         target["drain"] = True
     return data
+
+
+def drained_count(targets: int, policy: Policy) -> int:
+    """How many targets (the first ones) drain."""
+    return round(targets * policy.drain_share)
 
 
 def through(moto: MotoEnv, url: str) -> MotoEnv:

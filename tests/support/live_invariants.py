@@ -175,7 +175,7 @@ class LiveChecker:
         try:
             f0 = self._facts()
             d1 = self._labels()
-            state = self._state()
+            state = self.read_state()
         except UnavailableError as exc:
             report.inconclusive[f"check skipped: {exc}"] += 1
             return report
@@ -196,7 +196,7 @@ class LiveChecker:
         and no fault: no open rotation, no AWSPENDING, every target's destinations all serving
         its current key, and no other managed key alive."""
         report = self.check()
-        state = self._state()
+        state = self.read_state()
         facts = self._facts()
         for rotation in state.open:
             report.violations.append(
@@ -453,7 +453,9 @@ class LiveChecker:
         except Exception as exc:  # any failure of the stand-in: inconclusive
             raise UnavailableError(f"stand-in key record: {type(exc).__name__}") from None
 
-    def _state(self) -> State:
+    def read_state(self) -> State:
+        """The state database (open rotations, then targets, then every rotation)."""
+
         async def read() -> State:
             store = SqlStateStore(self.state_url, clock=SystemClock())
             try:
