@@ -438,6 +438,8 @@ class Demo:
 
     def _stop_everything(self) -> None:
         """Consumer, daemon (it finishes a rotation in flight), then the stand-ins."""
+        if self.signal == signal.SIGINT and sys.stdout.isatty():
+            self.say("")  # end the terminal's "^C" line
         if self.consumer is not None:
             self.consumer.stop()
         if self.daemon is not None:
