@@ -3,7 +3,7 @@ or by Ctrl-C (SIGINT to its process group).
 
 Each run must show the first rotation (the key made before rotator replaced), the consumer must
 see no failure, nothing the demo started may outlive it, and no key-shaped string may reach its
-output.
+output, nor a mask (the demo scrubs what it prints: a mask means it tried to print a secret).
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import pytest
 
 from rotator.dev.processes import port_in_use
 from rotator.logs import scrub
+from rotator.secret import MASK
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e
@@ -78,7 +79,7 @@ class DemoRun:
             time.sleep(0.1)
 
     def record_children(self) -> None:
-        """Every process the demo started (call once the daemon is up)."""
+        """Every process the demo started (call once it spawned the daemon)."""
         self.children = psutil.Process(self.proc.pid).children(recursive=True)
         self.names = [" ".join(child.cmdline()[1:4]) for child in self.children]
 
@@ -118,16 +119,19 @@ def check_clean_exit(run: DemoRun, code: int, expected: int, *, calls: str = r"[
     assert [c.pid for c in run.children if c.is_running()] == []
     assert [p for p in run.ports.values() if port_in_use(p)] == []
     assert scrub(output) == output, "a key-shaped string reached the demo's output"
+    # The demo masks what it prints too: a mask would mean it tried to show a secret.
+    assert MASK not in output
 
 
 def start(tmp_path: Path, runs: list[DemoRun], *args: str) -> tuple[DemoRun, str]:
     """A started demo, its children recorded, and the fingerprint of demo-backend's first key."""
     run = DemoRun(tmp_path, *args)
     runs.append(run)
+    # Printed once the stand-ins are ready and the daemon is spawned: every child exists.
+    run.wait_line(lambda text: text.startswith("demo: rotator run -c"), "the daemon started")
+    run.record_children()
     legacy = EXISTING.search(run.wait_line(EXISTING.search, "the key made before rotator"))
     assert legacy is not None
-    run.wait_line(lambda text: " up " in text and "rotator run serves" in text, "daemon up")
-    run.record_children()
     return run, legacy.group(1)
 
 
