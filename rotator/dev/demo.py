@@ -171,6 +171,7 @@ class Demo:
         self.stores: AppStores | None = None
         self.view = EventView()
         self.tail = _LogTail(self.logs / "rotator.log")
+        self.config = _shown(settings.config)
         self.started = time.monotonic()
         self._print_lock = threading.Lock()
 
@@ -182,8 +183,7 @@ class Demo:
         code = 0
         try:
             cfg = self._prepare()
-            self._start_servers(cfg)
-            self._start_daemon()
+            self._start_processes(cfg)
             self._seed(cfg)  # while the daemon starts
             self._wait(lambda: self.view.port is not None, "rotator run to start")
             self._start_consumer(cfg)
@@ -260,7 +260,8 @@ class Demo:
         self.logs.mkdir(exist_ok=True)
         return cfg
 
-    def _start_servers(self, cfg: Config) -> None:
+    def _start_processes(self, cfg: Config) -> None:
+        """The three stand-ins and, as soon as Mistral's answers, the daemon."""
         ports = self.settings.ports
         env = dict(os.environ)
         home = self.settings.directory / "openbao"  # bao -dev writes ~/.vault-token: not yours
@@ -288,8 +289,14 @@ class Demo:
         aws = self._spawn(
             "moto", [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(ports["aws"])], env
         )
+        wait_ready(
+            mistral, f"{os.environ['ROTATOR_DEMO_MISTRAL_URL']}/_standin/clock", cancel=self.stop
+        )
+        self._check_stop()
+        # Until its first rotation the daemon talks to Mistral only: it starts (a slow import)
+        # while OpenBao and moto finish starting.
+        self._start_daemon()
         for child, probe in (
-            (mistral, f"{os.environ['ROTATOR_DEMO_MISTRAL_URL']}/_standin/clock"),
             (vault, f"{os.environ['ROTATOR_DEMO_VAULT_URL']}/v1/sys/health"),
             (aws, f"{os.environ['ROTATOR_DEMO_AWS_URL']}/moto-api/data.json"),
         ):
@@ -300,6 +307,7 @@ class Demo:
             f" {os.environ['ROTATOR_DEMO_VAULT_URL']}, moto (AWS Secrets Manager)"
             f" {os.environ['ROTATOR_DEMO_AWS_URL']}"
         )
+        self.say(f"demo: rotator run -c {self.config} (its JSON log: {_shown(self.tail.path)})")
 
     def _spawn(self, name: str, argv: list[str], env: dict[str, str]) -> Child:
         child = spawn(name, argv, self.logs / f"{name}.log", env=env)
@@ -323,13 +331,11 @@ class Demo:
         return legacy
 
     def _start_daemon(self) -> None:
-        config = _shown(self.settings.config)
         self.daemon = self._spawn(
             "rotator",
-            [*_rotator(), "--log-format", "json", "--log-level", "INFO", "run", "-c", config],
+            [*_rotator(), "--log-format", "json", "--log-level", "INFO", "run", "-c", self.config],
             dict(os.environ),
         )
-        self.say(f"demo: rotator run -c {config} (its JSON log: {_shown(self.tail.path)})")
 
     def _wait(self, condition: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
         """Print the daemon's events until ``condition()`` holds (StartError after ``timeout``
