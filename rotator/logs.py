@@ -26,7 +26,7 @@ import structlog
 from structlog.tracebacks import ExceptionDictTransformer
 from structlog.typing import EventDict, Processor, WrappedLogger
 
-from rotator.secret import MASK, Secret, recent_plaintexts
+from rotator.secret import MASK, Secret, recent_marker, recent_plaintexts
 
 LogFormat = Literal["auto", "json", "console"]
 
@@ -55,12 +55,40 @@ _QUIET_LOGGERS = ("httpx", "httpcore", "botocore", "boto3", "urllib3", "hvac", "
 
 def scrub(text: str) -> str:
     """Mask recent plaintexts and anything shaped like a key or token in ``text``."""
-    for value in recent_plaintexts():
-        if value in text:
-            text = text.replace(value, MASK)
+    if _may_hold_a_recent_plaintext(text):
+        for value in recent_plaintexts():
+            if value in text:
+                text = text.replace(value, MASK)
     for pattern in _PATTERNS:
         text = pattern.sub(_mask_match, text)
     return text
+
+
+_PROBE = 8
+"""Length of the prefix recent plaintexts are indexed by (``Secret`` records none shorter)."""
+_index: tuple[tuple[int, int], dict[str, tuple[str, ...]]] = ((0, 0), {})
+
+
+def _may_hold_a_recent_plaintext(text: str) -> bool:
+    """False only if no recent plaintext occurs in ``text``. Each position of ``text`` is looked
+    up in an index of the plaintexts' first :data:`_PROBE` characters, rebuilt when they change,
+    instead of searching ``text`` for each of up to 512 plaintexts on every logged value. The
+    index may hold plaintexts gone from the recent ones since, never miss one."""
+    global _index  # noqa: PLW0603 - one cache, replaced whole (atomic for other threads)
+    marker, index = _index
+    now = recent_marker()
+    if now != marker:
+        index = {}
+        for value in recent_plaintexts():
+            if len(value) < _PROBE:
+                return True  # cannot be indexed: search for every plaintext
+            index[value[:_PROBE]] = (*index.get(value[:_PROBE], ()), value)
+        _index = (now, index)
+    for start in range(len(text) - _PROBE + 1):
+        found = index.get(text[start : start + _PROBE])
+        if found is not None and any(text.startswith(v, start) for v in found):
+            return True
+    return False
 
 
 def _mask_match(match: re.Match[str]) -> str:

@@ -27,6 +27,13 @@ def recent_plaintexts() -> tuple[str, ...]:
         return tuple(_RECENT)
 
 
+def recent_marker() -> tuple[int, int]:
+    """Changes whenever a plaintext is added to :func:`recent_plaintexts` (its count and the
+    identity of the newest): lets a reader cache what it derived from them."""
+    with _RECENT_LOCK:
+        return (len(_RECENT), id(_RECENT[-1])) if _RECENT else (0, 0)
+
+
 def fingerprint_of(value: str) -> str:
     """First 12 hex characters of SHA-256: what journals, logs and metadata may carry."""
     return hashlib.sha256(value.encode()).hexdigest()[:12]
