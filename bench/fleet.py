@@ -253,7 +253,7 @@ def main() -> None:
                 data["rows"].append(row)
                 print(json.dumps({k: row[k] for k in ("n", "latency_s", "derived")}), flush=True)
     data["targets"] = goals(data["rows"])
-    finish(data, started, markdown)
+    finish(data, started, markdown, args.results)
 
 
 if __name__ == "__main__":

@@ -109,7 +109,7 @@ def measure(world: World, n: int, idle: float) -> dict[str, Any]:
                 raise RuntimeError(f"rotator run never planned every target:\n{log.read_text()}")
             time.sleep(0.5)
         row["all_planned_s"] = round(time.perf_counter() - started, 3)
-        time.sleep(2)  # let the metrics refresh that follows the take-over pass
+        time.sleep(min(2.0, idle))  # the metrics refresh that follows the take-over pass
         cpu_before = _cpu_s(process.pid)
         idle_started = time.perf_counter()
         rss: list[float] = []
@@ -133,6 +133,15 @@ def measure(world: World, n: int, idle: float) -> dict[str, Any]:
     return row
 
 
+def attempt(world: World, n: int, idle: float) -> dict[str, Any]:
+    """:func:`measure`, or the reason ``rotator run`` could not serve N targets."""
+    try:
+        return measure(world, n, idle)
+    except RuntimeError as exc:
+        lines = [line for line in str(exc).splitlines()[1:] if line.strip()]
+        return {"n": n, "error": lines[-1][:200] if lines else str(exc)}
+
+
 def _status_mb(pid: int, field: str) -> float:
     """A memory figure of ``/proc/<pid>/status``: VmRSS (resident now), VmHWM (peak)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -151,7 +160,15 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for row in rows:
         limit = TARGET_RSS_MB.get(row["n"])
-        if limit is not None:
+        if limit is not None and "error" in row:
+            out.append(
+                {
+                    "what": f"idle RSS with {row['n']} targets ≤ {limit:.0f} MB",
+                    "value": f"did not run: {row['error']}",
+                    "ok": False,
+                }
+            )
+        elif limit is not None:
             out.append(
                 {
                     "what": f"idle RSS with {row['n']} targets ≤ {limit:.0f} MB",
@@ -159,8 +176,9 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ok": row["idle_rss_mb"] <= limit,
                 }
             )
-    if rows:
-        worst = max(rows, key=lambda r: r["ready_s"])
+    served = [r for r in rows if "error" not in r]
+    if served:
+        worst = max(served, key=lambda r: r["ready_s"])
         out.append(
             {
                 "what": f"ready ≤ {TARGET_READY_S:.0f} s (/readyz; worst: {worst['n']} targets)",
@@ -173,7 +191,9 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def markdown(data: dict[str, Any]) -> str:
     rows = [
-        [
+        [r["n"], f"did not run: {r['error']}", *["-"] * 6]
+        if "error" in r
+        else [
             r["n"],
             r["ready_s"],
             r["ready_notify_s"],
@@ -210,9 +230,9 @@ def main() -> None:
     started = time.monotonic()
     data: dict[str, Any] = {"name": args.name, "label": args.label, "machine": machine()}
     with World.temporary() as world:
-        data["rows"] = [measure(world, n, idle) for n in sizes]
+        data["rows"] = [attempt(world, n, idle) for n in sizes]
     data["targets"] = goals(data["rows"])
-    finish(data, started, markdown)
+    finish(data, started, markdown, args.results)
 
 
 if __name__ == "__main__":

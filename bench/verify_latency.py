@@ -136,7 +136,7 @@ def main() -> None:
             "ok": complete and worst <= TARGET_S,
         }
     ]
-    finish(data, started, markdown)
+    finish(data, started, markdown, args.results)
 
 
 if __name__ == "__main__":

@@ -352,19 +352,19 @@ def machine() -> dict[str, Any]:
     }
 
 
-def write_results(name: str, data: dict[str, Any], markdown: str) -> Path:
-    """``bench/results/<name>.json`` and ``<name>.md`` (what ``bench/results.py`` assembles)."""
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{name}.json").write_text(json.dumps(data, indent=2) + "\n")
-    (RESULTS / f"{name}.md").write_text(markdown.rstrip() + "\n")
-    return RESULTS / f"{name}.json"
-
-
-def finish(data: dict[str, Any], started: float, render: Callable[[dict[str, Any]], str]) -> None:
-    """Stamp the elapsed time, write ``data`` and its fragment, and print the fragment."""
+def finish(
+    data: dict[str, Any],
+    started: float,
+    render: Callable[[dict[str, Any]], str],
+    results: Path = RESULTS,
+) -> None:
+    """Stamp the elapsed time, write ``<results>/<name>.json`` and the fragment ``<name>.md``
+    (what ``bench/results.py`` assembles), and print the fragment."""
     data["elapsed_s"] = round(time.monotonic() - started, 1)
     text = render(data)
-    write_results(data["name"], data, text)
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"{data['name']}.json").write_text(json.dumps(data, indent=2) + "\n")
+    (results / f"{data['name']}.md").write_text(text.rstrip() + "\n")
     print(text)
 
 
@@ -397,4 +397,5 @@ def parser(doc: str | None, name: str, quick: str) -> argparse.ArgumentParser:
     out.add_argument("--quick", action="store_true", help=quick)
     out.add_argument("--name", default=name, help="results file name (in bench/results/)")
     out.add_argument("--label", default="published run", help="what this run is")
+    out.add_argument("--results", type=Path, default=RESULTS, help="where to write the results")
     return out
