@@ -23,10 +23,11 @@ form of any secret field, and ``${NAME}`` expansion supplies the directory::
       vault-main:
         auth: {method: token, token_file: "${CREDENTIALS_DIRECTORY}/vault-token"}
 
-The files are read when the configuration is loaded (at start and on every SIGHUP reload). systemd
-copies credentials into the service only when it starts it, so a changed credential source needs
-``systemctl restart``; ``reload`` re-reads the same copies. Outside systemd the variable is unset and
-the configuration error names it; ``${CREDENTIALS_DIRECTORY:-/run/secrets}`` gives a fallback.
+The files are read when the configuration is loaded (at start and on every SIGHUP reload).
+systemd copies credentials into the service only when it starts it, so a changed credential
+source needs ``systemctl restart``; ``reload`` re-reads the same copies. Outside systemd the
+variable is unset and the configuration error names it; ``${CREDENTIALS_DIRECTORY:-/run/secrets}``
+gives a fallback.
 """
 
 from __future__ import annotations
