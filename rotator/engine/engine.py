@@ -37,6 +37,7 @@ from rotator.engine.rotation import (
 from rotator.engine.steps import Outcome, Step, dest_tag
 from rotator.errors import ConflictError, PermanentError, RotatorError
 from rotator.logs import scrub
+from rotator.mistral.models import ApiKey
 from rotator.render import iso
 
 log = structlog.get_logger(__name__)
@@ -339,9 +340,21 @@ class Engine:
                 finally:
                     await self.deps.store.unlock_target(lock)
         orphans: list[Orphan] = []
+        # One listing per workspace, not per target: a fleet sharing a workspace would list
+        # all of its keys, page by page, once for each of its targets.
+        listings: dict[str, list[ApiKey] | RotatorError] = {}
         for ctx in self.contexts.values():
+            workspace = ctx.target.workspace_id
+            if workspace not in listings:
+                try:
+                    listings[workspace] = await self.deps.issuer.list_keys(workspace_id=workspace)
+                except RotatorError as exc:
+                    listings[workspace] = exc
             try:
-                orphans += await find_orphans(self.deps, ctx, sweep=sweep_orphans)
+                listed = listings[workspace]
+                if isinstance(listed, RotatorError):
+                    raise listed
+                orphans += await find_orphans(self.deps, ctx, sweep=sweep_orphans, listed=listed)
             except RotatorError as exc:
                 log.warning("orphan_scan_failed", target=ctx.name, error=str(exc))
         return results, orphans

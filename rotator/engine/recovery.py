@@ -12,6 +12,7 @@ accounts for are orphans: reported, and deleted only when asked (``--sweep-orpha
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import assert_never
 
@@ -23,6 +24,7 @@ from rotator.engine.revocation import masked
 from rotator.engine.rotation import RotationResult, RotationRun, gather_bases, served_key
 from rotator.engine.steps import Outcome, Step
 from rotator.errors import RotatorError
+from rotator.mistral.models import ApiKey
 from rotator.secret import Secret
 
 log = structlog.get_logger(__name__)
@@ -131,7 +133,9 @@ def own_name_pattern(prefix: str) -> re.Pattern[str]:
     return re.compile(re.escape(prefix) + r"-\d{8}T\d{6}Z-([0-9a-f]{8})")
 
 
-async def find_orphans(deps: Deps, ctx: TargetContext, *, sweep: bool) -> list[Orphan]:
+async def find_orphans(
+    deps: Deps, ctx: TargetContext, *, sweep: bool, listed: Sequence[ApiKey] | None = None
+) -> list[Orphan]:
     """Keys named as this target's rotations name them that rotator does not account for.
 
     Known keys (current, retiring, adopted, an open rotation's) are skipped. A key whose name
@@ -139,32 +143,25 @@ async def find_orphans(deps: Deps, ctx: TargetContext, *, sweep: bool) -> list[O
     server created it after the lookup): it never reached a destination, so it is deleted. Any
     other is reported, and deleted only with ``sweep``. A key some destination serves is never
     deleted; if destinations cannot be read, nothing is deleted.
+
+    ``listed`` is the workspace's keys when the caller listed them already (once for every
+    target of the workspace); the state is read only for a target that has keys of its own.
     """
-    known: set[str] = set()
-    state = await deps.store.get_target(ctx.name)
-    if state is not None:
-        if state.current is not None:
-            known.add(state.current.key_id)
-        known.update(r.key_id for r in state.retiring)
-        if state.adopted_key_id:
-            known.add(state.adopted_key_id)
-    open_names: set[str] = set()
-    for rotation in await deps.store.open_rotations(ctx.name):
-        if rotation.new_key_id:
-            known.add(rotation.new_key_id)
-        if rotation.new_key_name:
-            open_names.add(rotation.new_key_name)
-    rotations = {r.short_id: r for r in await deps.store.list_rotations(ctx.name, limit=100_000)}
     pattern = own_name_pattern(ctx.target.key_name_prefix)
-    candidates = [
-        key
-        for key in await deps.issuer.list_keys(workspace_id=ctx.target.workspace_id)
-        if key.key_id not in known
-        and key.name not in open_names
-        and pattern.fullmatch(key.name or "") is not None
+    if listed is None:
+        listed = await deps.issuer.list_keys(workspace_id=ctx.target.workspace_id)
+    named = [
+        k
+        for k in listed
+        if k.workspace_id == ctx.target.workspace_id and pattern.fullmatch(k.name or "")
     ]
+    if not named:
+        return []
+    known, open_names = await _accounted_for(deps, ctx)
+    candidates = [key for key in named if key.key_id not in known and key.name not in open_names]
     if not candidates:
         return []
+    rotations = {r.short_id: r for r in await deps.store.list_rotations(ctx.name, limit=100_000)}
     try:
         served = {masked(c.secret.reveal()) for c in (await gather_bases(ctx)).values() if c.secret}
     except RotatorError as exc:
@@ -193,3 +190,23 @@ async def find_orphans(deps: Deps, ctx: TargetContext, *, sweep: bool) -> list[O
         log.warning("orphan_key", target=ctx.name, key_id=key.key_id, deleted=deleted, why=why)
         orphans.append(Orphan(ctx.name, key.key_id, key.name or "", deleted, why))
     return orphans
+
+
+async def _accounted_for(deps: Deps, ctx: TargetContext) -> tuple[set[str], set[str]]:
+    """The key ids the state accounts for (current, retiring, adopted, an open rotation's new
+    key) and the names of the keys open rotations are creating."""
+    known: set[str] = set()
+    state = await deps.store.get_target(ctx.name)
+    if state is not None:
+        if state.current is not None:
+            known.add(state.current.key_id)
+        known.update(r.key_id for r in state.retiring)
+        if state.adopted_key_id:
+            known.add(state.adopted_key_id)
+    open_names: set[str] = set()
+    for rotation in await deps.store.open_rotations(ctx.name):
+        if rotation.new_key_id:
+            known.add(rotation.new_key_id)
+        if rotation.new_key_name:
+            open_names.add(rotation.new_key_name)
+    return known, open_names
