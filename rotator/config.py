@@ -677,8 +677,10 @@ class Target(_Model):
 
 
 def merge_policy(defaults: Policy, target: Target) -> Policy:
-    """``defaults`` with the target's overrides (not re-checked: see :func:`policy_problem`)."""
-    return defaults.model_copy(update=target.overrides)
+    """``defaults`` with the target's overrides (not re-checked: see :func:`policy_problem`);
+    ``defaults`` itself, shared (policies are frozen), when the target overrides nothing."""
+    overrides = target.overrides
+    return defaults.model_copy(update=overrides) if overrides else defaults
 
 
 class EngineSettings(_Model):
