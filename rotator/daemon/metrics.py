@@ -89,6 +89,8 @@ class TargetSnapshot:
     ready: str
     """``True``, ``False`` or ``Unknown`` (see :func:`readiness`)."""
     pending_revocation: int
+    consecutive_failures: int = 0
+    """Failed attempts since the last success (0 when the last attempt succeeded)."""
 
 
 def mistral_expiry(expiration: date | None) -> datetime | None:
@@ -144,6 +146,7 @@ def snapshot(
                 expires_at=expires_at,
                 ready=readiness(status, expires_at, now),
                 pending_revocation=len(state.retiring) if state is not None else 0,
+                consecutive_failures=state.consecutive_failures if state is not None else 0,
             )
         )
     return tuple(rows)
@@ -210,6 +213,11 @@ class _StateCollector(Collector):
             "Replaced keys still valid, waiting for their revocation.",
             labels=["target"],
         )
+        failures = GaugeMetricFamily(
+            "rotator_rotation_consecutive_failures",
+            "Rotation attempts that failed since the target's last successful one (0 = healthy).",
+            labels=["target"],
+        )
         for row in rows:
             if row.last_rotated_at is not None:
                 last.add_metric([row.target], row.last_rotated_at.timestamp())
@@ -219,7 +227,8 @@ class _StateCollector(Collector):
             for condition in CONDITIONS:
                 ready.add_metric([row.target, condition], 1.0 if row.ready == condition else 0.0)
             pending.add_metric([row.target], float(row.pending_revocation))
-        return [last, nxt, expiry, ready, pending]
+            failures.add_metric([row.target], float(row.consecutive_failures))
+        return [last, nxt, expiry, ready, pending, failures]
 
 
 class Metrics:

@@ -42,6 +42,7 @@ EXPECTED = {
     "rotator_backend_requests": ("counter", {"backend", "operation", "status"}),
     "rotator_backend_request_duration_seconds": ("histogram", {"backend", "operation", "status"}),
     "rotator_previous_keys_pending_revocation": ("gauge", {"target"}),
+    "rotator_rotation_consecutive_failures": ("gauge", {"target"}),
     "rotator_leader": ("gauge", set()),
     "rotator_leader_transitions": ("counter", set()),
     "rotator_build_info": ("gauge", {"version"}),
@@ -96,7 +97,9 @@ def status(
     )
 
 
-def target_state(target: str, *, expiration: date | None = None, retiring: int = 0) -> TargetState:
+def target_state(
+    target: str, *, expiration: date | None = None, retiring: int = 0, failures: int = 0
+) -> TargetState:
     return TargetState(
         target=target,
         current=ManagedKey(
@@ -107,7 +110,7 @@ def target_state(target: str, *, expiration: date | None = None, retiring: int =
         ),
         adopted_key_id=None,
         last_rotated_at=NOW - timedelta(days=2),
-        consecutive_failures=0,
+        consecutive_failures=failures,
         backoff_until=None,
     )
 
@@ -197,6 +200,17 @@ def test_state_gauges_show_the_refreshed_snapshot() -> None:
         == (NOW + timedelta(days=5)).timestamp()
     )
     assert m.sample("rotator_previous_keys_pending_revocation", t) == 2.0
+    assert m.sample("rotator_rotation_consecutive_failures", t) == 0.0
+
+
+def test_consecutive_failures_follow_the_state_and_clear_on_success() -> None:
+    """The failures gauge shows the state's count of failed attempts since the last success (the
+    signal for "keeps failing": the next-rotation gauge moves to the end of each backoff)."""
+    m = Metrics()
+    m.refresh(config("a"), [status("a")], [target_state("a", failures=3)], now=NOW)
+    assert m.sample("rotator_rotation_consecutive_failures", {"target": "a"}) == 3.0
+    m.refresh(config("a"), [status("a")], [target_state("a")], now=NOW)
+    assert m.sample("rotator_rotation_consecutive_failures", {"target": "a"}) == 0.0
 
 
 @pytest.mark.parametrize(
