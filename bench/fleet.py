@@ -142,6 +142,10 @@ def derived(row: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def shown(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def markdown(data: dict[str, Any]) -> str:
     rows = []
     for row in data["rows"]:
@@ -153,12 +157,12 @@ def markdown(data: dict[str, Any]) -> str:
                 f"{rot['wall_s']:.1f}",
                 d["rotator_per_s"],
                 f"{d['rotator_cpu_ms_per_rotation']:.1f}",
-                f"{rot['peak_rss_mb']:.0f}",
+                shown(rot["peak_rss_mb"], ".0f"),
                 f"{rot['rotated']}/{row['n']}",
                 f"{base['wall_s']:.1f}" if base else "-",
                 f"{d['baseline_cpu_ms_per_rotation']:.1f}" if base else "-",
                 f"{d['speedup']:.1f}x" if base else "-",
-                f"{row['load_before'][0]:.1f}",
+                shown(row["load_before"][0], ".1f"),
             ]
         )
     headers = [
@@ -252,6 +256,8 @@ def main() -> None:
                 row["derived"] = derived(row)
                 data["rows"].append(row)
                 print(json.dumps({k: row[k] for k in ("n", "latency_s", "derived")}), flush=True)
+                data["targets"] = goals(data["rows"])
+                finish(data, started, markdown, args.results)  # so far: a crash keeps these
     data["targets"] = goals(data["rows"])
     finish(data, started, markdown, args.results)
 

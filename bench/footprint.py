@@ -139,7 +139,8 @@ def attempt(world: World, n: int, idle: float) -> dict[str, Any]:
         return measure(world, n, idle)
     except RuntimeError as exc:
         lines = [line for line in str(exc).splitlines()[1:] if line.strip()]
-        return {"n": n, "error": lines[-1][:200] if lines else str(exc)}
+        reason = lines[-1] if lines else str(exc)
+        return {"n": n, "error": reason.replace(str(world.workdir) + "/", "")[:200]}
 
 
 def _status_mb(pid: int, field: str) -> float:

@@ -118,7 +118,7 @@ def markdown(data: dict[str, Any]) -> str:
 def main() -> None:
     parser = bench_parser(__doc__, "verify_latency", "D = 0 and 2 only (~15 s)")
     parser.add_argument("--delays", default="0,2,10", help="activation delays D in seconds")
-    parser.add_argument("--targets", type=int, default=4, help="rotations per delay")
+    parser.add_argument("--targets", type=int, default=8, help="rotations per delay")
     args = parser.parse_args()
     delays = [float(d) for d in args.delays.split(",")]
     if args.quick:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import boto3
+import botocore.config
 import httpx
 import hvac
 import yaml
@@ -60,7 +61,7 @@ RESULTS = ROOT / "bench" / "results"
 ROTATOR = str(Path(sys.executable).with_name("rotator"))
 FIELD = "api_key"
 OTHER_FIELDS = {"owner": "team-payments", "note": "do not remove"}
-SEED_THREADS = 8
+SEED_THREADS = 4
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -140,11 +141,16 @@ class World:
         return hvac.Client(url=self.openbao.url, token=ROOT_TOKEN)
 
     def aws(self) -> Any:
+        """A Secrets Manager client for seeding: moto under load answers 500 now and then."""
         return boto3.session.Session(
             aws_access_key_id=DUMMY_AWS["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=DUMMY_AWS["AWS_SECRET_ACCESS_KEY"],
             region_name=AWS_REGION,
-        ).client("secretsmanager", endpoint_url=self.moto.url)
+        ).client(
+            "secretsmanager",
+            endpoint_url=self.moto.url,
+            config=botocore.config.Config(retries={"mode": "standard", "max_attempts": 10}),
+        )
 
     def admin(self) -> httpx.Client:
         return httpx.Client(
