@@ -66,29 +66,51 @@ def scrub(text: str) -> str:
 
 _PROBE = 8
 """Length of the prefix recent plaintexts are indexed by (``Secret`` records none shorter)."""
-_index: tuple[tuple[int, int], dict[str, tuple[str, ...]]] = ((0, 0), {})
+
+
+class _RecentIndex:
+    """What tells quickly that a text holds none of the recent plaintexts: a pattern matching
+    any run of their characters as long as the shortest of them (no such run, no plaintext),
+    then their first :data:`_PROBE` characters, looked up at each position of the run."""
+
+    def __init__(self, plaintexts: tuple[str, ...]) -> None:
+        self.prefixes: dict[str, tuple[str, ...]] = {}
+        for value in plaintexts:
+            self.prefixes[value[:_PROBE]] = (*self.prefixes.get(value[:_PROBE], ()), value)
+        chars = "".join(sorted({c for value in plaintexts for c in value}))
+        shortest = min((len(v) for v in plaintexts), default=0)
+        self.runs = re.compile(f"[{re.escape(chars)}]{{{shortest},}}") if chars else None
+
+    def may_hold_one(self, text: str) -> bool:
+        if self.runs is None:
+            return False
+        for run in self.runs.finditer(text):
+            piece = run.group()
+            for start in range(len(piece) - _PROBE + 1):
+                found = self.prefixes.get(piece[start : start + _PROBE])
+                if found is not None and any(piece.startswith(v, start) for v in found):
+                    return True
+        return False
+
+
+_index: tuple[tuple[int, int], _RecentIndex] = ((0, 0), _RecentIndex(()))
 
 
 def _may_hold_a_recent_plaintext(text: str) -> bool:
-    """False only if no recent plaintext occurs in ``text``. Each position of ``text`` is looked
-    up in an index of the plaintexts' first :data:`_PROBE` characters, rebuilt when they change,
-    instead of searching ``text`` for each of up to 512 plaintexts on every logged value. The
-    index may hold plaintexts gone from the recent ones since, never miss one."""
+    """False only if no recent plaintext occurs in ``text``: :class:`_RecentIndex`, rebuilt when
+    the plaintexts change, instead of searching ``text`` for each of up to 512 of them on every
+    logged value. The index may hold plaintexts gone from the recent ones since, never miss one.
+    """
     global _index  # noqa: PLW0603 - one cache, replaced whole (atomic for other threads)
     marker, index = _index
     now = recent_marker()
     if now != marker:
-        index = {}
-        for value in recent_plaintexts():
-            if len(value) < _PROBE:
-                return True  # cannot be indexed: search for every plaintext
-            index[value[:_PROBE]] = (*index.get(value[:_PROBE], ()), value)
+        recent = recent_plaintexts()
+        if any(len(value) < _PROBE for value in recent):
+            return True  # cannot be indexed: search for every plaintext
+        index = _RecentIndex(recent)
         _index = (now, index)
-    for start in range(len(text) - _PROBE + 1):
-        found = index.get(text[start : start + _PROBE])
-        if found is not None and any(text.startswith(v, start) for v in found):
-            return True
-    return False
+    return index.may_hold_one(text)
 
 
 def _mask_match(match: re.Match[str]) -> str:
