@@ -135,10 +135,12 @@ class SqlStateStore:
 
     @_offloaded
     def list_targets(self) -> list[TargetState]:
-        with self._tx() as s:
-            rows = s.scalars(select(TargetRow).order_by(TargetRow.target)).all()
-            retiring = _retiring_by_target(s.scalars(_retiring_query()))
-            return [_target_state(s, row, retiring.get(row.target, ())) for row in rows]
+        # Core, like get_target: the daemon reads every target's state at each metrics refresh.
+        with self._engine.begin() as conn:
+            rows = conn.execute(_TARGETS.select().order_by(_TARGETS.c.target)).all()
+            query = _RETIRING.select().order_by(*_RETIRING_ORDER)
+            retiring = _retiring_by_target(conn.execute(query))  # type: ignore[arg-type]
+            return [records.target_state(row, retiring.get(row.target, ())) for row in rows]  # type: ignore[arg-type]
 
     @_offloaded
     def register_target(self, target: str) -> TargetState:
