@@ -98,6 +98,9 @@ class Campaign:
         self.cut_at: Counter[str] = Counter()
         self.api: Counter[str] = Counter()
         self.log_files: list[Path] = []
+        self.checking: threading.Thread | None = None
+        self.check_times: list[float] = []
+        self.lock = threading.Lock()
         self.start_times: list[float] = []
         """Seconds from each start to the end of its recovery."""
 
@@ -123,6 +126,7 @@ class Campaign:
                     end="",
                     flush=True,
                 )
+            self.wait_check()
             print()
             faults.stop()
             restarts.stop()
@@ -163,9 +167,9 @@ class Campaign:
         recovered = any(is_recovered(e) for e in daemon.events)
         self.kills["total"] += 1
         self.kills["while running" if recovered else "during the start's recovery"] += 1
-        self.report.violations += self.checker.leaks.scan_files([log])
+        self.add_violations(self.checker.leaks.scan_files([log]))
         if n % DB_SCAN_EVERY == 0:
-            self.report.violations += self.checker.leaks.scan_files(self.db_files(), whole=True)
+            self.add_violations(self.checker.leaks.scan_files(self.db_files(), whole=True))
         self.count_cut()
 
     def live_cycle(self, daemon: DaemonProcess) -> None:
@@ -187,18 +191,38 @@ class Campaign:
                 answers, texts = api_calls(daemon.url, ADMIN_TOKEN, self.rng)
                 self.api.update(answers)
                 for where, text in texts:
-                    self.report.violations += self.checker.leaks.scan(where, text.encode())
-        try:
-            self.check()
-        finally:
-            timer.join()
+                    self.add_violations(self.checker.leaks.scan(where, text.encode()))
+        self.start_check()
+        timer.join()
+
+    def start_check(self) -> None:
+        """Check I1-I6 on a thread of its own, once the previous check ended: a check may go on
+        while the next daemon starts (it is safe at any instant), never two at once."""
+        self.wait_check()
+        self.checking = threading.Thread(target=self.check, name="check", daemon=True)
+        self.checking.start()
+
+    def wait_check(self) -> None:
+        if self.checking is not None:
+            self.checking.join()
+            self.checking = None
 
     def check(self) -> None:
-        self.checks += 1
-        found = self.checker.check()
-        self.report.add(found)
+        began = time.monotonic()
+        try:
+            found = self.checker.check()
+        except Exception as exc:  # noqa: BLE001 - reported, never silent
+            found = Report(violations=[f"checker failed: {type(exc).__name__}: {exc}"])
+        with self.lock:
+            self.checks += 1
+            self.check_times.append(time.monotonic() - began)
+            self.report.add(found)
         for line in found.violations:
             print(f"\nVIOLATION: {line}", flush=True)
+
+    def add_violations(self, lines: list[str]) -> None:
+        with self.lock:
+            self.report.violations += lines
 
     def count_cut(self) -> None:
         """Rotations the kill left open, by the step they had reached."""
@@ -307,6 +331,7 @@ class Campaign:
             | {
                 "cut at step": dict(self.cut_at),
                 "start to recovered s (mean, max)": _mean_max(self.start_times),
+                "check s (mean, max)": _mean_max(self.check_times),
             },
             "daemon": {
                 "rotator CPU s (all runs)": round(self.daemons.cpu_s, 1),
