@@ -23,6 +23,8 @@ from rotator.mistral.models import ApiKey
 
 log = structlog.get_logger(__name__)
 
+IN_FLIGHT = "a rotation of this target is in flight; its destinations disagree until it ends"
+
 DRAIN_RECHECK = timedelta(hours=1)
 """How long a draining key waits before its use is checked again."""
 AFTER_MAX_GRACE_RECHECK = timedelta(days=1)
@@ -135,6 +137,11 @@ async def _revoke_one(
     if still_served:
         return await _refuse(deps, ctx, key, "a destination still serves this key")
     if current_fp is None or served != {current_fp}:
+        if await deps.store.open_rotations(ctx.name):
+            # A rotation of this target is promoting (here or in another process): for a moment
+            # its destinations disagree. Nothing for an operator to check: try again later.
+            log.info("revocation_deferred", target=ctx.name, key_id=key.key_id, reason=IN_FLIGHT)
+            return RevocationResult(ctx.name, key.key_id, "deferred", IN_FLIGHT)
         return await _refuse(
             deps, ctx, key, "the destinations do not all serve the current key (check them)"
         )

@@ -314,3 +314,26 @@ async def test_drain_revokes_a_key_not_used_today_at_the_grace(worlds: Worlds) -
     world.clock.advance(3600)
     assert [r.outcome for r in await engine.revoke_due()] == ["revoked"]
     assert world.alerts == []
+
+
+async def test_revocation_waits_quietly_while_a_rotation_of_the_target_is_in_flight(
+    worlds: Worlds,
+) -> None:
+    """A due key whose target is mid-promotion (a rotation open, its destinations disagreeing for
+    the moment) is deferred without an alert, and revoked once that rotation has ended."""
+    world = worlds(BOTH, options=ADOPT)
+    legacy = world.seed("t1")
+    engine, current = await _rotated(world)
+    world.clock.advance(7200)
+    store = engine.deps.store
+    rotation = await store.start_rotation("t1", new_key_name="rotator-t1-next")
+    next_key = world.issuer.add_existing(name="rotator-t1-next")
+    world.write("t1", next_key.plaintext, backends=["aws"])  # promoted there, not yet in Vault
+    deferred = await engine.revoke_due()
+    assert [(r.key_id, r.outcome) for r in deferred] == [(legacy.key_id, "deferred")]
+    assert world.alert_events() == []
+    assert not gone(legacy)
+    world.write("t1", current.plaintext, backends=["aws"])  # that rotation was undone
+    await store.finish_rotation(rotation.rotation_id, state="rolled_back", outcome="rolled_back")
+    assert [r.outcome for r in await engine.revoke_due()] == ["revoked"]
+    assert gone(legacy)
