@@ -338,6 +338,35 @@ def test_checker_reports_a_variable_listing_a_missing_label() -> None:
     assert found == ["rotator_leader: no label target to list values of"]
 
 
+def test_per_target_series_are_kept_apart_by_namespace() -> None:
+    """Every dashboard query that groups per-target series ``by (…target…)`` keeps the namespace
+    too, so two deployments' targets of the same name are never merged into one row or line."""
+    exprs, _ = dashboard_queries()
+    merged = [
+        e
+        for e in exprs
+        for group in re.findall(r"\bby \(([^)]*)\)", e)
+        if "target" in group.replace(" ", "").split(",")
+        and "namespace" not in group.replace(" ", "").split(",")
+    ]
+    assert merged == []
+
+
+def test_targets_table_tells_never_rotated_from_not_ready() -> None:
+    """The Targets table's Ready column uses the state timeline's encoding (True * 2 + Unknown)
+    and maps 0, 1 and 2 to False, Unknown and True: a target never rotated is not shown False."""
+    panels = {p["title"]: p for p in json.loads(DASHBOARD.read_text())["panels"]}
+    table, timeline = panels["Targets"], panels["Ready condition"]
+    ready = next(t["expr"] for t in table["targets"] if t["refId"] == "A")
+    assert ready == timeline["targets"][0]["expr"]
+    (override,) = [
+        o for o in table["fieldConfig"]["overrides"] if o["matcher"]["options"] == "Ready"
+    ]
+    (mapping,) = [p["value"] for p in override["properties"] if p["id"] == "mappings"]
+    texts = {k: v["text"] for k, v in mapping[0]["options"].items()}
+    assert texts == {"0": "False", "1": "Unknown", "2": "True"}
+
+
 # --------------------------------------------------------------------------------------------
 # Against a live daemon
 # --------------------------------------------------------------------------------------------
@@ -392,7 +421,7 @@ def test_dashboard_and_alerts_query_only_live_metrics(
     rules = rule_exprs()
     assert len(exprs) >= 20, "the dashboard's queries were not found"
     assert len(variables) == 3, "the dashboard's variables were not found"
-    assert len(rules) == 10, "the alert rules were not found"
+    assert len(rules) >= 11, "the alert rules were not found"
     found = {
         f"{where}: {expr!r}: {problem}"
         for where, group in (("dashboard", exprs), ("rule", rules))

@@ -615,3 +615,72 @@ def test_alerts_select_the_job_the_service_monitor_produces(variant: str) -> Non
     for rule in (r for g in groups for r in g["rules"]):
         selected = set(re.findall(r'\bjob\s*=~?\s*"([^"]*)"', rule["expr"]))
         assert selected == {job}, f"{rule['alert']}: selects job {selected}, scraped as {job!r}"
+
+
+# --------------------------------------------------------------------------------------------
+# Commands named in the alerts and the deployment guides
+# --------------------------------------------------------------------------------------------
+
+DOCUMENTED = [
+    ROOT / "deploy/kubernetes/base/prometheusrule.yaml",
+    *sorted((ROOT / "docs/deploy").glob("*.md")),
+    ROOT / "systemd/rotator.service",
+]
+_INVOCATION = re.compile(r"(?:^|(?<=[\s`/(]))rotator(?=((?:[ \t]+[^\s`|&;#)]+)+))", re.MULTILINE)
+
+
+def rotator_commands(text: str) -> list[list[str]]:
+    """The argument lists of every ``rotator <command> …`` written in ``text``: an alert
+    template (``{{ $labels.target }}``) counts as one argument, a line continuation joins."""
+    text = re.sub(r"\{\{[^}]*\}\}", "TARGET", text.replace("\\\n", " "))
+    subcommands = set(typer_group().commands)
+    found = []
+    for match in _INVOCATION.finditer(text):
+        words = match.group(1).split()
+        index = 0
+        while index < len(words) and words[index].startswith("-") and words[index] != "--":
+            index += 1 if "=" in words[index] or words[index] == "--version" else 2
+        if index < len(words) and words[index] in subcommands:
+            found.append(words)
+    return found
+
+
+@cache
+def typer_group() -> Any:
+    from typer.main import get_command
+
+    from rotator.cli import app
+
+    return get_command(app)
+
+
+def cli_problem(argv: list[str]) -> str | None:
+    """Why rotator's command line would refuse ``argv`` (None: it parses)."""
+    group = typer_group()
+    try:
+        ctx = group.make_context("rotator", list(argv))
+        name = argv[len(argv) - len(ctx.args) - 1]
+        group.get_command(ctx, name).make_context(name, list(ctx.args), parent=ctx)
+    except Exception as exc:  # click's UsageError and friends
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+def test_the_command_checker_refuses_what_the_cli_refuses() -> None:
+    """The checker accepts real invocations and refuses an extra argument or an unknown option."""
+    assert cli_problem(["--config", "/etc/rotator/rotator.yaml", "status"]) is None
+    assert cli_problem(["rotate", "prod-backend"]) is None
+    assert cli_problem(["status", "prod-backend"]) is not None
+    assert cli_problem(["history", "--target", "x"]) is not None
+    text = "run `rotator status {{ $labels.target }}` or `docker exec rotator rotator history`"
+    assert rotator_commands(text) == [["status", "TARGET"], ["history"]]
+
+
+@pytest.mark.parametrize("path", DOCUMENTED, ids=lambda p: str(p.relative_to(ROOT)))
+def test_every_documented_rotator_command_parses(path: Path) -> None:
+    """Every ``rotator …`` command in the alert annotations, the deployment guides and the unit
+    is one rotator's command line accepts (subcommand, options and arguments)."""
+    commands = rotator_commands(path.read_text())
+    assert commands, f"{path.name}: no rotator command found (the extraction is broken)"
+    problems = [f"rotator {' '.join(c)}: {cli_problem(c)}" for c in commands if cli_problem(c)]
+    assert not problems, "\n".join(problems)
