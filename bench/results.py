@@ -1,9 +1,10 @@
 """Assembles ``bench/RESULTS.md`` from the fragments in ``bench/results/``.
 
 Each benchmark writes ``bench/results/<name>.json`` and ``<name>.md``. This script puts them in
-one page: where and when they were measured, every target with its verdict, the before/after
-comparison of the optimisations (``<name>-before.json`` beside ``<name>.json``), then each
-fragment as it was written (the chaos campaign's ``chaos.md`` included when present).
+one page: where and when they were measured, every target with its verdict, the findings
+(``notes.md``, written by hand from the profiles), the before/after comparison of the
+optimisations (``<name>-before.json`` beside ``<name>.json``), then each fragment as it was
+written (the chaos campaign's ``chaos.md`` included when present).
 
 Usage: ``python bench/results.py`` (reads and writes files only; takes a second).
 """
@@ -46,7 +47,7 @@ def where(runs: dict[str, dict[str, Any]]) -> str:
                 m.get("commit", "?"),
                 data.get("label", ""),
                 load_avg,
-                data.get("elapsed_s", "?"),
+                data.get("elapsed_s") or "-",
             ]
         )
     return table(["results", "measured (UTC)", "commit", "run", "load 1/5/15 min", "took s"], rows)
@@ -174,6 +175,9 @@ def main() -> None:
         targets(runs),
         "",
     ]
+    notes = fragment(args.results, "notes")
+    if notes is not None:
+        parts += ["## Findings", "", notes, ""]
     diff = changes(runs)
     if diff is not None:
         parts += ["## Before and after the optimisations", "", diff, ""]
