@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import signal
 import subprocess
 import tempfile
 import threading
@@ -417,8 +418,16 @@ def parse(argv: list[str] | None = None) -> tuple[Plan, Path, Path | None]:
     return plan, args.out, args.workdir
 
 
+def _interrupted(signum: int, _frame: object) -> None:
+    """SIGTERM or SIGINT (even when started in the background, where SIGINT is ignored): stop
+    cleanly, so that no daemon or server outlives the campaign."""
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
 def main(argv: list[str] | None = None) -> int:
     plan, out, workdir = parse(argv)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, _interrupted)
     with tempfile.TemporaryDirectory(prefix="rotator-chaos-") as scratch:
         root = workdir or Path(scratch)
         with World.running(root, targets=plan.targets, policy=plan.policy) as world:
