@@ -212,19 +212,52 @@ class Engine:
                 )
 
     async def _old_keys(self, ctx: TargetContext, bases: dict[str, CurrentValue]) -> list[str]:
-        """The keys this rotation replaces: the current managed key and an adopted one."""
+        """The keys this rotation replaces: the current managed key, an adopted one, and any
+        retiring key a destination serves again (a restored previous value). Each gets a fresh
+        grace at promotion: consumers may have read it since, so its earlier deadline no longer
+        protects them."""
         state = await self.deps.store.get_target(ctx.name)
         old: list[str] = []
         if state is not None and state.current is not None:
             old.append(state.current.key_id)
         if state is not None and state.adopted_key_id and state.adopted_key_id not in old:
             old.append(state.adopted_key_id)
+        if state is not None:
+            old += await self._served_again(ctx, state, bases, exclude=set(old))
         if not old and ctx.target.adopt_existing:
             adopted = await self._identify_served_key(ctx, bases)
             if adopted is not None:
                 await self.deps.store.adopt_key(ctx.name, adopted)
                 old.append(adopted)
         return old
+
+    async def _served_again(
+        self,
+        ctx: TargetContext,
+        state: TargetState,
+        bases: dict[str, CurrentValue],
+        *,
+        exclude: set[str],
+    ) -> list[str]:
+        """The retiring keys some destination serves again, told by fingerprint or (an adopted
+        key, whose fingerprint rotator never knew) by the masked form the workspace listing shows;
+        the listing is read only when a destination serves something other than the current
+        key."""
+        current_fp = state.current.fingerprint if state.current is not None else None
+        strays = {c.secret for c in bases.values() if c.secret is not None}
+        strays = {secret for secret in strays if secret.fingerprint != current_fp}
+        candidates = [k for k in state.retiring if k.key_id not in exclude]
+        if not strays or not candidates:
+            return []
+        fingerprints = {secret.fingerprint for secret in strays}
+        found = [k.key_id for k in candidates if k.fingerprint in fingerprints]
+        unknown = [k for k in candidates if k.fingerprint is None]
+        if unknown:
+            masks = {masked(secret.reveal()) for secret in strays}
+            listed = await self.deps.issuer.list_keys(workspace_id=ctx.target.workspace_id)
+            hidden = {k.key_id: k.hidden_key for k in listed}
+            found += [k.key_id for k in unknown if hidden.get(k.key_id) in masks]
+        return found
 
     async def _identify_served_key(
         self, ctx: TargetContext, bases: dict[str, CurrentValue]

@@ -102,6 +102,59 @@ async def test_a_key_still_served_is_never_revoked(worlds: Worlds) -> None:
     assert gone(legacy)
 
 
+async def test_a_restored_old_key_gets_a_fresh_grace_from_the_next_rotation(
+    worlds: Worlds,
+) -> None:
+    """An old key served again (a restored previous value) past its deadline is replaced by the
+    next rotation like the current key: revoked only a full grace after that promotion, since
+    consumers may have read it while it was restored."""
+    world = worlds(BOTH, policy={"grace": "1h"}, options=ADOPT)
+    legacy = world.seed("t1")
+    _, first = await _rotated(world)
+    world.write("t1", legacy.plaintext)  # the operator restored the previous value everywhere
+    world.clock.advance(7200)
+    engine = await world.engine()
+    assert [r.outcome for r in await engine.revoke_due()] == ["refused"]
+
+    result = await engine.rotate("t1")
+    assert result.outcome is Outcome.PROMOTED
+    promoted_at = world.clock.now()
+    state = await engine.deps.store.get_target("t1")
+    assert state is not None
+    assert {(r.key_id, r.revoke_due_at) for r in state.retiring} == {
+        (legacy.key_id, promoted_at + timedelta(hours=1)),
+        (first.key_id, promoted_at + timedelta(hours=1)),
+    }
+    assert await engine.revoke_due() == []
+    assert not gone(legacy)
+    world.clock.advance(3600)
+    revoked = {(r.key_id, r.outcome) for r in await engine.revoke_due()}
+    assert revoked == {(legacy.key_id, "revoked"), (first.key_id, "revoked")}
+
+
+async def test_a_restored_managed_key_is_told_by_its_fingerprint_and_gets_a_fresh_grace(
+    worlds: Worlds,
+) -> None:
+    """A key rotator itself created, retired and then restored into one destination is found by
+    its fingerprint (no workspace listing needed) and revoked a full grace after the next
+    promotion, not at once."""
+    world = worlds(BOTH, policy={"grace": "1h"}, options=ADOPT)
+    world.seed("t1")
+    engine, first = await _rotated(world)
+    second = await engine.rotate("t1")
+    assert second.outcome is Outcome.PROMOTED
+    world.clock.advance(7200)
+    world.write("t1", first.plaintext, backends=["aws"])  # AWSPREVIOUS moved back to current
+    third = await engine.rotate("t1")
+    assert third.outcome is Outcome.PROMOTED
+    state = await engine.deps.store.get_target("t1")
+    assert state is not None
+    due = {r.key_id: r.revoke_due_at for r in state.retiring}
+    assert due[first.key_id] == world.clock.now() + timedelta(hours=1)
+    assert first.key_id not in {r.key_id for r in await engine.revoke_due()}
+    assert not gone(first)
+
+
 async def test_revocation_waits_until_every_destination_serves_the_current_key(
     worlds: Worlds,
 ) -> None:
