@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from world import table
+from world import RESULTS, table
 
 from rotator.clock import SystemClock
 from rotator.mistral.standin import KeyFacts
@@ -169,6 +170,16 @@ def markdown(results: dict[str, Any]) -> str:
             f" `rotator history --verify` exit {results['final']['audit verify exit']};"
             f" violations at rest: {len(results['final']['violations'])}."
         ),
+        "",
+        "Error-level events the daemons logged: "
+        + (
+            ", ".join(
+                f"{name} {n}" for name, n in sorted(results["daemon"]["error events"].items())
+            )
+            or "none"
+        )
+        + ". `old_key_in_use_at_max_grace` is expected (draining targets' keys stay in use);"
+        " `rotation_stuck` comes with outages (a destination unreadable after a promotion).",
     ]
     violations = results["invariants"]["violations"]
     if violations:
@@ -180,8 +191,19 @@ def consumers_line(consumers: dict[str, Any]) -> str:
     return ", ".join(f"{name} {n}" for name, n in consumers.items() if isinstance(n, int))
 
 
+def main(argv: list[str]) -> None:
+    """``python bench/chaos_report.py [bench/results/chaos.json]``: render ``chaos.md`` again
+    from the JSON (after a change of wording)."""
+    source = Path(argv[0]) if argv else RESULTS / "chaos.json"
+    (source.parent / "chaos.md").write_text(markdown(json.loads(source.read_text())))
+
+
 def write(results: dict[str, Any], out: Path) -> None:
     """``chaos.json`` and ``chaos.md`` in ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     (out / "chaos.json").write_text(json.dumps(results, indent=2, default=str) + "\n")
     (out / "chaos.md").write_text(markdown(results))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
