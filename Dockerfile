@@ -56,7 +56,8 @@ WORKDIR /etc/rotator
 USER 10001:10001
 EXPOSE 9402
 # The daemon handles SIGTERM itself (so also as PID 1): it drains in-flight rotations for up to
-# 60 s, then exits 0. Stop it with more time than that: docker stop -t 90.
+# 60 s, then cancels what is left and releases its leader lock: at worst about 110 s before it
+# exits 0. Stop it with more time than that: docker stop -t 120.
 STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
   CMD ["/opt/rotator/bin/python", "-m", "rotator.probe"]

@@ -77,6 +77,20 @@ class Timing:
     retry_period: float = 15.0
 
 
+def api_timeout(timing: Timing) -> float:
+    """Seconds each Kubernetes API request may take: half the renew deadline, 1 to 10 s."""
+    return max(1.0, min(10.0, timing.renew_deadline / 2))
+
+
+def release_bound(election: str, timing: Timing) -> float:
+    """The longest :meth:`Elector.release` of ``election`` (``none``, ``postgres`` or
+    ``kubernetes``) waits on the network, in seconds: the PostgreSQL unlock is bounded by the
+    renew deadline; the Lease release is a read and a write of :func:`api_timeout` each."""
+    return {"none": 0.0, "postgres": timing.renew_deadline, "kubernetes": 2 * api_timeout(timing)}[
+        election
+    ]
+
+
 class Elector(ABC):
     """One instance's side of the election.
 
@@ -425,7 +439,7 @@ class KubernetesLeaseElector(Elector):
             base_url=api_url,
             verify=verify,
             transport=transport,
-            timeout=max(1.0, min(10.0, timing.renew_deadline / 2)),
+            timeout=api_timeout(timing),
         )
         self._observed: dict[str, Any] | None = None
         """The Lease's spec when last seen to change."""
@@ -671,7 +685,9 @@ __all__ = [
     "PostgresElector",
     "SoleElector",
     "Timing",
+    "api_timeout",
     "build_elector",
     "default_identity",
     "leader_lock_key",
+    "release_bound",
 ]

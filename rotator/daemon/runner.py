@@ -82,6 +82,10 @@ class Timings:
 
     stop_timeout: float = 60.0
     """SIGTERM: how long in-flight rotations get to finish."""
+    cancel_wait: float = 5.0
+    """SIGTERM: how long rotations still running after ``stop_timeout`` get to unwind, cancelled."""
+    tasks_wait: float = 5.0
+    """SIGTERM: how long the background tasks (election, reload, loops) get to stop, cancelled."""
     revoke_every: float = 30.0
     """A revoke-due pass runs at least this often, and at each grace deadline."""
     heartbeat: float = 2.0
@@ -92,6 +96,12 @@ class Timings:
     """Per target, the least time between two on-demand rotations (emergencies exempt)."""
     retry_floor: float = 60.0
     """A target still due right after a run waits at least this long."""
+
+    def stop_bound(self, release: float) -> float:
+        """The longest a daemon told to stop waits before it exits, in seconds, given the
+        leader release's own bound (:func:`rotator.daemon.leader.release_bound`): what a stop
+        timeout (systemd, Docker, Kubernetes) must exceed."""
+        return self.stop_timeout + self.cancel_wait + self.tasks_wait + release
 
 
 @dataclass
@@ -336,13 +346,13 @@ class Daemon:
             log.warning("shutdown_cut_short", targets=sorted(self._tasks))
             for task in leftover:
                 task.cancel()
-            await asyncio.wait(leftover, timeout=5)
+            await asyncio.wait(leftover, timeout=self.timings.cancel_wait)
         self.jobs.shutdown()
         others = [t for t in (self._leader_task, self._reload_task, *self._background) if t]
         for task in others:
             task.cancel()
         if others:
-            await asyncio.wait(others, timeout=5)
+            await asyncio.wait(others, timeout=self.timings.tasks_wait)
         if self.elector is not None:
             await self.elector.release()
         if self.http is not None:
@@ -577,6 +587,8 @@ class Daemon:
                 if self._gate.is_set():
                     await self._revoke_pass()
                 delay = await self._next_revoke_delay()
+            if self._stop.is_set():  # a stop's wake-up may have come during the pass: the
+                return  # clear below would lose it and the drain would wait out ``delay``
             await _wait_event(self._revoke_wake, delay, clear=True)
 
     async def _revoke_pass(self) -> None:

@@ -37,6 +37,8 @@ import yaml
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from rotator.daemon.leader import Timing, release_bound
+from rotator.daemon.runner import Timings
 from tests.support.jsonlog import read_events
 from tests.support.stack import Stack
 
@@ -44,6 +46,7 @@ pytestmark = pytest.mark.integration
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
+CONTAINER_GUIDE = REPO / "docs" / "deploy" / "container.md"
 VENV = Path(sys.prefix)
 HADOLINT = VENV / "bin" / "hadolint"
 IMAGE_VENV = "/opt/rotator"
@@ -413,6 +416,18 @@ def test_runtime_settings(dockerfile: Dockerfile) -> None:
     labels = final.labels(final.args(dockerfile.global_args))
     assert labels["org.opencontainers.image.version"] == project["version"]
     assert labels["org.opencontainers.image.licenses"] == project["license"]["text"]
+
+
+def test_every_stop_timeout_given_covers_the_daemons_longest_stop() -> None:
+    """Each stop timeout the Dockerfile and the container guide tell operators to use (``docker
+    stop -t``, ``--stop-timeout``, Compose's ``stop_grace_period``) exceeds the daemon's longest
+    stop, computed from its own timings and the slowest leader release of any election."""
+    text = DOCKERFILE.read_text(encoding="utf-8") + CONTAINER_GUIDE.read_text(encoding="utf-8")
+    given = re.findall(r"(?:docker stop -t|--stop-timeout|stop_grace_period:) *(\d+)", text)
+    assert len(given) >= 4, "the stop timeouts were not found"
+    release = max(release_bound(e, Timing()) for e in ("none", "postgres", "kubernetes"))
+    bound = Timings().stop_bound(release) + 5
+    assert [n for n in given if int(n) < bound] == []
 
 
 # -- the build context and the builder, replayed offline -----------------------------------------

@@ -30,7 +30,7 @@ import yaml
 from rotator.config import Config, KubernetesAuth, VaultStore, load_config
 from rotator.daemon.control import Health
 from rotator.daemon.http import build_app
-from rotator.daemon.leader import SERVICE_ACCOUNT_DIR
+from rotator.daemon.leader import SERVICE_ACCOUNT_DIR, Timing, release_bound
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.runner import Timings
 from rotator.engine.engine import TargetStatus
@@ -48,6 +48,8 @@ CUSTOM_KINDS = frozenset({"ServiceMonitor", "PrometheusRule"})
 IMAGE_USER = 10001
 """The numeric user and group of rotator's image (Dockerfile ``USER 10001:10001``)."""
 PROBE_PORT = 9402
+STOP_MARGIN = 5.0
+"""Seconds left for what the daemon's stop does after the lease release (HTTP server, clients)."""
 
 
 def kubectl() -> str:
@@ -303,11 +305,12 @@ async def test_probes_hit_the_daemons_health_routes(variant: str) -> None:
 
 @pytest.mark.parametrize("variant", sorted(VARIANTS))
 def test_shutdown_and_startup_budgets_cover_the_daemons(variant: str) -> None:
-    """terminationGracePeriodSeconds exceeds the daemon's SIGTERM drain (60 s) with margin, and
+    """terminationGracePeriodSeconds exceeds the longest stop of the daemon, computed from its
+    own timings (drain, cancellation, tasks) and the slowest leader release of any election, and
     the startup probe allows a minute at least before liveness takes over."""
     spec = pod_spec(render(variant))
-    drain = Timings().stop_timeout
-    assert spec["terminationGracePeriodSeconds"] >= drain + 15
+    release = max(release_bound(e, Timing()) for e in ("none", "postgres", "kubernetes"))
+    assert spec["terminationGracePeriodSeconds"] >= Timings().stop_bound(release) + STOP_MARGIN
     startup = rotator_container(render(variant))["startupProbe"]
     assert startup["periodSeconds"] * startup["failureThreshold"] >= 60
 

@@ -59,6 +59,7 @@ import pytest
 import yaml
 
 from rotator.config import load_config
+from rotator.daemon.leader import Timing, release_bound
 from rotator.daemon.runner import Timings
 from rotator.errors import ConfigError
 from tests.support.jsonlog import read_events
@@ -180,12 +181,14 @@ def seconds(value: str) -> float:
 
 def test_unit_fits_the_daemon() -> None:
     """The unit matches what rotator run does: notify from the main process only, a stop timeout
-    above the SIGTERM drain, a watchdog several heartbeats long, and the W^X rule and
-    NoNewPrivileges that the runtime tests below apply."""
+    above the daemon's longest stop (from its own timings and the slowest leader release), a
+    watchdog several heartbeats long, and the W^X rule and NoNewPrivileges that the runtime tests
+    below apply."""
     unit = directives(UNIT.read_text())
     timings = Timings()
+    release = max(release_bound(e, Timing()) for e in ("none", "postgres", "kubernetes"))
     assert (unit["Type"], unit["NotifyAccess"]) == (["notify"], ["main"])
-    assert seconds(unit["TimeoutStopSec"][0]) >= timings.stop_timeout + 15
+    assert seconds(unit["TimeoutStopSec"][0]) >= timings.stop_bound(release) + 5
     assert seconds(unit["WatchdogSec"][0]) >= 4 * timings.heartbeat
     assert unit["MemoryDenyWriteExecute"] == unit["NoNewPrivileges"] == ["yes"]
     assert unit["DynamicUser"] == ["yes"]
@@ -193,6 +196,18 @@ def test_unit_fits_the_daemon() -> None:
     assert unit["ExecStart"] == [
         f"{INSTALLED} --log-format json run --config /etc/rotator/rotator.yaml"
     ]
+
+
+def test_unit_keeps_restarting_until_its_dependencies_are_up() -> None:
+    """No start limit (StartLimitIntervalSec=0): dependencies unreachable for minutes at boot
+    never leave the unit failed for good; restarts are paced, and exit status 2 (an invalid
+    configuration) is never restarted."""
+    unit = directives(UNIT.read_text())
+    assert unit["StartLimitIntervalSec"] == ["0"]
+    assert "StartLimitBurst" not in unit
+    assert unit["Restart"] == ["on-failure"]
+    assert seconds(unit["RestartSec"][0]) >= 30
+    assert unit["RestartPreventExitStatus"] == ["2"]
 
 
 def test_example_config_reads_every_credential(tmp_path: Path) -> None:

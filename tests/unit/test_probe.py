@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator.probe import main, probe_host
+from rotator.probe import DEFAULT_LISTEN, configured_listen, main, probe_host
 
 MINIMAL = """\
 mistral:
@@ -138,7 +138,7 @@ def test_port_zero_cannot_be_probed(tmp_path: Path, capsys: pytest.CaptureFixtur
 @pytest.mark.parametrize(
     "argv",
     [
-        ["--config", "/nonexistent/rotator.yaml"],
+        ["--url", "ftp://127.0.0.1:9402/livez"],
         ["--timeout", "0"],
         ["--no-such-option"],
     ],
@@ -146,20 +146,65 @@ def test_port_zero_cannot_be_probed(tmp_path: Path, capsys: pytest.CaptureFixtur
 def test_every_failure_exits_1_never_docker_reserved_2(
     argv: list[str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A missing config or bad usage exits 1: Docker reserves 2 in health checks."""
+    """A bad --url or bad usage exits 1: Docker reserves 2 in health checks."""
     monkeypatch.delenv("ROTATOR_CONFIG", raising=False)
     assert main(argv) == 1
     captured = capsys.readouterr()
     assert len((captured.out + captured.err).strip().splitlines()) <= 2
 
 
-def test_invalid_config_names_the_field_and_hides_the_key(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_only_server_listen_is_read_not_secrets_nor_the_rest(
+    tmp_path: Path, livez: Livez, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """An invalid server.listen fails the check on one line naming it, without the admin key."""
-    config = write_config(tmp_path, "no-port-here")
-    assert main(["--config", str(config)]) == 1
-    out = capsys.readouterr().out
-    assert out.count("\n") == 1
-    assert "server.listen" in out
-    assert "sk-probe-admin-key" not in out
+    """A configuration whose secret file is missing and whose other settings are invalid (an edit
+    the daemon has not reloaded) still probes the running daemon: healthy, exit 0; the port comes
+    through ``${NAME}`` expansion as the daemon's loader does it."""
+    monkeypatch.setenv("PROBE_PORT", str(livez.port))
+    config = tmp_path / "rotator.yaml"
+    config.write_text(
+        "mistral:\n  admin_key_file: /nonexistent/mistral-admin-key\n"
+        "targets: not-a-list\n"
+        "server:\n  listen: 127.0.0.1:${PROBE_PORT}\n  admin_token_file: /nonexistent/token\n"
+    )
+    assert main(["--config", str(config)]) == 0
+    assert livez.paths == ["/livez"]
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        (None, None),
+        ("targets: []\n", None),
+        ("server: {listen: no-port-here}\n", "server.listen"),
+        ("server: {listen: '${UNSET_PROBE_VAR}'}\n", "UNSET_PROBE_VAR"),
+        ("server: [unbalanced\n", "line 3"),
+    ],
+    ids=["no-config", "no-server-section", "invalid", "unset-variable", "bad-yaml"],
+)
+def test_unreadable_listen_falls_back_to_the_default_and_says_why(
+    tmp_path: Path, text: str | None, problem: str | None
+) -> None:
+    """No configuration, no server.listen, or one that cannot be read: the default address
+    (127.0.0.1:9402), with a note naming the problem when there is one and no secret in it."""
+    path = None
+    if text is not None:
+        path = tmp_path / "rotator.yaml"
+        path.write_text("mistral: {admin_key: sk-probe-admin-key-0123456789}\n" + text)
+    listen, note = configured_listen(str(path) if path else None, {})
+    assert listen == DEFAULT_LISTEN == "127.0.0.1:9402"
+    if problem is None:
+        assert note == ""
+    else:
+        assert problem in note
+        assert "sk-probe-admin-key" not in note
+
+
+def test_url_overrides_the_configuration(
+    tmp_path: Path, livez: Livez, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--url probes that URL (path default /livez) and reads no configuration at all."""
+    missing = tmp_path / "missing.yaml"
+    assert main(["--config", str(missing), "--url", f"http://127.0.0.1:{livez.port}"]) == 0
+    assert main(["--url", f"http://127.0.0.1:{livez.port}/livez"]) == 0
+    assert livez.paths == ["/livez", "/livez"]
+    assert "missing.yaml" not in capsys.readouterr().out
