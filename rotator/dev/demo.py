@@ -16,15 +16,15 @@ in flight, then the stand-ins stop; a second Ctrl-C kills what is left at once. 
 says what happened. A child that fails to start or dies: exit 1 naming its log; an invalid
 configuration: exit 2.
 
-Environment: ``ROTATOR_DEMO_MISTRAL_PORT`` (18080), ``ROTATOR_DEMO_VAULT_PORT`` (18200),
-``ROTATOR_DEMO_AWS_PORT`` (18500), ``ROTATOR_DEMO_HTTP_PORT`` (the daemon's, 9402),
-``ROTATOR_DEMO_DIR`` (``./var/demo``), ``ROTATOR_DEMO_DURATION`` (seconds, like ``--for``).
+Environment (:mod:`rotator.dev.settings`): ``ROTATOR_DEMO_MISTRAL_PORT`` (18080),
+``ROTATOR_DEMO_VAULT_PORT`` (18200), ``ROTATOR_DEMO_AWS_PORT`` (18500), ``ROTATOR_DEMO_HTTP_PORT``
+(the daemon's, 9402), ``ROTATOR_DEMO_DIR`` (``./var/demo``), ``ROTATOR_DEMO_DURATION`` (seconds,
+like ``--for``). The demo writes ``<ROTATOR_DEMO_DIR>/env``: sourced in another shell, the CLI
+works against the running demo.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import signal
@@ -32,7 +32,6 @@ import sys
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 
@@ -41,15 +40,13 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from rotator.config import Config, load_config
 from rotator.dev.apps import AppStores, Consumer, LegacyKey, seed_legacy_keys
-from rotator.dev.processes import Child, StartError, port_in_use, spawn, wait_ready
+from rotator.dev.processes import Child, LogTail, StartError, port_in_use, spawn, wait_ready
+from rotator.dev.settings import Settings, demo_environment, port_variable, write_env_file
 from rotator.dev.view import EventView, clock, line, status_line
 from rotator.durations import format_duration
 from rotator.errors import ConfigError
 from rotator.logs import scrub
 
-PORTS = {"mistral": 18080, "vault": 18200, "aws": 18500, "http": 9402}
-"""Default loopback ports, each overridable by ``ROTATOR_DEMO_<NAME>_PORT``."""
-VAULT_TOKEN = "demo-root-token"  # noqa: S105 - the OpenBao dev server's root token, loopback only
 STATUS_EVERY = 15.0
 """Seconds between two status lines."""
 DAEMON_STOP = 70.0
@@ -71,91 +68,6 @@ class StopRequested(Exception):  # noqa: N818 - a request, not an error
     """A stop was requested while the demo was still starting."""
 
 
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Where and how long the demo runs."""
-
-    config: Path
-    directory: Path
-    ports: dict[str, int]
-    duration: float | None
-
-    @classmethod
-    def parse(cls, argv: list[str] | None) -> Settings:
-        parser = argparse.ArgumentParser(
-            prog="scripts/demo",
-            description="Run rotator live against its built-in stand-ins; Ctrl-C stops it.",
-        )
-        parser.add_argument(
-            "--for",
-            dest="duration",
-            type=float,
-            default=_env_float("ROTATOR_DEMO_DURATION"),
-            metavar="SECONDS",
-            help="stop by itself SECONDS after the first rotation (default:"
-            " $ROTATOR_DEMO_DURATION, else run until Ctrl-C)",
-        )
-        parser.add_argument(
-            "--config", type=Path, default=Path("config/demo.yaml"), help="the demo configuration"
-        )
-        args = parser.parse_args(argv)
-        if args.duration is not None and args.duration <= 0:
-            parser.error("--for: must be a positive number of seconds")
-        ports = {}
-        for name, default in PORTS.items():
-            variable = f"ROTATOR_DEMO_{name.upper()}_PORT"
-            value = os.environ.get(variable, str(default))
-            if not value.isdigit() or not 0 < int(value) < 65536:
-                parser.error(f"{variable}: must be a port number, got {value!r}")
-            ports[name] = int(value)
-        directory = Path(os.environ.get("ROTATOR_DEMO_DIR") or "var/demo").absolute()
-        return cls(args.config, directory, ports, args.duration)
-
-
-def _env_float(name: str) -> float | None:
-    value = os.environ.get(name)
-    if not value:
-        return None
-    try:
-        return float(value)
-    except ValueError:
-        print(f"demo: {name}: must be a number of seconds, got {value!r}", file=sys.stderr)
-        raise SystemExit(2) from None
-
-
-@dataclass
-class _LogTail:
-    """The complete lines added to a file since the last call."""
-
-    path: Path
-    offset: int = 0
-    partial: bytes = b""
-    raw: list[str] = field(default_factory=list)
-    """Lines that were not JSON events (a startup error, a traceback), the last few."""
-
-    def events(self) -> list[dict[str, object]]:
-        try:
-            with self.path.open("rb") as handle:
-                handle.seek(self.offset)
-                chunk = handle.read()
-        except FileNotFoundError:
-            return []
-        self.offset += len(chunk)
-        *complete, self.partial = (self.partial + chunk).split(b"\n")
-        found = []
-        for raw in complete:
-            text = raw.decode(errors="replace").strip()
-            try:
-                event = json.loads(text)
-            except ValueError:
-                event = None
-            if isinstance(event, dict):
-                found.append(event)
-            elif text:
-                self.raw = [*self.raw[-4:], text]
-        return found
-
-
 class Demo:
     """One run of the demo (see the module docstring)."""
 
@@ -170,7 +82,7 @@ class Demo:
         self.consumer: Consumer | None = None
         self.stores: AppStores | None = None
         self.view = EventView()
-        self.tail = _LogTail(self.logs / "rotator.log")
+        self.tail = LogTail(self.logs / "rotator.log")
         self.config = _shown(settings.config)
         self.started = time.monotonic()
         self._print_lock = threading.Lock()
@@ -227,28 +139,18 @@ class Demo:
     # -- start -----------------------------------------------------------------------------------
 
     def _prepare(self) -> Config:
-        """The environment the configuration and every child read; a fresh state; the config."""
+        """The environment the configuration and every child read (also written to the env file
+        for another shell); a fresh state; the config."""
         ports = self.settings.ports
         for name, port in ports.items():
             if port_in_use(port):
-                variable = f"ROTATOR_DEMO_{name.upper()}_PORT"
-                raise StartError(f"port {port} is in use: stop what uses it or set {variable}")
+                raise StartError(
+                    f"port {port} is in use: stop what uses it or set {port_variable(name)}"
+                )
+        variables = demo_environment(self.settings, dict(os.environ))
         for name in [n for n in os.environ if n.startswith("AWS_")]:
             del os.environ[name]  # moto accepts any credentials; never let real ones reach it
-        os.environ.update(
-            {
-                "ROTATOR_DEMO_DIR": str(self.settings.directory),
-                "ROTATOR_DEMO_MISTRAL_URL": f"http://127.0.0.1:{ports['mistral']}",
-                "ROTATOR_DEMO_VAULT_URL": f"http://127.0.0.1:{ports['vault']}",
-                "ROTATOR_DEMO_AWS_URL": f"http://127.0.0.1:{ports['aws']}",
-                "ROTATOR_DEMO_HTTP_PORT": str(ports["http"]),
-                "AWS_ACCESS_KEY_ID": "demo",
-                "AWS_SECRET_ACCESS_KEY": "demo",
-                "AWS_DEFAULT_REGION": "us-east-1",
-                "AWS_EC2_METADATA_DISABLED": "true",
-            }
-        )
-        os.environ.setdefault("ROTATOR_DEMO_VAULT_TOKEN", VAULT_TOKEN)
+        os.environ.update(variables)
         cfg = load_config(self.settings.config)
         # The stand-ins keep everything in memory: the state starts afresh with them.
         self.settings.directory.mkdir(parents=True, exist_ok=True)
@@ -258,6 +160,9 @@ class Demo:
             else:
                 old.unlink()
         self.logs.mkdir(exist_ok=True)
+        bin_dir = Path(sys.executable).parent
+        installed = bin_dir if (bin_dir / "rotator").exists() else None
+        write_env_file(self.settings.env_file, variables, bin_dir=installed)
         return cfg
 
     def _start_processes(self, cfg: Config) -> None:
@@ -289,23 +194,20 @@ class Demo:
         aws = self._spawn(
             "moto", [sys.executable, str(launcher), "-H", "127.0.0.1", "-p", str(ports["aws"])], env
         )
-        wait_ready(
-            mistral, f"{os.environ['ROTATOR_DEMO_MISTRAL_URL']}/_standin/clock", cancel=self.stop
-        )
+        wait_ready(mistral, f"{self.settings.url('mistral')}/_standin/clock", cancel=self.stop)
         self._check_stop()
         # Until its first rotation the daemon talks to Mistral only: it starts (a slow import)
         # while OpenBao and moto finish starting.
         self._start_daemon()
         for child, probe in (
-            (vault, f"{os.environ['ROTATOR_DEMO_VAULT_URL']}/v1/sys/health"),
-            (aws, f"{os.environ['ROTATOR_DEMO_AWS_URL']}/moto-api/data.json"),
+            (vault, f"{self.settings.url('vault')}/v1/sys/health"),
+            (aws, f"{self.settings.url('aws')}/moto-api/data.json"),
         ):
             wait_ready(child, probe, cancel=self.stop)
             self._check_stop()
         self.say(
-            f"demo: Mistral stand-in {os.environ['ROTATOR_DEMO_MISTRAL_URL']}, OpenBao"
-            f" {os.environ['ROTATOR_DEMO_VAULT_URL']}, moto (AWS Secrets Manager)"
-            f" {os.environ['ROTATOR_DEMO_AWS_URL']}"
+            f"demo: Mistral stand-in {self.settings.url('mistral')}, OpenBao"
+            f" {self.settings.url('vault')}, moto (AWS Secrets Manager) {self.settings.url('aws')}"
         )
         self.say(f"demo: rotator run -c {self.config} (its JSON log: {_shown(self.tail.path)})")
 
@@ -369,6 +271,10 @@ class Demo:
         self.say(
             "demo: status lines: per target, key age/next rotation in/old keys pending"
             " revocation. Ctrl-C stops everything."
+        )
+        self.say(
+            f"demo: in another shell: source {_shown(self.settings.env_file)},"
+            f" then rotator --config {self.config} status"
         )
 
     def _first_rotation(self, cfg: Config) -> None:
@@ -470,8 +376,8 @@ class Demo:
             done += f", consumer {_count(self.consumer.calls, 'call')} with {failures}"
         left = [c.name for c in self.children if c.running()]
         stopped = f"still running: {', '.join(left)}" if left else "everything it started stopped"
-        logs = _shown(self.logs)
-        return f"demo: stopped ({why}) after {seconds}s: {done}; {stopped}; logs in {logs}"
+        logs = f"; logs in {_shown(self.logs)}" if self.children else ""  # none before a start
+        return f"demo: stopped ({why}) after {seconds}s: {done}; {stopped}{logs}"
 
 
 def _count(n: int, noun: str) -> str:

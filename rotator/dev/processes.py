@@ -5,11 +5,13 @@ which then stops its children in order (the daemon first, so a rotation in fligh
 against live stand-ins). Its output goes to a log file. :meth:`Child.stop` sends SIGTERM, then
 SIGKILL after a bound or at once when ``hurry`` is set (a second Ctrl-C). On Linux every child
 also gets SIGTERM from the kernel if the demo dies without stopping it (``PR_SET_PDEATHSIG``).
+:class:`LogTail` follows a child's JSON log (the daemon's) line by line.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import signal
 import socket
 import subprocess
@@ -17,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
@@ -118,3 +120,36 @@ def wait_ready(child: Child, url: str, *, cancel: threading.Event, timeout: floa
             if time.monotonic() > deadline:
                 raise StartError(f"{child.name} not ready after {timeout:.0f}s (log: {child.log})")
             cancel.wait(0.1)
+
+
+@dataclass
+class LogTail:
+    """The complete JSON lines added to a log file since the last call."""
+
+    path: Path
+    offset: int = 0
+    partial: bytes = b""
+    raw: list[str] = field(default_factory=list)
+    """Lines that were not JSON events (a startup error, a traceback), the last few."""
+
+    def events(self) -> list[dict[str, object]]:
+        try:
+            with self.path.open("rb") as handle:
+                handle.seek(self.offset)
+                chunk = handle.read()
+        except FileNotFoundError:
+            return []
+        self.offset += len(chunk)
+        *complete, self.partial = (self.partial + chunk).split(b"\n")
+        found = []
+        for raw in complete:
+            text = raw.decode(errors="replace").strip()
+            try:
+                event = json.loads(text)
+            except ValueError:
+                event = None
+            if isinstance(event, dict):
+                found.append(event)
+            elif text:
+                self.raw = [*self.raw[-4:], text]
+        return found

@@ -2,8 +2,9 @@
 
 :class:`EventView` reads the events ``rotator run --log-format json`` writes and keeps only what
 a newcomer wants to follow: a rotation starting (new key created and verified), a rotation done
-(old → new fingerprint, the stores written, read back and promoted), an old key revoked after its
-grace, and every failure, rollback or warning. It remembers which fingerprint each key id has, so
+(old → new fingerprint, the stores that serve the new key; ``promoted``: the old key stays valid
+for its grace, ``rotated``: it was revoked at once), an old key revoked after its grace, and
+every failure, rollback or warning. It remembers which fingerprint each key id has, so
 a revocation names the key by fingerprint too. :func:`status_line` summarises ``/metrics``: per
 target, the key's age, the time to its next rotation and the old keys pending revocation.
 
@@ -12,6 +13,7 @@ Every line is passed through :func:`rotator.logs.scrub`: fingerprints and ids on
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -165,7 +167,8 @@ class EventView:
             self.current[e.target] = new
             where = ", ".join(stores) or "every store"
             took = float(e.get("seconds") or 0.0)
-            return e.say("rotated", f"{old} -> {new}, served by {where} ({took:.1f}s)")
+            text = f"{old} -> {new} in {where} ({took:.1f}s); {_old_key(e)}"
+            return e.say(outcome, text)
         if outcome == "skipped":
             return e.say("skipped", str(e.get("error") or ""))
         self.failures += 1
@@ -184,6 +187,20 @@ class EventView:
     def _stopping(self, e: _Event) -> list[str]:
         busy = ", ".join(e.get("in_flight") or []) or "none"
         return e.say("stopping", f"{e.get('signal')}; in flight: {busy}", subject="rotator")
+
+
+def _old_key(e: _Event) -> str:
+    """What became of the old key: ``promoted`` keeps it until ``revoke_due_at`` (its grace),
+    ``rotated`` revoked it at once (or there was none)."""
+    if e.get("outcome") == "rotated":
+        return "old key revoked" if e.get("revoked_key_ids") else "no old key"
+    try:
+        due = datetime.fromisoformat(str(e.get("revoke_due_at")))
+        logged = datetime.fromisoformat(str(e.get("timestamp")))
+    except ValueError:
+        return "old key kept for its grace"
+    # Ceiling: the result is logged a moment after revoke_due_at was set from the grace.
+    return f"old key kept {duration(math.ceil((due - logged).total_seconds()))} (grace)"
 
 
 def _samples(text: str) -> Iterable[tuple[str, dict[str, str], float]]:

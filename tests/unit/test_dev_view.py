@@ -9,6 +9,8 @@ from rotator.logs import scrub
 
 RID = "4e78c468-edc4-4cfc-a187-0e1de5f3b64a"
 AT = "2026-11-27T13:10:33.066000Z"
+DUE = "2026-11-27T13:10:43.061000Z"
+"""The old key's revoke_due_at: set 10 s (its grace) after promotion, a moment before AT."""
 LEGACY_ID, LEGACY_FP = "7f8f3a19-7d1f-47db-bf9a-7fda4ed8424a", "33047926bec8"
 NEW_ID, NEW_FP = "de31d055-6dc8-4ed7-bfdc-04ecfcbca3d7", "17605eca966c"
 
@@ -28,7 +30,15 @@ def rotation_events(outcome: str = "promoted") -> list[dict[str, Any]]:
         ev("destination_promoted", destination="aws-demo:mistral/x#api_key", rotation_id=RID),
         ev("destination_promoted", destination="aws-demo:mistral/x#api_key", rotation_id=RID),
         ev("destination_promoted", destination="vault-demo:secret/x#api_key", rotation_id=RID),
-        ev("rotation_result", outcome=outcome, seconds=0.151, rotation_id=RID, new_key_id=NEW_ID),
+        ev(
+            "rotation_result",
+            outcome=outcome,
+            seconds=0.151,
+            rotation_id=RID,
+            new_key_id=NEW_ID,
+            **({"revoke_due_at": DUE} if outcome == "promoted" else {}),
+            **({"revoked_key_ids": [LEGACY_ID]} if outcome == "rotated" else {}),
+        ),
     ]
 
 
@@ -37,8 +47,9 @@ def show(view: EventView, events: list[dict[str, Any]]) -> list[str]:
 
 
 def test_a_rotation_and_its_revocation_in_three_lines() -> None:
-    """A rotation prints "rotating" (new key verified) and "rotated" (old -> new, the stores in
-    promotion order), and the old key's revocation names it by fingerprint."""
+    """A rotation prints "rotating" (new key verified) and "promoted" (old -> new, the stores in
+    promotion order, the old key kept for its grace), and the old key's revocation names it by
+    fingerprint."""
     view = EventView({LEGACY_ID: LEGACY_FP})
     view.current["demo-backend"] = LEGACY_FP
     revoked = ev("key_revoked", key_id=LEGACY_ID, outcome="revoked")
@@ -46,7 +57,8 @@ def test_a_rotation_and_its_revocation_in_three_lines() -> None:
     assert len(lines) == 3
     assert "demo-backend" in lines[0]
     assert f"rotating  new key {NEW_FP} created; it works" in lines[0]
-    assert f"rotated   {LEGACY_FP} -> {NEW_FP}, served by aws-demo, vault-demo (0.2s)" in lines[1]
+    promoted = f"promoted  {LEGACY_FP} -> {NEW_FP} in aws-demo, vault-demo (0.2s)"
+    assert lines[1].endswith(f"{promoted}; old key kept 10s (grace)")
     assert f"revoked   old key {LEGACY_FP}: its grace is over" in lines[2]
     assert (view.rotations, view.revocations, view.failures) == (1, 1, 0)
     assert view.current["demo-backend"] == NEW_FP
@@ -129,11 +141,23 @@ def test_durations_are_short() -> None:
     assert [duration(s) for s in (-3, 7, 125, 3720)] == ["0s", "7s", "2m05s", "1h02m"]
 
 
-def test_a_rotation_whose_start_the_view_missed_still_shows_as_rotated() -> None:
+def test_a_rotation_that_revoked_the_old_key_at_once_says_rotated() -> None:
+    """Outcome ``rotated`` (no grace) is shown as such: the old key was revoked in the same
+    rotation."""
+    view = EventView({LEGACY_ID: LEGACY_FP})
+    view.current["demo-backend"] = LEGACY_FP
+    lines = show(view, rotation_events("rotated"))
+    rotated = f"rotated   {LEGACY_FP} -> {NEW_FP} in aws-demo, vault-demo (0.2s); old key revoked"
+    assert lines[1].endswith(rotated)
+    assert (view.rotations, view.failures) == (1, 0)
+
+
+def test_a_rotation_whose_start_the_view_missed_still_shows_as_promoted() -> None:
     """A successful result without its key_created event names the new key by id."""
     view = EventView()
     lines = view.lines(
         ev("rotation_result", outcome="promoted", rotation_id=RID, new_key_id=NEW_ID)
     )
-    assert "rotated   (none) -> id de31d055, served by every store" in lines[0]
+    assert "promoted  (none) -> id de31d055 in every store" in lines[0]
+    assert lines[0].endswith("old key kept for its grace")
     assert (view.rotations, view.failures) == (1, 0)
