@@ -17,11 +17,14 @@ import re
 import shutil
 import subprocess
 import sys
+import textwrap
 from collections.abc import Iterator, Mapping
 from functools import cache
 from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import parse_qsl, urlsplit
 
+import certifi
 import httpx
 import jsonschema  # type: ignore[import-untyped]
 import pytest
@@ -122,8 +125,8 @@ def all_containers(spec: Mapping[str, Any]) -> Iterator[dict[str, Any]]:
         (
             "ha",
             (
-                "ConfigMap Deployment PodDisruptionBudget PrometheusRule Role RoleBinding Secret"
-                " Secret Service ServiceAccount ServiceMonitor"
+                "ConfigMap ConfigMap Deployment PodDisruptionBudget PrometheusRule Role RoleBinding"
+                " Secret Secret Service ServiceAccount ServiceMonitor"
             ),
         ),
     ],
@@ -522,30 +525,17 @@ def test_the_shipped_secrets_are_placeholders() -> None:
         assert not re.search(r"\b[A-Za-z0-9]{32}\b", value)
 
 
-def test_a_user_overlay_replaces_the_placeholder_secret(tmp_path: Path) -> None:
-    """The documented overlay (docs/deploy/kubernetes.md) swaps the admin key in: the pod
-    mounts a Secret holding the operator's file and the placeholder is gone."""
-    overlay = tmp_path / "my-rotator"
-    overlay.mkdir()
-    (overlay / "mistral-admin-key").write_text("operator-supplied-value\n")
-    base = os.path.relpath(VARIANTS["base"], overlay)
-    (overlay / "kustomization.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "kustomize.config.k8s.io/v1beta1",
-                "kind": "Kustomization",
-                "namespace": "rotator",
-                "resources": [base],
-                "secretGenerator": [
-                    {
-                        "name": "rotator-mistral",
-                        "behavior": "replace",
-                        "files": ["mistral-admin-key"],
-                    }
-                ],
-            }
-        )
-    )
+def render_overlay(overlay: Path, extra: dict[str, Any]) -> list[dict[str, Any]]:
+    """``kubectl kustomize`` of an overlay of the base in namespace rotator, plus ``extra``."""
+    overlay.mkdir(parents=True, exist_ok=True)
+    kustomization = {
+        "apiVersion": "kustomize.config.k8s.io/v1beta1",
+        "kind": "Kustomization",
+        "namespace": "rotator",
+        "resources": [os.path.relpath(VARIANTS["base"], overlay)],
+        **extra,
+    }
+    (overlay / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
     done = subprocess.run(
         [kubectl(), "kustomize", str(overlay)],
         capture_output=True,
@@ -554,11 +544,79 @@ def test_a_user_overlay_replaces_the_placeholder_secret(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    objects = [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+    return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
+
+
+def test_a_user_overlay_replaces_the_placeholder_secret(tmp_path: Path) -> None:
+    """The documented overlay (docs/deploy/kubernetes.md) swaps the admin key in: the pod
+    mounts a Secret holding the operator's file and the placeholder is gone."""
+    overlay = tmp_path / "my-rotator"
+    overlay.mkdir()
+    (overlay / "mistral-admin-key").write_text("operator-supplied-value\n")
+    objects = render_overlay(
+        overlay,
+        {
+            "secretGenerator": [
+                {"name": "rotator-mistral", "behavior": "replace", "files": ["mistral-admin-key"]}
+            ],
+        },
+    )
     volume = next(v for v in pod_spec(objects)["volumes"] if v["name"] == "mistral")
     name = volume["secret"]["secretName"]
     assert secret_data(objects, name, "mistral-admin-key") == "operator-supplied-value\n"
-    assert "REPLACE-ME" not in done.stdout
+    assert "REPLACE-ME" not in yaml.safe_dump_all(objects)
+
+
+def test_the_documented_patch_drops_the_placeholder_secret(tmp_path: Path) -> None:
+    """The guide's ``$patch: delete`` (docs/deploy/kubernetes.md, "Secrets"), in an overlay of
+    the base, renders no Secret at all and leaves the pod mounting the plain name
+    ``rotator-mistral``, the Secret the operator created another way."""
+    guide = (ROOT / "docs/deploy/kubernetes.md").read_text()
+    block = re.search(r"<!-- delete-mistral-secret -->\s*```yaml\n(.*?)```", guide, re.DOTALL)
+    assert block, "the guide's patch was not found"
+    patch = yaml.safe_load(textwrap.dedent(block.group(1)))
+    objects = render_overlay(tmp_path / "my-rotator", patch)
+    assert by_name(objects, "Secret") == {}
+    volume = next(v for v in pod_spec(objects)["volumes"] if v["name"] == "mistral")
+    assert volume["secret"]["secretName"] == "rotator-mistral"
+
+
+def test_postgres_tls_verifies_against_a_mounted_ca(tmp_path: Path) -> None:
+    """HA: the state URL's verify-full names its CA with sslrootcert (libpq would otherwise look
+    in $HOME/.postgresql, which the image's user has not), and that file is mounted read-only."""
+    cfg, _ = pod_config("ha", tmp_path)
+    query = dict(parse_qsl(urlsplit(cfg.state.url).query))
+    assert query["sslmode"] in {"verify-full", "verify-ca"}
+    root = query.get("sslrootcert")
+    assert root, "sslmode=verify-full without sslrootcert"
+    if root != "system":
+        volume, filename = mounted_source(render("ha"), root)
+        items = volume["configMap"]
+        assert items["name"] in by_name(render("ha"), "ConfigMap")
+        config_map = by_name(render("ha"), "ConfigMap")[items["name"]]
+        assert filename in config_map["data"]
+
+
+def test_the_in_cluster_vault_example_shows_where_its_ca_goes(tmp_path: Path) -> None:
+    """The base's https Vault store carries a commented ``ca_cert:``, which, uncommented and
+    pointed at a real CA bundle, loads with rotator's loader."""
+    _, document = pod_config("base", tmp_path)
+    config_map = one(render("base"), "ConfigMap")
+    text = next(iter(config_map["data"].values()))
+    match = re.search(r"^( +)# (ca_cert: (\S+))$", text, re.MULTILINE)
+    assert match, "no commented ca_cert: in the base's rotator.yaml"
+    assert document["stores"]["vault"]["url"].startswith("https://")
+    ca = tmp_path / "vault-ca.crt"
+    shutil.copy(certifi.where(), ca)
+    uncommented = text.replace(match.group(0), f"{match.group(1)}ca_cert: {ca}")
+    data = yaml.safe_load(uncommented)
+    assert data["stores"]["vault"]["ca_cert"] == str(ca)
+    data["mistral"]["admin_key_file"] = document["mistral"]["admin_key_file"]
+    local = tmp_path / "uncommented.yaml"
+    local.write_text(yaml.safe_dump(data))
+    vault = load_config(local, env={}).stores["vault"]
+    assert isinstance(vault, VaultStore)
+    assert vault.ca_cert == ca
 
 
 # --------------------------------------------------------------------------------------------

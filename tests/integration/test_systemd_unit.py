@@ -49,6 +49,7 @@ import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -58,7 +59,7 @@ import httpx
 import pytest
 import yaml
 
-from rotator.config import load_config
+from rotator.config import Config, load_config
 from rotator.daemon.leader import Timing, release_bound
 from rotator.daemon.runner import Timings
 from rotator.errors import ConfigError
@@ -70,6 +71,7 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 UNIT = ROOT / "systemd" / "rotator.service"
 EXAMPLE_CONFIG = ROOT / "systemd" / "rotator.yaml.example"
+GUIDE = ROOT / "docs" / "deploy" / "systemd.md"
 REQUIREMENTS = ROOT / "requirements" / "main.txt"
 INSTALLED = "/opt/rotator/bin/rotator"
 ROTATOR = str(Path(sys.executable).with_name("rotator"))
@@ -227,6 +229,42 @@ def test_example_config_reads_every_credential(tmp_path: Path) -> None:
     (creds / "vault-token").write_text("\n")  # what SetCredential=vault-token:\n leaves
     with pytest.raises(ConfigError, match=r"auth\.token_file: the file named by .* is empty"):
         load_config(EXAMPLE_CONFIG, env=env)
+
+
+def guide_blocks() -> list[str]:
+    """The ``sh`` code blocks of the install guide, line continuations joined."""
+    blocks = re.findall(r"```sh\n(.*?)```", GUIDE.read_text(), re.DOTALL)
+    return [block.replace("\\\n", " ") for block in blocks]
+
+
+def load_with_credentials(tmp_path: Path, names: set[str]) -> Config:
+    """systemd/rotator.yaml.example loaded with exactly the credential files ``names``."""
+    creds = Path(tempfile.mkdtemp(dir=tmp_path))
+    for name in names:
+        (creds / name).write_text(f"{name}-value\n")
+    env = {"CREDENTIALS_DIRECTORY": str(creds), "STATE_DIRECTORY": "/var/lib/rotator"}
+    return load_config(EXAMPLE_CONFIG, env=env)
+
+
+def test_following_the_guide_literally_gives_a_config_that_loads(tmp_path: Path) -> None:
+    """The credentials section 4 of the guide creates are all the example configuration needs,
+    and each one-off ``systemd-run`` command of the guide hands over enough of them: the example
+    loads with exactly those files (no "the file named by ... is empty", exit 2)."""
+    blocks = guide_blocks()
+    created = {
+        name
+        for block in blocks
+        for name in re.findall(r"cat > /etc/rotator/credentials/([\w-]+)'", block)
+    }
+    assert "mistral-admin-key" in created
+    cfg = load_with_credentials(tmp_path, created)
+    assert cfg.mistral.admin_key.reveal() == "mistral-admin-key-value"
+    one_offs = [b for b in blocks if "systemd-run" in b and "/bin/rotator " in b]
+    assert len(one_offs) >= 2, "the guide's systemd-run commands were not found"
+    for block in one_offs:
+        loaded = set(re.findall(r"-p LoadCredential=([\w-]+):", block))
+        assert loaded <= created, f"a one-off loads a credential the guide never creates: {block}"
+        load_with_credentials(tmp_path, loaded)
 
 
 # -- W^X: the launcher --------------------------------------------------------------------------
