@@ -230,9 +230,12 @@ def main() -> None:
         sizes, idle = [s for s in sizes if s <= 1000] or [10], min(idle, 8.0)
     started = time.monotonic()
     data: dict[str, Any] = {"name": args.name, "label": args.label, "machine": machine()}
+    data["rows"] = []
     with World.temporary() as world:
-        data["rows"] = [attempt(world, n, idle) for n in sizes]
-    data["targets"] = goals(data["rows"])
+        for n in sizes:
+            data["rows"].append(attempt(world, n, idle))
+            data["targets"] = goals(data["rows"])
+            finish(data, started, markdown, args.results)  # so far: a crash keeps these
     finish(data, started, markdown, args.results)
 
 

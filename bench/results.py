@@ -122,7 +122,11 @@ def verify_change(before: dict[str, Any], after: dict[str, Any]) -> list[list[ob
     return [
         [
             f"verification D={row['delay_s']:.0f} s",
-            f"max lag {old[row['delay_s']]['lag_max_s']} → {row['lag_max_s']} s",
+            (
+                f"max lag to the journal {old[row['delay_s']]['lag_max_s']} → "
+                f"{row.get('journaled_max_s', row['lag_max_s'])} s "
+                f"(seen active: {row['lag_max_s']} s)"
+            ),
         ]
         for row in after["rows"]
         if row["delay_s"] in old

@@ -316,15 +316,20 @@ def run_measured(
         started = time.perf_counter()
         process = subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, env=env)
         deadline = time.monotonic() + timeout
-        while True:
-            pid, status, usage = os.wait4(process.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                process.kill()
-                pid, status, usage = os.wait4(process.pid, 0)
-                break
-            time.sleep(0.02)
+        try:
+            while True:
+                pid, status, usage = os.wait4(process.pid, os.WNOHANG)
+                if pid:
+                    break
+                if time.monotonic() > deadline:
+                    process.kill()
+                    pid, status, usage = os.wait4(process.pid, 0)
+                    break
+                time.sleep(0.02)
+        except BaseException:  # interrupted: the child must not outlive the benchmark
+            process.kill()
+            os.wait4(process.pid, 0)
+            raise
         wall = time.perf_counter() - started
     process.returncode = os.waitstatus_to_exitcode(status)
     return Measured(
