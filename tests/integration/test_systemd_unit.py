@@ -53,18 +53,17 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-import httpx
 import pytest
 import yaml
 
-from rotator.config import Config, load_config
-from rotator.daemon.leader import Timing, release_bound
-from rotator.daemon.runner import Timings
-from rotator.errors import ConfigError
-from tests.support.jsonlog import read_events
-from tests.support.stack import Stack
+if TYPE_CHECKING:
+    from rotator.config import Config
+    from tests.support.stack import Stack
+
+# rotator's own modules are imported inside the tests that use them, not here: this module is
+# also the launcher, started twice per W^X test, and importing the daemon costs seconds.
 
 pytestmark = pytest.mark.integration
 
@@ -186,6 +185,9 @@ def test_unit_fits_the_daemon() -> None:
     above the daemon's longest stop (from its own timings and the slowest leader release), a
     watchdog several heartbeats long, and the W^X rule and NoNewPrivileges that the runtime tests
     below apply."""
+    from rotator.daemon.leader import Timing, release_bound
+    from rotator.daemon.runner import Timings
+
     unit = directives(UNIT.read_text())
     timings = Timings()
     release = max(release_bound(e, Timing()) for e in ("none", "postgres", "kubernetes"))
@@ -222,6 +224,9 @@ def test_example_config_reads_every_credential(tmp_path: Path) -> None:
     unit = UNIT.read_text()
     for path in creds.iterdir():
         assert f"LoadCredential={path.name}:/etc/rotator/credentials/{path.name}\n" in unit
+    from rotator.config import load_config
+    from rotator.errors import ConfigError
+
     env = {"CREDENTIALS_DIRECTORY": str(creds), "STATE_DIRECTORY": "/var/lib/rotator"}
     cfg = load_config(EXAMPLE_CONFIG, env=env)
     assert cfg.mistral.admin_key.reveal() == "mistral-admin-key-value"
@@ -242,6 +247,8 @@ def load_with_credentials(tmp_path: Path, names: set[str]) -> Config:
     creds = Path(tempfile.mkdtemp(dir=tmp_path))
     for name in names:
         (creds / name).write_text(f"{name}-value\n")
+    from rotator.config import load_config
+
     env = {"CREDENTIALS_DIRECTORY": str(creds), "STATE_DIRECTORY": "/var/lib/rotator"}
     return load_config(EXAMPLE_CONFIG, env=env)
 
@@ -617,6 +624,8 @@ class Daemon:
 
     def event(self, name: str) -> dict[str, Any]:
         """The first log event called ``name``."""
+        from tests.support.jsonlog import read_events
+
         return self._until(
             lambda: next((e for e in read_events(self.log) if e.get("event") == name), None), name
         )
@@ -706,6 +715,8 @@ def test_daemon_under_the_unit_contract(stack: Stack, tmp_path: Path, unit_sysca
     """``rotator run`` as the unit starts it (W^X, system call filter, credentials, state
     directory, notify socket, watchdog): READY=1, WATCHDOG=1 pings, a scheduled rotation,
     /readyz and an authenticated API call answered, then on SIGTERM STOPPING=1 and exit 0."""
+    import httpx
+
     spec = stack.add_target(("vault", "aws"))
     stack.seed(spec)
     config = systemd_config(stack, tmp_path / "rotator.yaml")
