@@ -51,6 +51,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -272,6 +273,21 @@ def test_following_the_guide_literally_gives_a_config_that_loads(tmp_path: Path)
         loaded = set(re.findall(r"-p LoadCredential=([\w-]+):", block))
         assert loaded <= created, f"a one-off loads a credential the guide never creates: {block}"
         load_with_credentials(tmp_path, loaded)
+
+
+def test_the_guide_creates_the_venv_with_a_python_rotator_supports() -> None:
+    """The guide's ``-m venv`` names a versioned interpreter at least pyproject's requires-python
+    (a bare ``python3`` is 3.9 on RHEL 9)."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    required = re.fullmatch(r">=(\d+)\.(\d+)", project["requires-python"])
+    assert required, project["requires-python"]
+    minimum = tuple(map(int, required.groups()))
+    venvs = [m for b in guide_blocks() for m in re.findall(r"(\S+) -m venv", b)]
+    assert venvs, "the guide's venv command was not found"
+    for interpreter in venvs:
+        version = re.fullmatch(r"python(\d+)\.(\d+)", interpreter)
+        assert version, f"{interpreter}: name the interpreter's version, like python3.11"
+        assert tuple(map(int, version.groups())) >= minimum, interpreter
 
 
 # -- W^X: the launcher --------------------------------------------------------------------------
