@@ -67,20 +67,29 @@ def wait_until(deadline: str) -> None:
     time.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()) + 0.2)
 
 
-def test_restoring_the_previous_value_keeps_it_alive_until_the_next_rotation(
+def test_restoring_the_previous_value_keeps_it_alive_until_a_fresh_grace_after_the_next_rotation(
     stack: Stack, state_url: str, tmp_path: Path
 ) -> None:
     """After the runbook's restore, revoke-due refuses the restored key while it is served; the
-    next rotation replaces it everywhere, and only then is it revoked."""
+    next rotation replaces it everywhere and gives it, with the key rolled away from, a fresh
+    grace from its promotion, so neither is revoked at once."""
     spec = stack.add_target(("vault", "aws"))
     stack.seed(spec)
-    config = stack.write_config(
-        tmp_path / "rotator.yaml", state_url=state_url, policy={"grace": "1s"}
-    )
-    first = rotator(stack, config, "rotate", spec.name, "--json")
+    short = stack.write_config(tmp_path / "short.yaml", state_url=state_url, policy={"grace": "1s"})
+    long = stack.write_config(tmp_path / "long.yaml", state_url=state_url, policy={"grace": "1h"})
+    first = rotator(stack, short, "rotate", spec.name, "--json")
     assert first.returncode == 0, first.stderr
     (result,) = json.loads(first.stdout)
     assert result["outcome"] == "promoted"
+    (rotated_to,) = served(stack, spec)
+    wait_until(result["revoke_due_at"])
+    assert rotator(stack, short, "revoke-due").returncode == 0  # the seeded key
+    second = rotator(stack, short, "rotate", spec.name, "--json")
+    (result,) = json.loads(second.stdout)
+    assert result["outcome"] == "promoted", second.stderr
+    previous_id = json.loads(first.stdout)[0]["new_key_id"]
+    rotated_to_id = result["new_key_id"]
+    rotated_from = rotated_to
     (rotated_to,) = served(stack, spec)
 
     # The runbook's diagnosis: the previous Vault version and the AWSPREVIOUS version.
@@ -97,16 +106,17 @@ def test_restoring_the_previous_value_keeps_it_alive_until_the_next_rotation(
         f"-field={FIELD}",
         spec.vault_path,
     )
+    assert previous_key == rotated_from
     stages = stack.aws_stages(spec)
     current_id = next(v for v, labels in stages.items() if "AWSCURRENT" in labels)
-    previous_id = next(v for v, labels in stages.items() if "AWSPREVIOUS" in labels)
+    aws_previous_id = next(v for v, labels in stages.items() if "AWSPREVIOUS" in labels)
 
     # The runbook's fix.
     bao(stack, "kv", "rollback", "-mount=secret", f"-version={previous}", spec.vault_path)
     stack.moto.admin_client().update_secret_version_stage(
         SecretId=spec.aws_secret_id,
         VersionStage="AWSCURRENT",
-        MoveToVersionId=previous_id,
+        MoveToVersionId=aws_previous_id,
         RemoveFromVersionId=current_id,
     )
     assert served(stack, spec) == {previous_key}
@@ -114,22 +124,29 @@ def test_restoring_the_previous_value_keeps_it_alive_until_the_next_rotation(
 
     # What rotator does afterwards: refuse to revoke what is served again…
     wait_until(result["revoke_due_at"])
-    refused = rotator(stack, config, "revoke-due", "--json")
+    refused = rotator(stack, short, "revoke-due", "--json")
     assert refused.returncode == 1
-    assert [r["outcome"] for r in json.loads(refused.stdout)] == ["refused"]
+    assert [(r["key_id"], r["outcome"]) for r in json.loads(refused.stdout)] == [
+        (previous_id, "refused")
+    ]
     assert stack.key_works(previous_key)
 
-    # …then the next rotation replaces the restored value, and revocation goes through.
-    second = rotator(stack, config, "rotate", spec.name, "--json")
-    (result,) = json.loads(second.stdout)
-    assert result["outcome"] == "promoted", second.stderr
+    # …then the next rotation (an hour's grace) replaces both keys and gives both that grace:
+    third = rotator(stack, long, "rotate", spec.name, "--json")
+    (result,) = json.loads(third.stdout)
+    assert result["outcome"] == "promoted", third.stderr
     (newest,) = served(stack, spec)
     assert newest not in {previous_key, rotated_to}
-    wait_until(result["revoke_due_at"])
-    revoked = rotator(stack, config, "revoke-due", "--json")
-    assert revoked.returncode == 0, revoked.stdout
-    assert {r["outcome"] for r in json.loads(revoked.stdout)} == {"revoked"}
-    assert not stack.key_works(previous_key)
-    assert not stack.key_works(rotated_to)
+    history = json.loads(rotator(stack, long, "history", spec.name, "--json").stdout)
+    promoted = next(e for e in history if e["event"] == "key.promoted")  # newest first
+    retiring = promoted["facts"]["retiring"]
+    assert {r["key_id"] for r in retiring} == {rotated_to_id, previous_id}
+    due = {datetime.fromisoformat(r["revoke_due_at"]) for r in retiring}
+    assert due == {datetime.fromisoformat(result["revoke_due_at"])}
+    nothing = rotator(stack, long, "revoke-due", "--json")
+    assert nothing.returncode == 0, nothing.stdout
+    assert json.loads(nothing.stdout) == []
+    assert stack.key_works(previous_key)
+    assert stack.key_works(rotated_to)
     assert stack.key_works(newest)
     assert InvariantChecker(stack, state_url).check() == []
