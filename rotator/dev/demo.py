@@ -26,6 +26,7 @@ works against the running demo.
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import signal
 import sys
@@ -273,7 +274,7 @@ class Demo:
             " revocation. Ctrl-C stops everything."
         )
         self.say(
-            f"demo: in another shell: source {_shown(self.settings.env_file)},"
+            f"demo: in another shell: source {shlex.quote(_shown(self.settings.env_file))},"
             f" then rotator --config {self.config} status"
         )
 
