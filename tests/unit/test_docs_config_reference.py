@@ -7,18 +7,28 @@ built from the pydantic models of :mod:`rotator.config`: ``.field`` for a nested
 holds one member of a tagged union (``stores.<name>(vault).url``). A secret field that may also
 be given as a file adds ``<field>_file``; fields the loader sets itself (``Config.source``) are
 not keys.
+
+The third cell of a row is the default. Where it is a value (``required``, ``null``,
+``all defaults``, or one backticked literal), it must be the model's default written the way the
+configuration file writes it; prose (``—``, ``absent``, ``defaults.grace``, ``rotator-<name>``)
+is not compared.
 """
 
 from __future__ import annotations
 
 import re
 import types
+from datetime import timedelta
+from enum import Enum
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal, Union, get_args, get_origin
 
 from pydantic import BaseModel, Tag
+from pydantic.fields import FieldInfo
 
 from rotator.config import Config, _Model
+from rotator.durations import format_duration, parse_duration
+from rotator.schedule import Schedule
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
 _KEY_CELL = re.compile(r"^\|\s*`([^`]+)`\s*\|")
@@ -80,25 +90,113 @@ def _collection(annotation: Any) -> tuple[str, Any] | None:
     return None
 
 
-def config_paths(model: type[BaseModel], prefix: str = "") -> set[str]:
-    """Every key path a model accepts, recursively (see the module docstring)."""
-    paths: set[str] = set()
+def config_fields(model: type[BaseModel], prefix: str = "") -> dict[str, FieldInfo | None]:
+    """Every key path a model accepts, recursively (see the module docstring), with its field
+    (None for a ``<field>_file`` key)."""
+    fields: dict[str, FieldInfo | None] = {}
     hidden: frozenset[str] = getattr(model, "_hidden_fields", frozenset())
     secret_fields: tuple[str, ...] = getattr(model, "_secret_fields", ())
     for name, field in model.model_fields.items():
         if name in hidden:
             continue
         path = f"{prefix}.{name}" if prefix else name
-        paths.add(path)
+        fields[path] = field
         if name in secret_fields:
-            paths.add(f"{path}_file")
+            fields[f"{path}_file"] = None
         holder, item = path, field.annotation
         container = _collection(field.annotation)
         if container is not None:
             holder, item = path + container[0], container[1]
         for member, tag in _members(item):
-            paths |= config_paths(member, f"{holder}({tag})" if tag else holder)
-    return paths
+            fields |= config_fields(member, f"{holder}({tag})" if tag else holder)
+    return fields
+
+
+def config_paths(model: type[BaseModel]) -> set[str]:
+    """Every key path a model accepts."""
+    return set(config_fields(model))
+
+
+def written_default(field: FieldInfo) -> str | None:
+    """A field's default as the reference writes it, or None when it has no literal form."""
+    if field.is_required():
+        return "required"
+    value = field.get_default(call_default_factory=True)
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, timedelta):
+        return format_duration(value)
+    if isinstance(value, Schedule):
+        return f'"{value.text}"'
+    if isinstance(value, BaseModel):
+        return "all defaults"
+    if isinstance(value, list | tuple) and not value:
+        return "[]"
+    if isinstance(value, dict) and not value:
+        return "{}"
+    if isinstance(value, Enum):
+        return str(value.value)
+    if isinstance(value, str | int | Path):
+        return str(value)
+    return None
+
+
+def states(field: FieldInfo, stated: str) -> bool:
+    """Whether ``stated`` is the field's default (durations compared as durations: 60s = 1m)."""
+    value = None if field.is_required() else field.get_default(call_default_factory=True)
+    if isinstance(value, timedelta):
+        try:
+            return parse_duration(stated, allow_zero=True) == value
+        except ValueError:
+            return False
+    return written_default(field) == stated
+
+
+def documented_default(cell: str) -> str | None:
+    """The default a row's third cell states, or None when it is prose (not compared)."""
+    cell = cell.strip()
+    if cell.startswith("required"):
+        return "required"
+    if cell in {"null", "all defaults"}:
+        return cell
+    literal = re.fullmatch(r"`([^`]+)`", cell)
+    if literal and not literal.group(1).startswith("defaults.") and "<" not in literal.group(1):
+        return literal.group(1)
+    return None
+
+
+def documented_defaults(markdown: str) -> dict[str, str]:
+    """Key path -> the default its row states, for rows whose default is a value."""
+    found: dict[str, str] = {}
+    in_keys = False
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            in_keys = False
+            continue
+        if re.match(r"^\|\s*key\s*\|", line):
+            in_keys = True
+            continue
+        key = _KEY_CELL.match(line)
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if in_keys and key and len(cells) >= 3:
+            default = documented_default(cells[2])
+            if default is not None:
+                found[key.group(1)] = default
+    return found
+
+
+def default_problems(model: type[BaseModel], markdown: str) -> list[str]:
+    """Rows whose stated default is not the model's default."""
+    fields = config_fields(model)
+    wrong = []
+    for path, stated in sorted(documented_defaults(markdown).items()):
+        field = fields.get(path)
+        if field is None or not states(field, stated):
+            actual = written_default(field) if field is not None else None
+            wrong.append(f"{path}: documented {stated!r}, model has {actual!r}")
+    return wrong
 
 
 def documented_paths(markdown: str) -> set[str]:
@@ -129,6 +227,24 @@ def problems(model: type[BaseModel], markdown: str) -> list[str]:
 def test_every_configuration_key_is_documented_and_no_other() -> None:
     """docs/configuration.md has a row for each key of the Config models and none besides."""
     assert problems(Config, DOC.read_text(encoding="utf-8")) == []
+
+
+def test_every_documented_default_is_the_models_default() -> None:
+    """Each default the reference states as a value is the pydantic models' default."""
+    markdown = DOC.read_text(encoding="utf-8")
+    assert default_problems(Config, markdown) == []
+    assert len(documented_defaults(markdown)) >= 60  # the comparison covers most rows
+
+
+def test_a_changed_default_fails_until_the_reference_follows() -> None:
+    """A default that differs from the model's is reported; prose defaults are not compared."""
+    doc = (
+        "| key | type | default | meaning |\n| --- | --- | --- | --- |\n"
+        "| `token` | str | required | a secret |\n| `leaves` | list | `[]` | a list |\n"
+        "| `leaves[].size` | int | `2` | a number |\n| `token_file` | path | — | file |\n"
+    )
+    assert default_problems(_Before, doc) == ["leaves[].size: documented '2', model has '1'"]
+    assert default_problems(_Before, doc.replace("`2`", "`1`")) == []
 
 
 def test_the_walk_reaches_nested_unions_lists_and_file_secrets() -> None:
