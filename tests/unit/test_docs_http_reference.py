@@ -5,24 +5,34 @@ Routes are the backticked first cells (``| `GET /livez` | …``) of tables whose
 the second cell. The app is built by :func:`rotator.daemon.http.build_app` with an admin token
 (so the API exists) and a control that is never called; metric names come from a fresh
 :class:`rotator.daemon.metrics.Metrics` registry (counters under their ``_total`` sample name).
+The third cell lists each metric's labels; they are compared with the label names of a registry
+fed through Metrics' public methods, so every family has samples. The outcomes and reasons the
+rotation counters' rows list are :class:`~rotator.engine.steps.Outcome` (less ``planned``) and
+:func:`~rotator.daemon.metrics.failure_reason`'s values.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
 from starlette.routing import Mount, Route
 
+from rotator.config import load_config
 from rotator.daemon.control import Health
 from rotator.daemon.http import BearerAuth, build_app
-from rotator.daemon.metrics import Metrics
+from rotator.daemon.metrics import _REASONS, Metrics
 from rotator.engine.engine import TargetStatus
+from rotator.engine.rotation import RotationResult
+from rotator.engine.steps import Outcome
 from rotator.secret import Secret
 
-DOC = Path(__file__).resolve().parents[2] / "docs" / "http-api.md"
+ROOT = Path(__file__).resolve().parents[2]
+DOC = ROOT / "docs" / "http-api.md"
 _FIRST_CELLS = re.compile(r"^\|\s*`([^`]+)`\s*\|\s*([^|]*?)\s*\|")
+_HISTOGRAM_LABEL = "le"
 
 
 @dataclass
@@ -89,6 +99,71 @@ def registry_metrics() -> dict[str, str]:
         name = f"{family.name}_total" if family.type == "counter" else family.name
         found[name] = family.type
     return found
+
+
+def metric_cells(markdown: str) -> dict[str, list[str]]:
+    """Metric name -> every cell of its row (type, labels, meaning), from the metric tables."""
+    rows: dict[str, list[str]] = {}
+    inside = False
+    for line in markdown.splitlines():
+        if not line.startswith("|"):
+            inside = False
+            continue
+        if re.match(r"^\|\s*metric\s*\|", line):
+            inside = True
+            continue
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        name = re.fullmatch(r"`([^`]+)`", cells[0])
+        if inside and name:
+            rows[name.group(1)] = cells[1:]
+    return rows
+
+
+def fed_registry_labels() -> dict[str, set[str]]:
+    """Exposed metric name -> its label names, from a registry given one sample of everything
+    through Metrics' public methods (the state gauges through a refresh of the demo config)."""
+    metrics = Metrics()
+    cfg = load_config(ROOT / "config" / "demo.yaml")
+    now = datetime.now(UTC)
+    status = TargetStatus(cfg.targets[0].name, "idle", "k", now, now, None, True, "")
+    metrics.refresh(cfg, [status], [], now=now)
+    metrics.observe_rotation(RotationResult(status.target, "r", Outcome.STUCK, error="x"), 1.0)
+    metrics.observe_call("mistral", "create_key", "200", 0.1)
+    metrics.set_leader(True)
+    found: dict[str, set[str]] = {}
+    for family in metrics.registry.collect():
+        name = f"{family.name}_total" if family.type == "counter" else family.name
+        found[name] = {label for s in family.samples for label in s.labels} - {_HISTOGRAM_LABEL}
+    return found
+
+
+def documented_labels(markdown: str) -> dict[str, set[str]]:
+    """Metric name -> the backticked label names of its labels cell (``—`` = none)."""
+    return {
+        name: set(re.findall(r"`([^`]+)`", cells[1]))
+        for name, cells in metric_cells(markdown).items()
+    }
+
+
+def listed_after(cell: str, word: str) -> set[str]:
+    """The backticked names in the parenthesis that follows ``word`` in a meaning cell."""
+    found = re.search(rf"{word}[^(]*\(([^)]*)\)", cell) or re.search(rf"{word}: ([^|]*)", cell)
+    assert found is not None, (word, cell)
+    return set(re.findall(r"`([^`]+)`", found.group(1)))
+
+
+def test_the_documented_labels_are_the_registrys_labels() -> None:
+    """Each metric's labels column names exactly the label names its samples carry."""
+    assert documented_labels(DOC.read_text(encoding="utf-8")) == fed_registry_labels()
+
+
+def test_the_documented_outcomes_and_reasons_are_the_codes() -> None:
+    """The rotation counter lists every counted outcome, the failure counter every reason."""
+    cells = metric_cells(DOC.read_text(encoding="utf-8"))
+    outcomes = listed_after(cells["rotator_rotations_total"][2], "by outcome")
+    assert outcomes == {str(o) for o in Outcome} - {str(Outcome.PLANNED)}
+    reasons = listed_after(cells["rotator_rotation_step_failures_total"][2], "coarse reason")
+    assert reasons == {reason for _, reason in _REASONS} | {"error"}
 
 
 def test_the_documented_routes_are_the_apps_routes() -> None:
