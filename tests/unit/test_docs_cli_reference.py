@@ -5,6 +5,11 @@ options and arguments are the backticked first cells of the section's tables who
 starts ``| option |`` (``| `-c`, `--config PATH` | …``, ``| `TARGETS` | …``). The program side
 comes from the typer app through ``typer.main.get_command`` (typer vendors click as
 ``typer._click``); ``-h``/``--help`` is everywhere and documented once.
+
+The conventions' tables are checked too: the ``| status |`` table lists the exit statuses
+:func:`rotator.cli.main` returns, and the ``| outcome |`` table every
+:class:`~rotator.engine.steps.Outcome`, with exit 0 exactly for the outcomes
+``rotator rotate`` accepts as success.
 """
 
 from __future__ import annotations
@@ -15,9 +20,13 @@ from pathlib import Path
 import typer.main
 from typer._click.core import Command
 
-from rotator.cli import app
+from rotator.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, app
+from rotator.engine.steps import Outcome
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
+EXIT_INTERRUPTED = 130
+SUCCESSFUL = {Outcome.ROTATED, Outcome.PROMOTED, Outcome.PLANNED}
+"""What ``rotator rotate`` exits 0 on (CONTRACT.md); every other outcome exits 1."""
 _HEADING = re.compile(r"^#{2,3} `(rotator[a-z -]*)`")
 _OPTION_HEADER = re.compile(r"^\|\s*option\s*\|")
 _FIRST_CELL = re.compile(r"^\|([^|]*)\|")
@@ -95,3 +104,36 @@ def test_an_undocumented_option_is_noticed() -> None:
     assert documented_surface(doc + "| `-b`, `--bee` | b |\n") == {
         "rotator x": {"--a", "-b", "--bee"}
     }
+
+
+def first_table(markdown: str, header: str) -> dict[str, list[str]]:
+    """Backticked first cell -> the other cells, for the first table whose header starts
+    ``| header |``."""
+    rows: dict[str, list[str]] = {}
+    inside = False
+    for line in markdown.splitlines():
+        if re.match(rf"^\|\s*{header}\s*\|", line):
+            inside = True
+            continue
+        if inside and not line.startswith("|"):
+            break
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        name = re.fullmatch(r"`([^`]+)`", cells[0]) if inside else None
+        if name:
+            rows[name.group(1)] = cells[1:]
+    return rows
+
+
+def test_the_exit_statuses_are_the_programs() -> None:
+    """The exit status table lists exactly 0, 1, 2 and 130."""
+    statuses = first_table(DOC.read_text(encoding="utf-8"), "status")
+    assert set(statuses) == {str(c) for c in (EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED)}
+
+
+def test_every_outcome_is_documented_with_its_exit_status() -> None:
+    """The outcome table lists every Outcome, exit 0 for the successful ones and 1 otherwise."""
+    outcomes = first_table(DOC.read_text(encoding="utf-8"), "outcome")
+    assert set(outcomes) == {str(o) for o in Outcome}
+    for outcome, cells in outcomes.items():
+        wanted = EXIT_OK if Outcome(outcome) in SUCCESSFUL else EXIT_FAILED
+        assert cells[-1] == str(wanted), outcome
