@@ -1,11 +1,13 @@
-"""Every relative link in docs/ points at a file that exists, and at a heading that exists."""
+"""Every relative link in docs/, the README and deploy/**/README.md points at a file that
+exists, and at a heading that exists."""
 
 from __future__ import annotations
 
 import re
 from pathlib import Path
 
-DOCS = Path(__file__).resolve().parents[2] / "docs"
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
 _FENCE = re.compile(r"^```.*?^```", re.MULTILINE | re.DOTALL)
 _CODE = re.compile(r"`[^`\n]*`")
 _LINK = re.compile(r"\]\(([^)\s]+)\)")
@@ -45,6 +47,14 @@ def broken_links(document: Path) -> list[str]:
 def test_relative_links_in_the_docs_resolve() -> None:
     """No document under docs/ links to a missing file or heading."""
     found = {str(doc.relative_to(DOCS)): broken_links(doc) for doc in sorted(DOCS.rglob("*.md"))}
+    assert {doc: links for doc, links in found.items() if links} == {}
+
+
+def test_relative_links_in_the_readmes_resolve() -> None:
+    """The repository's README and every README under deploy/ link only to what exists."""
+    readmes = [ROOT / "README.md", *sorted((ROOT / "deploy").rglob("README.md"))]
+    assert len(readmes) >= 2
+    found = {str(doc.relative_to(ROOT)): broken_links(doc) for doc in readmes}
     assert {doc: links for doc, links in found.items() if links} == {}
 
 
