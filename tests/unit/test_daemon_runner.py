@@ -9,6 +9,7 @@ destination behind a gate: closing the gate holds a rotation in flight at its st
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import signal
 from collections.abc import Callable, Sequence
@@ -51,17 +52,22 @@ FAST = Timings(
 
 
 class GatedDestination:
-    """The memory destination, whose ``stage`` waits until ``gate`` is set."""
+    """The memory destination, whose ``stage`` waits until the world's ``gate`` is set and whose
+    ``read_current`` waits until its ``read_gate`` is (counting the reads held there)."""
 
-    def __init__(self, inner: MemoryDestination, gate: asyncio.Event) -> None:
+    def __init__(self, inner: MemoryDestination, world: World) -> None:
         self.inner = inner
-        self.gate = gate
+        self.gate = world.gate
+        self.world = world
 
     @property
     def name(self) -> str:
         return self.inner.name
 
     async def read_current(self) -> CurrentValue:
+        if not self.world.read_gate.is_set():
+            self.world.reads_held += 1
+            await self.world.read_gate.wait()
         return await self.inner.read_current()
 
     async def stage(self, *args: Any, **kwargs: Any) -> StagedValue:
@@ -89,6 +95,9 @@ class World:
         self.memory = MemoryStore(pending=False)
         self.gate = asyncio.Event()
         self.gate.set()
+        self.read_gate = asyncio.Event()
+        self.read_gate.set()
+        self.reads_held = 0
         self.state_url = f"sqlite:///{tmp_path / 'state.db'}"
         self.config_path = tmp_path / "rotator.yaml"
         self.targets: list[str] = []
@@ -158,7 +167,7 @@ class World:
 
     def destinations(self, target: Target) -> Sequence[Destination]:
         inner = MemoryDestination(self.memory, path=f"mistral/{target.name}", field=FIELD)
-        return [GatedDestination(inner, self.gate)]
+        return [GatedDestination(inner, self)]
 
     async def engine(self, cfg: Config, clock: Clock | None = None) -> Engine:
         """An engine on the stand-in and the memory destinations (what build_engine wires)."""
@@ -183,12 +192,13 @@ class World:
         *,
         elector: Callable[[Config, Any], Elector] | None = None,
         clock: Clock | None = None,
+        timings: Timings = FAST,
     ) -> Daemon:
         return Daemon(
             cfg,
             config_path=self.config_path,
             clock=clock,
-            timings=FAST,
+            timings=timings,
             systemd=SystemdNotifier(None),
             engine_factory=self.engine,
             elector_factory=elector or sole,
@@ -564,3 +574,25 @@ async def test_revoke_loop_revokes_after_the_grace(world: World) -> None:
         assert world.standin.control.key(old_key).deleted
     finally:
         assert await run.stop() == 0
+
+
+async def test_a_stop_during_a_revoke_pass_ends_the_revoke_loop_at_once(world: World) -> None:
+    """A stop requested while a revoke-due pass is running is not lost when the pass ends: the
+    revoke loop returns by itself instead of sleeping until its next pass, so the drain never has
+    to cut it short (cancel it)."""
+    name = world.add_target()
+    timings = dataclasses.replace(FAST, revoke_every=3600.0, stop_timeout=3.0)
+    cfg = world.write_config(policy={"grace": "1s"})
+    run = Running(world.daemon(cfg, timings=timings))
+    daemon = await run.ready()
+    daemon.request_rotation(name, emergency=False)
+    await eventually(lambda: name not in daemon._tasks, "rotation finished")
+    world.read_gate.clear()
+    await eventually(lambda: world.reads_held > 0, "the revoke pass reads the destination")
+    revoker = daemon._revoker
+    assert revoker is not None
+    daemon.request_stop("test")
+    world.read_gate.set()
+    assert await asyncio.wait_for(run.task, 60) == 0
+    assert revoker.done()
+    assert not revoker.cancelled()
