@@ -70,6 +70,7 @@ __all__ = [
     "VaultStore",
     "load_config",
     "parse_config",
+    "read_listen",
 ]
 
 # --------------------------------------------------------------------------------------------
@@ -954,6 +955,23 @@ def parse_config(
         failure = _config_error(exc, source, expanded, read_secrets)
     # Raised outside the handler: the ValidationError (which holds input values) is not chained.
     raise failure
+
+
+def read_listen(source: str, env: Mapping[str, str]) -> str | None:
+    """``server.listen`` of the configuration file ``source``, read alone: the YAML parsed and
+    only that field expanded and validated (no ``*_file`` secret is read, nothing else is
+    checked), so a file that would not load as a whole still tells where the daemon listens.
+    None when the file does not set it. Raises :class:`ConfigError` like :func:`load_config`."""
+    document = _parse_yaml(_read_text(source), source)
+    server = document.get("server") if isinstance(document, dict) else None
+    raw = server.get("listen") if isinstance(server, dict) else None
+    if raw is None:
+        return None
+    expanded = _Expander(env, source).expand(raw, ("server", "listen"))
+    try:
+        return _listen(expanded)
+    except ValueError as exc:
+        raise ConfigError(source, "server.listen", str(exc)) from None
 
 
 def _read_text(source: str) -> str:

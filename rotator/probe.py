@@ -28,11 +28,7 @@ import sys
 import urllib.parse
 from collections.abc import Mapping, Sequence
 
-from rotator.config import CONFIG_ENV, ServerSettings
-from rotator.config import _Expander as Expander  # the loader's own ${NAME} rules
-from rotator.config import _listen as valid_listen
-from rotator.config import _parse_yaml as parse_yaml
-from rotator.config import _read_text as read_text
+from rotator.config import CONFIG_ENV, ServerSettings, read_listen
 from rotator.errors import ConfigError
 from rotator.logs import scrub
 
@@ -63,17 +59,7 @@ def configured_listen(path: str | None, env: Mapping[str, str]) -> tuple[str, st
     if not source:
         return DEFAULT_LISTEN, ""
     try:
-        document = parse_yaml(read_text(source), source)
-        server = document.get("server") if isinstance(document, dict) else None
-        raw = server.get("listen") if isinstance(server, dict) else None
-        if raw is None:
-            return DEFAULT_LISTEN, ""
-        loc = ("server", "listen")
-        expanded = Expander(env, source).expand(raw, loc)
-        try:
-            return valid_listen(expanded), ""
-        except ValueError as exc:
-            raise ConfigError(source, "server.listen", str(exc)) from None
+        return read_listen(source, env) or DEFAULT_LISTEN, ""
     except ConfigError as exc:
         return DEFAULT_LISTEN, f" (server.listen not read, so the default: {scrub(str(exc))})"
 
