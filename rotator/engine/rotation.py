@@ -381,6 +381,8 @@ class RotationRun:
         known: dict[str, str | None] = {}
         scheduled: dict[str, RetiringKey] = {}
         if state is not None:
+            # A retiring key served again (a restored value) is retired anew: keep what is known.
+            known.update((r.key_id, r.fingerprint) for r in state.retiring if r.fingerprint)
             if state.current is not None:
                 known[state.current.key_id] = state.current.fingerprint
             scheduled = {

@@ -10,6 +10,7 @@ import pytest
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome
 from rotator.errors import PermanentError
+from rotator.secret import fingerprint_of
 from tests.support.engine_fakes import (
     BOTH,
     START,
@@ -151,6 +152,8 @@ async def test_a_restored_managed_key_is_told_by_its_fingerprint_and_gets_a_fres
     assert state is not None
     due = {r.key_id: r.revoke_due_at for r in state.retiring}
     assert due[first.key_id] == world.clock.now() + timedelta(hours=1)
+    fingerprints = {r.key_id: r.fingerprint for r in state.retiring}
+    assert fingerprints[first.key_id] == fingerprint_of(first.plaintext)
     assert first.key_id not in {r.key_id for r in await engine.revoke_due()}
     assert not gone(first)
 
