@@ -7,7 +7,7 @@ looks before a rotation: a working key per target, written with other fields bes
 Vault KV v2 secret and one AWS secret. :func:`seed_state` records each seeded key as the target's
 current managed key (as if rotator had rotated it once), so the measured rotation is a
 steady-state one that also revokes the key it replaces. :func:`run_measured` runs a child and
-reads its own CPU time and peak RSS from ``wait4``: the servers' CPU is never counted.
+reads its own CPU time (``wait4``) and peak RSS (``/proc``): the servers' are never counted.
 """
 
 from __future__ import annotations
@@ -297,7 +297,8 @@ def write_yaml(path: Path, data: dict[str, Any]) -> Path:
 
 @dataclass(frozen=True)
 class Measured:
-    """A finished child: wall seconds, its own CPU seconds (user + system) and peak RSS."""
+    """A finished child: wall seconds, its own CPU seconds (user + system, from ``wait4``) and
+    peak RSS (VmHWM sampled every 20 ms)."""
 
     returncode: int
     wall_s: float
@@ -316,8 +317,10 @@ def run_measured(
         started = time.perf_counter()
         process = subprocess.Popen(list(argv), stdout=stdout, stderr=stderr, env=env)
         deadline = time.monotonic() + timeout
+        peak_kb = 0
         try:
             while True:
+                peak_kb = max(peak_kb, _hwm_kb(process.pid))
                 pid, status, usage = os.wait4(process.pid, os.WNOHANG)
                 if pid:
                     break
@@ -336,9 +339,21 @@ def run_measured(
         returncode=process.returncode,
         wall_s=wall,
         cpu_s=usage.ru_utime + usage.ru_stime,
-        peak_rss_mb=usage.ru_maxrss / 1024,
+        peak_rss_mb=peak_kb / 1024,
         stdout=out.read_text(errors="replace"),
     )
+
+
+def _hwm_kb(pid: int) -> int:
+    """The child's peak resident memory so far (VmHWM), sampled while it runs: ``wait4``'s
+    ``ru_maxrss`` would also count this process's own size at the fork."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
 
 
 # -- results -------------------------------------------------------------------------------------
