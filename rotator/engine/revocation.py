@@ -137,9 +137,10 @@ async def _revoke_one(
     if still_served:
         return await _refuse(deps, ctx, key, "a destination still serves this key")
     if current_fp is None or served != {current_fp}:
-        if await deps.store.open_rotations(ctx.name):
-            # A rotation of this target is promoting (here or in another process): for a moment
-            # its destinations disagree. Nothing for an operator to check: try again later.
+        if await _rotation_moved(deps, ctx.name, current_fp):
+            # A rotation of this target is promoting (here or in another process), or ended
+            # since the state was read: for a moment its destinations disagree with what was
+            # read. Nothing for an operator to check: try again later.
             log.info("revocation_deferred", target=ctx.name, key_id=key.key_id, reason=IN_FLIGHT)
             return RevocationResult(ctx.name, key.key_id, "deferred", IN_FLIGHT)
         return await _refuse(
@@ -157,6 +158,15 @@ async def _revoke_one(
     outcome = "already_gone" if gone else "revoked"
     log.info("key_revoked", target=ctx.name, key_id=key.key_id, outcome=outcome)
     return RevocationResult(ctx.name, key.key_id, outcome)
+
+
+async def _rotation_moved(deps: Deps, target: str, current_fp: str | None) -> bool:
+    """A rotation of ``target`` is open, or its current key is no longer ``current_fp`` (asked in
+    this order: a rotation records its promotion before it ends)."""
+    if await deps.store.open_rotations(target):
+        return True
+    state = await deps.store.get_target(target)
+    return (state.current.fingerprint if state and state.current else None) != current_fp
 
 
 async def _refuse(deps: Deps, ctx: TargetContext, key: RetiringKey, why: str) -> RevocationResult:

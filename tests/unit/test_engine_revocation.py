@@ -4,9 +4,11 @@ its persisted deadline, never while served, and only if rotator created or adopt
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any, cast
 
 import pytest
 
+from rotator.contracts import ManagedKey, StateStore, TargetState
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome
 from rotator.errors import PermanentError
@@ -393,3 +395,41 @@ async def test_revocation_waits_quietly_while_a_rotation_of_the_target_is_in_fli
     await store.finish_rotation(rotation.rotation_id, state="rolled_back", outcome="rolled_back")
     assert [r.outcome for r in await engine.revoke_due()] == ["revoked"]
     assert gone(legacy)
+
+
+async def test_revocation_waits_quietly_when_a_rotation_ends_while_it_reads(
+    worlds: Worlds,
+) -> None:
+    """A rotation that ends between revoke-due's read of the state and its read of the
+    destinations (they then serve a newer key than the state said) defers the due key without an
+    alert; the next pass revokes it."""
+    world = worlds(BOTH, options=ADOPT)
+    legacy = world.seed("t1")
+    await _rotated(world)
+    world.clock.advance(7200)
+    newest = world.issuer.add_existing(name="rotator-t1-newest")
+
+    class RotatedAfterStateRead:
+        """The state store, with another process's rotation ending right after a state read."""
+
+        def __init__(self, inner: StateStore) -> None:
+            self.inner = inner
+            self.done = False
+
+        async def get_target(self, target: str) -> TargetState | None:
+            state = await self.inner.get_target(target)
+            if not self.done:
+                self.done = True
+                world.write("t1", newest.plaintext)
+                key = ManagedKey(newest.key_id, fingerprint_of(newest.plaintext), None, None)
+                await self.inner.record_promotion("t1", key)
+            return state
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self.inner, name)
+
+    engine = await world.engine(wrap=lambda inner: cast("StateStore", RotatedAfterStateRead(inner)))
+    deferred = await engine.revoke_due()
+    assert [(r.key_id, r.outcome) for r in deferred] == [(legacy.key_id, "deferred")]
+    assert world.alert_events() == []
+    assert legacy.key_id in [r.key_id for r in await engine.revoke_due() if r.outcome == "revoked"]
