@@ -181,6 +181,9 @@ def markdown(results: dict[str, Any]) -> str:
         + ". `old_key_in_use_at_max_grace` is expected (draining targets' keys stay in use);"
         " `rotation_stuck` comes with outages (a destination unreadable after a promotion).",
     ]
+    findings = results.get("findings", [])
+    if findings:
+        lines += ["", "Findings:", ""] + [f"- {line}" for line in findings]
     violations = results["invariants"]["violations"]
     if violations:
         lines += ["", "Violations:", ""] + [f"- `{v}`" for v in violations[:20]]
