@@ -177,16 +177,15 @@ def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
                     "ok": row["idle_rss_mb"] <= limit,
                 }
             )
-    served = [r for r in rows if "error" not in r]
-    if served:
-        worst = max(served, key=lambda r: r["ready_s"])
-        out.append(
-            {
-                "what": f"ready ≤ {TARGET_READY_S:.0f} s (/readyz; worst: {worst['n']} targets)",
-                "value": f"{worst['ready_s']:.2f} s",
-                "ok": worst["ready_s"] <= TARGET_READY_S,
-            }
-        )
+    out += [
+        {
+            "what": f"ready ≤ {TARGET_READY_S:.0f} s (/readyz) with {row['n']} targets",
+            "value": f"{row['ready_s']:.2f} s",
+            "ok": row["ready_s"] <= TARGET_READY_S,
+        }
+        for row in rows
+        if "error" not in row
+    ]
     return out
 
 
