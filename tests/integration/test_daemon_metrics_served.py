@@ -165,7 +165,7 @@ async def test_served_app_reflects_an_on_demand_rotation(stack: Stack, state_url
             before = samples((await client.get("/metrics")).text)
             ready = {"target": spec.name}
             assert value(before, "rotator_key_ready_status", **ready, condition="Unknown") == 1.0
-            assert value(before, "rotator_rotations_total", **ready, outcome="promoted") is None
+            assert value(before, "rotator_rotations_total", **ready, outcome="promoted") == 0.0
 
             refused = await client.post(f"/api/v1/targets/{spec.name}/rotate")
             assert refused.status_code == 401
