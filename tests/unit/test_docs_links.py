@@ -50,23 +50,11 @@ def test_relative_links_in_the_docs_resolve() -> None:
     assert {doc: links for doc, links in found.items() if links} == {}
 
 
-NOT_YET_COMMITTED = {"bench/RESULTS.md"}
-"""Linked from the README but not in the repository yet (being written): not checked. Remove
-the name once the file is committed."""
-
-
 def test_relative_links_in_the_readmes_resolve() -> None:
     """The repository's README and every README under deploy/ link only to what exists."""
     readmes = [ROOT / "README.md", *sorted((ROOT / "deploy").rglob("README.md"))]
     assert len(readmes) >= 2
-    found = {
-        str(doc.relative_to(ROOT)): [
-            link
-            for link in broken_links(doc)
-            if link.partition(":")[0].split("#")[0] not in NOT_YET_COMMITTED
-        ]
-        for doc in readmes
-    }
+    found = {str(doc.relative_to(ROOT)): broken_links(doc) for doc in readmes}
     assert {doc: links for doc, links in found.items() if links} == {}
 
 
