@@ -71,15 +71,40 @@ _PROBE = 8
 class _RecentIndex:
     """What tells quickly that a text holds none of the recent plaintexts: a pattern matching
     any run of their characters as long as the shortest of them (no such run, no plaintext),
-    then their first :data:`_PROBE` characters, looked up at each position of the run."""
+    then their first :data:`_PROBE` characters, looked up at each position of the run.
 
-    def __init__(self, plaintexts: tuple[str, ...]) -> None:
-        self.prefixes: dict[str, tuple[str, ...]] = {}
-        for value in plaintexts:
-            self.prefixes[value[:_PROBE]] = (*self.prefixes.get(value[:_PROBE], ()), value)
-        chars = "".join(sorted({c for value in plaintexts for c in value}))
-        shortest = min((len(v) for v in plaintexts), default=0)
-        self.runs = re.compile(f"[{re.escape(chars)}]{{{shortest},}}") if chars else None
+    An index is never changed once published: :meth:`extended` returns a new one holding the
+    plaintexts added since, so most changes cost a lookup per new plaintext, not a rebuild."""
+
+    def __init__(
+        self,
+        known: frozenset[str] = frozenset(),
+        prefixes: dict[str, tuple[str, ...]] | None = None,
+        chars: frozenset[str] = frozenset(),
+        shortest: int = 0,
+        runs: re.Pattern[str] | None = None,
+    ) -> None:
+        self.known = known
+        self.prefixes = prefixes if prefixes is not None else {}
+        self.chars = chars
+        self.shortest = shortest
+        self.runs = runs
+
+    def extended(self, plaintexts: tuple[str, ...]) -> _RecentIndex:
+        """This index plus every plaintext of ``plaintexts`` it lacks (itself when none)."""
+        new = [value for value in plaintexts if value not in self.known]
+        if not new:
+            return self
+        prefixes = dict(self.prefixes)
+        for value in new:
+            prefixes[value[:_PROBE]] = (*prefixes.get(value[:_PROBE], ()), value)
+        chars = self.chars.union(*new)
+        lengths = [len(v) for v in new] + ([self.shortest] if self.known else [])
+        shortest = min(lengths)
+        runs = self.runs
+        if chars != self.chars or shortest != self.shortest:
+            runs = re.compile(f"[{re.escape(''.join(sorted(chars)))}]{{{shortest},}}")
+        return _RecentIndex(self.known.union(new), prefixes, chars, shortest, runs)
 
     def may_hold_one(self, text: str) -> bool:
         if self.runs is None:
@@ -93,13 +118,17 @@ class _RecentIndex:
         return False
 
 
-_index: tuple[tuple[int, int], _RecentIndex] = ((0, 0), _RecentIndex(()))
+_STALE = 4
+"""An index holding more than this many times the plaintexts recent now is rebuilt afresh."""
+
+_index: tuple[tuple[int, int], _RecentIndex] = ((0, 0), _RecentIndex())
 
 
 def _may_hold_a_recent_plaintext(text: str) -> bool:
-    """False only if no recent plaintext occurs in ``text``: :class:`_RecentIndex`, rebuilt when
+    """False only if no recent plaintext occurs in ``text``: :class:`_RecentIndex`, extended when
     the plaintexts change, instead of searching ``text`` for each of up to 512 of them on every
-    logged value. The index may hold plaintexts gone from the recent ones since, never miss one.
+    logged value. The index may hold plaintexts gone from the recent ones since (up to
+    :data:`_STALE` times as many), never miss one.
     """
     global _index  # noqa: PLW0603 - one cache, replaced whole (atomic for other threads)
     marker, index = _index
@@ -108,7 +137,9 @@ def _may_hold_a_recent_plaintext(text: str) -> bool:
         recent = recent_plaintexts()
         if any(len(value) < _PROBE for value in recent):
             return True  # cannot be indexed: search for every plaintext
-        index = _RecentIndex(recent)
+        if len(index.known) > _STALE * max(len(recent), 1):
+            index = _RecentIndex()
+        index = index.extended(recent)
         _index = (now, index)
     return index.may_hold_one(text)
 

@@ -80,6 +80,16 @@ def test_recently_wrapped_plaintext_is_scrubbed_even_when_not_key_shaped(
     assert odd not in json_log.getvalue()
 
 
+def test_plaintexts_wrapped_after_earlier_scrubs_are_scrubbed_too() -> None:
+    """Each plaintext wrapped after the scrubber has already looked at text is masked as well."""
+    first, second = "first-odd-value-981", "other~shape:value#77"
+    assert scrub("nothing secret here") == "nothing secret here"
+    Secret(first)
+    assert scrub(f"a {first} b") == "a *** b"
+    Secret(second)
+    assert scrub(f"{second} and {first}") == "*** and ***"
+
+
 def test_traceback_has_no_locals_and_a_scrubbed_message(json_log: io.StringIO) -> None:
     """An exception whose frames hold the key logs a traceback without locals or plaintext."""
     try:
