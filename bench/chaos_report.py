@@ -133,6 +133,9 @@ def markdown(results: dict[str, Any]) -> str:
             f" recovery, or ({params['early_share']:.0%} of them) 0-0.6 s into the recovery;"
             " the next `rotator run` starts at once and recovers. OpenBao or the AWS endpoint"
             f" restarts every {params['restart_every'][0]:g}-{params['restart_every'][1]:g} s."
+            " After each start the campaign asks the daemon's API, as an operator would, to"
+            " rotate every target it lists as failing or stuck (without that, a failed target"
+            " waits for its 1 h backoff and rotations would stall at this speed)."
         ),
         "",
         "What was restarted and how:",
