@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Select, Table, delete, select
+from sqlalchemy import Select, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
@@ -453,16 +453,10 @@ class SqlStateStore:
         # Core statements on one connection, not the ORM: this runs before every side effect of
         # every rotation, and a unit of work per step cost more CPU than the rest of the step.
         with self._engine.begin() as conn:
-            rotation = conn.execute(
-                select(_ROTATIONS.c.finished_at, _ROTATIONS.c.state)
-                .where(_ROTATIONS.c.rotation_id == rotation_id)
-                .with_for_update()
-            ).one_or_none()
+            rotation = conn.execute(_STEP_ROTATION, {"rid": rotation_id}).one_or_none()
             if rotation is None:
                 raise LookupError(f"no rotation {rotation_id}")
-            steps = conn.execute(
-                select(_JOURNAL.c.seq, _JOURNAL.c.step).where(_JOURNAL.c.rotation_id == rotation_id)
-            ).all()
+            steps = conn.execute(_STEP_NAMES, {"rid": rotation_id}).all()
             same = sorted(seq for seq, name in steps if name == step)
             if rotation.finished_at is not None and not same:
                 # A late writer (a process that lost this rotation to recovery elsewhere) must not
@@ -471,24 +465,15 @@ class SqlStateStore:
                     f"rotation {rotation_id} is finished ({rotation.state}); step {step!r} refused"
                 )
             if same:
-                existing = conn.execute(
-                    _JOURNAL.select().where(
-                        _JOURNAL.c.rotation_id == rotation_id, _JOURNAL.c.seq == same[0]
-                    )
-                ).one()
+                existing = conn.execute(_STEP_ENTRY, {"rid": rotation_id, "seq": same[0]}).one()
                 return records.journal_entry(existing)  # type: ignore[arg-type]
             seq = len(steps) + 1
             conn.execute(
-                _JOURNAL.insert().values(
-                    rotation_id=rotation_id, seq=seq, step=step, at=now, facts=clean
-                )
+                _STEP_INSERT,
+                {"rotation_id": rotation_id, "seq": seq, "step": step, "at": now, "facts": clean},
             )
             if state is not None:
-                conn.execute(
-                    _ROTATIONS.update()
-                    .where(_ROTATIONS.c.rotation_id == rotation_id)
-                    .values(state=state)
-                )
+                conn.execute(_STEP_STATE, {"rid": rotation_id, "state": state})
             return JournalEntry(rotation_id=rotation_id, seq=seq, step=step, at=now, facts=clean)
 
     async def try_lock_target(self, target: str) -> TargetLock | None:
@@ -555,6 +540,26 @@ _RETIRING = cast("Table", RetiringKeyRow.__table__)
 _ROTATIONS = cast("Table", RotationRow.__table__)
 _JOURNAL = cast("Table", JournalRow.__table__)
 _RETIRING_ORDER = (_RETIRING.c.revoke_due_at, _RETIRING.c.target, _RETIRING.c.key_id)
+
+# append_step's statements, built once: it runs before every side effect of every rotation, and
+# building them per call (and their cache keys) cost about a fifth of its CPU.
+_STEP_ROTATION = (
+    select(_ROTATIONS.c.finished_at, _ROTATIONS.c.state)
+    .where(_ROTATIONS.c.rotation_id == bindparam("rid"))
+    .with_for_update()
+)
+_STEP_NAMES = select(_JOURNAL.c.seq, _JOURNAL.c.step).where(
+    _JOURNAL.c.rotation_id == bindparam("rid")
+)
+_STEP_ENTRY = _JOURNAL.select().where(
+    _JOURNAL.c.rotation_id == bindparam("rid"), _JOURNAL.c.seq == bindparam("seq")
+)
+_STEP_INSERT = _JOURNAL.insert()
+_STEP_STATE = (
+    _ROTATIONS.update()
+    .where(_ROTATIONS.c.rotation_id == bindparam("rid"))
+    .values(state=bindparam("state"))
+)
 
 
 def _lock_target(session: Session, target: str, now: datetime) -> TargetRow:
