@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import re
 import types
+from collections.abc import Iterator
 from datetime import timedelta
 from enum import Enum
 from pathlib import Path
@@ -167,9 +168,9 @@ def documented_default(cell: str) -> str | None:
     return None
 
 
-def documented_defaults(markdown: str) -> dict[str, str]:
-    """Key path -> the default its row states, for rows whose default is a value."""
-    found: dict[str, str] = {}
+def key_rows(markdown: str) -> Iterator[tuple[str, list[str]]]:
+    """(key path, cells) of each row of every table whose header starts ``| key |``; the path
+    is the row's backticked first cell."""
     in_keys = False
     for line in markdown.splitlines():
         if not line.startswith("|"):
@@ -179,11 +180,17 @@ def documented_defaults(markdown: str) -> dict[str, str]:
             in_keys = True
             continue
         key = _KEY_CELL.match(line)
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if in_keys and key and len(cells) >= 3:
-            default = documented_default(cells[2])
-            if default is not None:
-                found[key.group(1)] = default
+        if in_keys and key:
+            yield key.group(1), [cell.strip() for cell in line.strip().strip("|").split("|")]
+
+
+def documented_defaults(markdown: str) -> dict[str, str]:
+    """Key path -> the default its row states, for rows whose default is a value."""
+    found: dict[str, str] = {}
+    for path, cells in key_rows(markdown):
+        default = documented_default(cells[2]) if len(cells) >= 3 else None
+        if default is not None:
+            found[path] = default
     return found
 
 
@@ -200,20 +207,8 @@ def default_problems(model: type[BaseModel], markdown: str) -> list[str]:
 
 
 def documented_paths(markdown: str) -> set[str]:
-    """The backticked first cells of the rows of every table whose header starts ``| key |``."""
-    paths: set[str] = set()
-    in_keys = False
-    for line in markdown.splitlines():
-        if not line.startswith("|"):
-            in_keys = False
-            continue
-        if re.match(r"^\|\s*key\s*\|", line):
-            in_keys = True
-            continue
-        found = _KEY_CELL.match(line)
-        if in_keys and found:
-            paths.add(found.group(1))
-    return paths
+    """The key paths of the rows of every table whose header starts ``| key |``."""
+    return {path for path, _ in key_rows(markdown)}
 
 
 def problems(model: type[BaseModel], markdown: str) -> list[str]:
