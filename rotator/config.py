@@ -585,6 +585,12 @@ class Policy(_Model):
     """Drain: an old key still used at ``max_grace`` is revoked with an alert (``revoke``), or
     kept and alerted about daily until it goes unused (``alert``)."""
     jitter: Duration = timedelta(minutes=5)
+    failure_backoff: PositiveDuration = timedelta(hours=1)
+    """After a failed attempt (rolled back): wait this long, doubling per consecutive failure up
+    to 32 times this."""
+    stuck_backoff: PositiveDuration = timedelta(minutes=5)
+    """After a rotation was left stuck (both keys valid): retry forward after this long,
+    doubling per consecutive failure up to ``failure_backoff``."""
 
     @model_validator(mode="after")
     def _coherent(self) -> Policy:
@@ -648,6 +654,8 @@ class Target(_Model):
     drain: bool | None = None
     at_max_grace: Literal["revoke", "alert"] | None = None
     jitter: Duration | None = None
+    failure_backoff: PositiveDuration | None = None
+    stuck_backoff: PositiveDuration | None = None
 
     _policy: Policy | None = PrivateAttr(default=None)
 

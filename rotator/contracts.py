@@ -573,8 +573,13 @@ class StateStore(Protocol):
         ``key.adopted``."""
         ...
 
-    async def record_failure(self, target: str, *, backoff_until: datetime | None) -> TargetState:
-        """Count one more consecutive failed attempt and set when the next may start."""
+    async def record_failure(
+        self, target: str, *, backoff_until: datetime | None, counted: bool = True
+    ) -> TargetState:
+        """Count one more consecutive failed attempt and set when the next may start.
+
+        ``counted=False``: an attempt that is no verdict on the backends (recovery undid an
+        interrupted rotation): the count stays, and ``backoff_until`` only ever moves later."""
         ...
 
     async def clear_failures(self, target: str) -> TargetState:

@@ -11,9 +11,13 @@ recovers interrupted rotations, plans one job per target (:mod:`rotator.daemon.s
 starts the revoke-due loop (every ``revoke_every`` seconds and at each grace deadline).
 
 Each run, scheduled or on demand, is a task of the daemon's own (never an APScheduler coroutine
-job, which ``shutdown`` would cancel); afterwards the target is re-planned from state. A failed run
-leaves a backoff in the store (the engine's, or the daemon's when the engine could not record
-one); a target still due right after a run waits ``retry_floor`` seconds, so nothing spins.
+job, which ``shutdown`` would cancel). Jobs are placed in one place, the planner
+(:meth:`Daemon._replan`): it computes every target's next fire from the state store
+(:func:`rotator.engine.due.plan_fire`) after every run, whatever way the run ended (success,
+failure, not due, skipped, an exception), and every ``replan_every`` seconds, so rotations,
+failures and recoveries done by another process (the CLI) move the daemon's jobs as well. A failed
+run leaves its backoff in the store (the engine records every failed attempt); a target still due
+right after a run waits ``retry_floor`` seconds, so nothing spins.
 
 SIGHUP reloads the configuration: an invalid one is logged on one line and the old one kept; a
 valid one waits until no rotation runs, then replaces the engine, the API's token and every job
@@ -53,13 +57,13 @@ from rotator.daemon.http import build_app
 from rotator.daemon.leader import Elector, LeadershipLost, build_elector
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.notify import Notifier
-from rotator.daemon.scheduler import FirePlan, RotationJobs, plan_fire
+from rotator.daemon.scheduler import Fire, FirePlan, Jobs, RotationJobs, plan_fire
 from rotator.daemon.serving import HttpServer, SwappableApp, bind
 from rotator.daemon.systemd import SystemdNotifier
 from rotator.destinations._common import add_call_observer
 from rotator.engine.context import Alert
 from rotator.engine.engine import Engine, TargetStatus
-from rotator.engine.rotation import RotationResult, failure_backoff
+from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
 from rotator.errors import ConfigError, RotatorError
@@ -96,6 +100,9 @@ class Timings:
     """Per target, the least time between two on-demand rotations (emergencies exempt)."""
     retry_floor: float = 60.0
     """A target still due right after a run waits at least this long."""
+    replan_every: float = 60.0
+    """Every target's plan is re-read from state at least this often (and after every run), so
+    what another process did (a CLI rotation, failure or recovery) moves the daemon's jobs."""
 
     def stop_bound(self, release: float) -> float:
         """The longest a daemon told to stop waits before it exits, in seconds, given the
@@ -126,6 +133,8 @@ class Daemon:
         systemd: SystemdNotifier | None = None,
         engine_factory: EngineFactory | None = None,
         elector_factory: ElectorFactory | None = None,
+        jobs_factory: Callable[[Fire], Jobs] | None = None,
+        notifier_factory: Callable[[Config], Notifier] | None = None,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
@@ -134,8 +143,11 @@ class Daemon:
         self.systemd = systemd or SystemdNotifier.from_env()
         self.health = Health()
         self.metrics = Metrics()
-        self.notifier = Notifier.from_config(cfg)
-        self.jobs = RotationJobs(self._fire)
+        self._notifier_factory = notifier_factory or (
+            lambda c: Notifier.from_config(c, clock=self.clock)
+        )
+        self.notifier = self._notifier_factory(cfg)
+        self.jobs: Jobs = (jobs_factory or RotationJobs)(self._fire)
         self.engine: Engine | None = None
         self.elector: Elector | None = None
         self.http: HttpServer | None = None
@@ -159,6 +171,9 @@ class Daemon:
         self._abandon = asyncio.Event()  # a second signal, or leadership lost: stop at once
         self._revoke_wake = asyncio.Event()
         self._metrics_wake = asyncio.Event()
+        self._plan_wake = asyncio.Event()
+        self._ran: set[str] = set()  # targets whose run ended since the planner last looked
+        self._planner: asyncio.Task[None] | None = None
         self._overdue: set[str] = set()
         self._exit_code = 0
 
@@ -419,6 +434,8 @@ class Daemon:
                 await self._pause(self.timings.retry_floor)
         if not self._stop.is_set():
             self._revoker = asyncio.create_task(self._revoke_loop())
+            self._planner = asyncio.create_task(self._planner_loop())
+            self._background.append(self._planner)
             self._metrics_wake.set()
             self.systemd.status(self._status_line())
 
@@ -433,25 +450,53 @@ class Daemon:
         )
 
     async def _plan_all(self) -> None:
-        """Register every target (its first-seen anchor) and (re)plan its job."""
+        """Register every target (its first-seen anchor) and place every job afresh."""
         store = self._engine().deps.store
         self.jobs.clear()
         for target in self.cfg.targets:
             await store.register_target(target.name)
-            await self._plan(target.name)
+        await self._replan(set())
 
-    async def _plan(self, name: str) -> FirePlan | None:
-        """Compute ``name``'s next fire from state and place its job; None if not scheduling."""
+    async def _replan(self, ran: set[str]) -> None:
+        """The one place jobs are placed: every target's next fire computed from state (one
+        read of the store), its job moved where the plan changed. A target in ``ran`` whose run
+        just ended and that is still due gets ``retry_floor`` first, so nothing spins; a target
+        whose run is in flight is planned when that run ends."""
         engine = self._engine()
-        if name not in engine.contexts:
-            return None
-        state = await engine.deps.store.get_target(name)
-        plan = self._plan_of(engine, name, state)
-        if not self._leading() or engine is not self.engine:
-            return None
-        self.jobs.plan(plan)
-        log.info("rotation_planned", **plan.as_log())
-        return plan
+        if not self._leading():
+            return
+        states = {s.target: s for s in await engine.deps.store.list_targets()}
+        if engine is not self.engine or not self._leading():
+            return  # a reload or a loss of leadership happened meanwhile: theirs to plan
+        now = self.clock.now()
+        for name in engine.contexts:
+            if name in self._tasks:
+                continue
+            plan = self._plan_of(engine, name, states.get(name))
+            if name in ran and plan.fire_at <= now:
+                self._floor[name] = now + timedelta(seconds=self.timings.retry_floor)
+                plan = self._plan_of(engine, name, states.get(name))
+            if self.jobs.planned(name) != plan.fire_at:
+                self.jobs.plan(plan)
+                log.info("rotation_planned", **plan.as_log())
+        for name in set(self.jobs.targets()) - set(engine.contexts):
+            self.jobs.drop(name)
+        self.jobs.wakeup()
+
+    async def _planner_loop(self) -> None:
+        """Re-plan after every run (woken by it) and every ``replan_every`` seconds."""
+        while not self._stop.is_set():
+            await self._gate.wait()
+            if self._stop.is_set():
+                return
+            self._plan_wake.clear()  # a wake-up from here on is seen by the wait below
+            ran, self._ran = self._ran, set()
+            try:
+                await self._replan(ran)
+            except Exception:
+                self._ran |= ran
+                log.exception("rotation_planning_failed", target=None)
+            await _wait_event(self._plan_wake, self.timings.replan_every)
 
     def _plan_of(self, engine: Engine, name: str, state: TargetState | None) -> FirePlan:
         policy = engine.context(name).target.policy
@@ -474,14 +519,27 @@ class Daemon:
         while len(self._requests) > _KEEP_REQUESTS:
             self._requests.popitem(last=False)
         self._tasks[name] = asyncio.create_task(
-            self._rotation(name, rotation_id, request, emergency=emergency, origin=origin),
+            self._run_then_replan(name, rotation_id, request, emergency=emergency, origin=origin),
             name=f"rotate {name}",
         )
+
+    async def _run_then_replan(
+        self, name: str, rotation_id: str, request: _Request, *, emergency: bool, origin: str
+    ) -> None:
+        """One run of ``name``, then, whatever way it ended, the planner re-plans the target
+        from state (the only way out of a run: no path can leave a target unplanned)."""
+        try:
+            await self._rotation(name, rotation_id, request, emergency=emergency, origin=origin)
+        finally:
+            self._ran.add(name)
+            self._plan_wake.set()
+            self._revoke_wake.set()
+            self._metrics_wake.set()
 
     async def _rotation(
         self, name: str, rotation_id: str, request: _Request, *, emergency: bool, origin: str
     ) -> None:
-        """One run of ``name``; afterwards the target is re-planned from state."""
+        """One run of ``name`` (the caller re-plans it afterwards)."""
         started = self.clock.monotonic()
         current = asyncio.current_task()
         try:
@@ -512,9 +570,7 @@ class Daemon:
                 else []
             )
             self.metrics.observe_rotation(result, seconds, journal=journal)
-            if result.outcome in _FAILED:
-                await self._record_failure(engine, name)
-            elif result.outcome in {Outcome.ROTATED, Outcome.PROMOTED}:
+            if result.outcome in {Outcome.ROTATED, Outcome.PROMOTED}:
                 self.notifier.notify(
                     "rotation_succeeded",
                     name,
@@ -538,7 +594,6 @@ class Daemon:
                 self._running.discard(current)
             if self._tasks.get(name) is current:
                 del self._tasks[name]
-        await self._after_run(name)
 
     async def _still_due(self, engine: Engine, name: str) -> bool:
         """A scheduled fire re-checks state (another process may have rotated meanwhile)."""
@@ -547,32 +602,6 @@ class Daemon:
             return True
         log.info("rotation_not_due", **plan.as_log())
         return False
-
-    async def _record_failure(self, engine: Engine, name: str) -> None:
-        """Make sure a failed run left a backoff in the store (the engine records one for the
-        failures it handles; not for those before a rotation starts, like an unreachable
-        destination)."""
-        store = engine.deps.store
-        state = await store.get_target(name)
-        now = self.clock.now()
-        if state is not None and state.backoff_until is not None and state.backoff_until > now:
-            return
-        failures = (state.consecutive_failures if state else 0) + 1
-        await store.record_failure(name, backoff_until=now + failure_backoff(failures))
-
-    async def _after_run(self, name: str) -> None:
-        self._revoke_wake.set()
-        self._metrics_wake.set()
-        if self._stop.is_set():
-            return
-        try:
-            plan = await self._plan(name)
-            if plan is not None and plan.fire_at <= self.clock.now():
-                floor = self.clock.now() + timedelta(seconds=self.timings.retry_floor)
-                self._floor[name] = floor
-                await self._plan(name)
-        except Exception:
-            log.exception("rotation_planning_failed", target=name)
 
     # -- revocation ------------------------------------------------------------------------------
 
@@ -643,7 +672,7 @@ class Daemon:
             if changed:
                 _reload_failed(f"{', '.join(changed)} changed: restart rotator to apply")
                 return None
-            return new, Notifier.from_config(new)
+            return new, self._notifier_factory(new)
         except ConfigError as exc:
             _reload_failed(str(exc))
             return None

@@ -1,110 +1,56 @@
-"""When each target's next rotation fires, and the APScheduler jobs that fire them.
+"""The APScheduler jobs that fire each target's next rotation.
 
-Nothing here remembers time on its own: :func:`plan_fire` derives a target's next fire from the
-state store's facts (last rotation, first sighting, failure backoff), so a restart re-creates the
-same plan and never postpones a rotation (OPS.md "Scheduling"). :class:`RotationJobs` holds one
-in-memory APScheduler job per target at its planned instant, re-created from the plan at every
-start and after every run.
-
-Jitter is drawn from a hash of the target and its due time rather than from a random source:
-it spreads targets that share a schedule like a random delay would, but a restarted daemon draws
-the same delay again, so a restart cannot move a planned fire later.
+Nothing here remembers time on its own: :func:`rotator.engine.due.plan_fire` derives a target's
+next fire from the state store's facts (last rotation, first sighting, failure backoff), so a
+restart re-creates the same plan and never postpones a rotation. :class:`RotationJobs` holds one
+in-memory APScheduler job per target at its planned instant, re-placed from the plan at every
+start, after every run and periodically (see :mod:`rotator.daemon.runner`).
 """
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
+from typing import Protocol
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 
-from rotator.config import Policy
-from rotator.contracts import TargetState
-from rotator.engine.due import next_due_at
+from rotator.engine.due import FirePlan, jitter_offset, plan_fire
 
 JOB_DEFAULTS = {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 """Run late rather than skip (APScheduler's default grace is 1 s), once, never twice at once."""
 
 
-@dataclass(frozen=True, slots=True)
-class FirePlan:
-    """When a target's job fires and why.
+Fire = Callable[[str], Awaitable[None]]
 
-    ``due_at`` is the due time computed from state (schedule or compliance ceiling);
-    ``fire_at`` adds the jitter or waits out a failure backoff. Either may be in the past: the
-    job then runs at once (a missed fire, the daemon was down).
+
+class Jobs(Protocol):
+    """One planned fire per target, what :class:`rotator.daemon.runner.Daemon` schedules with.
+
+    :class:`RotationJobs` is the daemon's; a simulation may supply one driven by its own clock.
+    A job fires once at its instant (late rather than never, once however late), then is gone.
     """
 
-    target: str
-    due_at: datetime
-    fire_at: datetime
-    reason: str  # schedule | max_age | backoff
+    def start(self) -> None: ...
 
-    def as_log(self) -> dict[str, str]:
-        return {
-            "target": self.target,
-            "due_at": self.due_at.isoformat(),
-            "fire_at": self.fire_at.isoformat(),
-            "reason": self.reason,
-        }
+    def plan(self, plan: FirePlan) -> None: ...
 
+    def planned(self, target: str) -> datetime | None: ...
 
-def jitter_offset(target: str, due_at: datetime, jitter: timedelta) -> timedelta:
-    """A delay in ``[0, jitter)`` that looks random across targets and due times but is the same
-    for the same (target, due time): deterministic, so a restart draws it again unchanged."""
-    if jitter <= timedelta(0):
-        return timedelta(0)
-    seed = f"{target}|{due_at.astimezone(UTC).isoformat()}".encode()
-    fraction = int.from_bytes(hashlib.sha256(seed).digest()[:8], "big") / 2**64
-    micros = int(jitter / timedelta(microseconds=1) * fraction)
-    return timedelta(microseconds=micros)
+    def targets(self) -> list[str]: ...
 
+    def drop(self, target: str) -> None: ...
 
-def plan_fire(
-    target: str,
-    policy: Policy,
-    state: TargetState | None,
-    *,
-    now: datetime,
-    not_before: datetime | None = None,
-) -> FirePlan:
-    """The next fire of ``target`` from its stored ``state`` (None: never heard of).
+    def clear(self) -> None: ...
 
-    - due = the schedule's next fire after the last rotation, or the compliance ceiling (last
-      rotation + ``max_age``) if that is earlier; a target never rotated is due at the schedule's
-      next fire after ``first_seen_at`` (``now`` when the store has no row yet);
-    - a fire from the schedule is delayed by :func:`jitter_offset`, but never past the ceiling;
-      the ceiling itself gets no jitter;
-    - after failures, the attempt is retried when the store's ``backoff_until`` ends (earlier
-      than the due time if need be), and never before it nor ``not_before`` (the daemon's own
-      floor when a failure could not be recorded): backoff wins over the due time.
-    """
-    last = state.last_rotated_at if state is not None else None
-    anchor = state.first_seen_at if state is not None and state.first_seen_at else now
-    due = next_due_at(policy, last_rotated_at=last, anchor=anchor)
-    ceiling = last + policy.max_age if last is not None else None
-    if ceiling is not None and due >= ceiling:
-        fire, reason = due, "max_age"
-    else:
-        fire, reason = due + jitter_offset(target, due, policy.jitter), "schedule"
-        if ceiling is not None:
-            fire = min(fire, ceiling)
-    if (
-        state is not None
-        and state.consecutive_failures
-        and state.backoff_until is not None
-        and state.backoff_until < fire
-    ):
-        # A failed (rolled back or stuck) attempt is retried when its backoff ends, not at the
-        # next scheduled fire, which may be days away (cert-manager: 1 h → 32 h).
-        fire, reason = state.backoff_until, "retry"
-    floors = [t for t in (state.backoff_until if state else None, not_before) if t is not None]
-    if floors and max(floors) > fire:
-        fire, reason = max(floors), "backoff"
-    return FirePlan(target=target, due_at=due, fire_at=fire, reason=reason)
+    def pause(self) -> None: ...
+
+    def resume(self) -> None: ...
+
+    def wakeup(self) -> None: ...
+
+    def shutdown(self) -> None: ...
 
 
 class RotationJobs:
@@ -114,7 +60,7 @@ class RotationJobs:
     of its own and return (``AsyncIOScheduler.shutdown`` cancels running coroutine jobs).
     """
 
-    def __init__(self, fire: Callable[[str], Awaitable[None]]) -> None:
+    def __init__(self, fire: Fire) -> None:
         self._fire = fire
         self._scheduler = AsyncIOScheduler(timezone=UTC, job_defaults=dict(JOB_DEFAULTS))
 
@@ -162,7 +108,16 @@ class RotationJobs:
         if self.running:
             self._scheduler.resume()
 
+    def wakeup(self) -> None:
+        """Look at the wall clock again now: a job whose instant passed while the timer slept
+        on the monotonic clock (a suspended VM, an NTP step forward) fires at once."""
+        if self.running:
+            self._scheduler.wakeup()
+
     def shutdown(self) -> None:
         """Stop the scheduler without waiting (await your own rotations first)."""
         if self.running:
             self._scheduler.shutdown(wait=False)
+
+
+__all__ = ["JOB_DEFAULTS", "Fire", "FirePlan", "Jobs", "RotationJobs", "jitter_offset", "plan_fire"]

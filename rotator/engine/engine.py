@@ -19,7 +19,7 @@ from rotator.config import Config
 from rotator.contracts import CurrentValue, TargetState
 from rotator.engine.context import Alert, Deps, RotationState, TargetContext
 from rotator.engine.due import compliant as is_compliant
-from rotator.engine.due import next_due_at
+from rotator.engine.due import plan_fire
 from rotator.engine.recovery import (
     Orphan,
     find_orphans,
@@ -32,6 +32,7 @@ from rotator.engine.rotation import (
     expiration_for,
     gather_bases,
     key_name,
+    record_failed_attempt,
     served_key,
 )
 from rotator.engine.steps import Outcome, Step, dest_tag
@@ -163,6 +164,10 @@ class Engine:
             self._refuse_foreign(bases)
             old_keys = await self._old_keys(ctx, bases)
         except RotatorError as exc:
+            # Nothing was created or written: a failed attempt like a rollback, for the CLI
+            # and the daemon alike (counted, backed off, alerted).
+            await record_failed_attempt(self.deps, ctx)
+            await self._alert(ctx, "rotation_failed", str(exc))
             return RotationResult(ctx.name, None, Outcome.ROLLED_BACK, error=str(exc))
         name = key_name(ctx.target.key_name_prefix, self.deps.clock.now(), rotation_id)
         try:
@@ -409,7 +414,8 @@ class Engine:
     # -- status ----------------------------------------------------------------------------------
 
     async def status(self) -> list[TargetStatus]:
-        """Per-target state, due times and compliance, computed from the state store."""
+        """Per-target state, next fire (jitter and failure backoff included, as the daemon
+        plans it: :func:`rotator.engine.due.plan_fire`) and compliance, from the state store."""
         now = self.deps.clock.now()
         states = {s.target: s for s in await self.deps.store.list_targets()}
         open_by_target = {r.target: r for r in await self.deps.store.open_rotations()}
@@ -419,8 +425,7 @@ class Engine:
             st = states.get(name)
             rotation = open_by_target.get(name)
             last = st.last_rotated_at if st else None
-            anchor = (st.first_seen_at if st else None) or now
-            next_due = next_due_at(policy, last_rotated_at=last, anchor=anchor)
+            next_due = plan_fire(name, policy, st, now=now).fire_at
             compliant = is_compliant(policy, last_rotated_at=last, now=now)
             retiring = st.retiring if st else ()
             if rotation is not None and rotation.state == Step.STUCK:

@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 
 import structlog
 
+from rotator.config import Policy
 from rotator.contracts import (
     CurrentValue,
     Destination,
@@ -47,7 +48,9 @@ from rotator.secret import Secret
 log = structlog.get_logger(__name__)
 
 FAILURE_BACKOFF_BASE = timedelta(hours=1)
-FAILURE_BACKOFF_MAX = timedelta(hours=32)
+"""The default ``failure_backoff`` (a policy field)."""
+FAILURE_BACKOFF_CAP = 32
+"""The failure backoff doubles up to this many times its base (1 h → 32 h by default)."""
 INTERRUPTED_BACKOFF = timedelta(minutes=1)
 """After recovery undid an interrupted rotation: a short pause (a crash loop must not spin)."""
 INCONCLUSIVE = frozenset({VerifyOutcome.UNAVAILABLE, VerifyOutcome.RATE_LIMITED})
@@ -83,10 +86,41 @@ def key_name(prefix: str, now: datetime, rotation_id: str) -> str:
     return f"{prefix}-{now.astimezone(UTC):%Y%m%dT%H%M%SZ}-{rotation_id.replace('-', '')[:8]}"
 
 
-def failure_backoff(failures: int) -> timedelta:
-    """1 h, 2 h, 4 h … capped at 32 h (cert-manager's schedule) after ``failures`` failures."""
-    backoff: timedelta = FAILURE_BACKOFF_BASE * 2 ** max(0, failures - 1)
-    return min(FAILURE_BACKOFF_MAX, backoff)
+def failure_backoff(failures: int, base: timedelta = FAILURE_BACKOFF_BASE) -> timedelta:
+    """After ``failures`` consecutive failures: ``base``, doubling per failure, capped at
+    :data:`FAILURE_BACKOFF_CAP` times ``base`` (1 h, 2 h, 4 h … 32 h: cert-manager's schedule)."""
+    return _doubled(base, failures, base * FAILURE_BACKOFF_CAP)
+
+
+def stuck_backoff(failures: int, policy: Policy) -> timedelta:
+    """When a stuck rotation is carried forward again: ``stuck_backoff``, doubling per
+    consecutive failure, capped at ``failure_backoff`` (both keys are valid meanwhile, so
+    there is no reason to wait as long as after a failure that changed nothing)."""
+    cap = max(policy.stuck_backoff, policy.failure_backoff)
+    return _doubled(policy.stuck_backoff, failures, cap)
+
+
+def _doubled(base: timedelta, failures: int, cap: timedelta) -> timedelta:
+    delay = base
+    for _ in range(max(0, failures - 1)):
+        if delay >= cap:
+            break
+        delay *= 2
+    return min(delay, cap)
+
+
+async def record_failed_attempt(deps: Deps, ctx: TargetContext, *, stuck: bool = False) -> None:
+    """The one place a failed attempt of ``ctx`` is counted and its backoff set (rolled back
+    or failed before it started: ``failure_backoff``; left stuck: ``stuck_backoff``)."""
+    state = await deps.store.get_target(ctx.name)
+    failures = (state.consecutive_failures if state else 0) + 1
+    policy = ctx.target.policy
+    delay = (
+        stuck_backoff(failures, policy)
+        if stuck
+        else failure_backoff(failures, policy.failure_backoff)
+    )
+    await deps.store.record_failure(ctx.name, backoff_until=deps.clock.now() + delay)
 
 
 def served_key(current: CurrentValue) -> str | None:
@@ -442,13 +476,15 @@ class RotationRun:
             outcome=str(Outcome.ROLLED_BACK),
             error=reason,
         )
-        state = await self.deps.store.get_target(self.ctx.name)
-        failures = (state.consecutive_failures if state else 0) + 1
-        backoff = INTERRUPTED_BACKOFF if interrupted else failure_backoff(failures)
-        await self.deps.store.record_failure(
-            self.ctx.name, backoff_until=self.deps.clock.now() + backoff
-        )
-        if not interrupted:
+        if interrupted:
+            # No verdict on the backends: a pause, not a failure (the count stays as it was).
+            await self.deps.store.record_failure(
+                self.ctx.name,
+                backoff_until=self.deps.clock.now() + INTERRUPTED_BACKOFF,
+                counted=False,
+            )
+        else:
+            await record_failed_attempt(self.deps, self.ctx)
             await self._alert("rotation_failed", reason)
         return self._result(Outcome.ROLLED_BACK, reason)
 
@@ -488,11 +524,7 @@ class RotationRun:
         # Also when stuck again after a resumption (the STUCK step exists already).
         await self.deps.store.update_rotation(self.st.rotation_id, state=Step.STUCK, error=reason)
         self.st.state = Step.STUCK
-        state = await self.deps.store.get_target(self.ctx.name)
-        failures = (state.consecutive_failures if state else 0) + 1
-        await self.deps.store.record_failure(
-            self.ctx.name, backoff_until=self.deps.clock.now() + failure_backoff(failures)
-        )
+        await record_failed_attempt(self.deps, self.ctx, stuck=True)
         self.log.error("rotation_stuck", reason=reason)
         await self._alert("rotation_stuck", reason)
         return self._result(Outcome.STUCK, reason)

@@ -222,13 +222,20 @@ class SqlStateStore:
             return _target_state(s, row)
 
     @_offloaded
-    def record_failure(self, target: str, *, backoff_until: datetime | None) -> TargetState:
+    def record_failure(
+        self, target: str, *, backoff_until: datetime | None, counted: bool = True
+    ) -> TargetState:
         target = guard.ident(target, "target", TARGET)
         backoff_until = guard.optional_aware(backoff_until, "backoff_until")
         now = self._clock.now()
         with self._tx() as s:
             row = _lock_target(s, target, now)
-            row.consecutive_failures += 1
+            if counted:
+                row.consecutive_failures += 1
+            elif row.backoff_until is not None and (
+                backoff_until is None or row.backoff_until > backoff_until
+            ):
+                backoff_until = row.backoff_until
             row.backoff_until, row.updated_at = backoff_until, now
             return _target_state(s, row)
 

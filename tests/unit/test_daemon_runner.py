@@ -53,7 +53,8 @@ FAST = Timings(
 
 class GatedDestination:
     """The memory destination, whose ``stage`` waits until the world's ``gate`` is set and whose
-    ``read_current`` waits until its ``read_gate`` is (counting the reads held there)."""
+    ``read_current`` waits until its ``read_gate`` is (counting the reads held there), or raises
+    the world's ``read_error``."""
 
     def __init__(self, inner: MemoryDestination, world: World) -> None:
         self.inner = inner
@@ -65,6 +66,8 @@ class GatedDestination:
         return self.inner.name
 
     async def read_current(self) -> CurrentValue:
+        if self.world.read_error is not None:
+            raise self.world.read_error
         if not self.world.read_gate.is_set():
             self.world.reads_held += 1
             await self.world.read_gate.wait()
@@ -98,6 +101,7 @@ class World:
         self.read_gate = asyncio.Event()
         self.read_gate.set()
         self.reads_held = 0
+        self.read_error: Exception | None = None  # raised by every read (a bug, not a backend)
         self.state_url = f"sqlite:///{tmp_path / 'state.db'}"
         self.config_path = tmp_path / "rotator.yaml"
         self.targets: list[str] = []
