@@ -12,6 +12,7 @@ them; an expression that restricts both is refused rather than silently run diff
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -152,13 +153,21 @@ class Schedule:
         if self.interval is not None:
             return after + self.interval
         assert self._trigger is not None
-        fire: datetime | None = self._trigger.get_next_fire_time(after, after)
+        fire = _cron_next(self._trigger, after)
         if fire is None:
             raise ValueError(f"schedule {self.text!r} has no fire time after {after.isoformat()}")
         return fire.astimezone(UTC)
 
     def __str__(self) -> str:
         return self.text
+
+
+@functools.lru_cache(maxsize=4096)
+def _cron_next(trigger: CronTrigger, after: datetime) -> datetime | None:
+    """A cron trigger's next fire after ``after``, remembered: the daemon and ``status`` ask it
+    again for the same last rotation of every target at every refresh."""
+    fire: datetime | None = trigger.get_next_fire_time(after, after)
+    return fire
 
 
 def _coerce(value: Any) -> Schedule:

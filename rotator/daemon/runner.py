@@ -58,7 +58,7 @@ from rotator.daemon.leader import Elector, LeadershipLost, build_elector
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.notify import Notifier
 from rotator.daemon.scheduler import Fire, FirePlan, Jobs, RotationJobs, plan_fire
-from rotator.daemon.serving import HttpServer, SwappableApp, bind
+from rotator.daemon.serving import HttpServer, Server, SwappableApp, bind
 from rotator.daemon.systemd import SystemdNotifier
 from rotator.destinations._common import add_call_observer
 from rotator.engine.context import Alert
@@ -76,6 +76,7 @@ EngineFactory = Callable[[Config], Awaitable[Engine]]
 ElectorFactory = Callable[[Config, Health], Elector]
 
 _FAILED = frozenset({Outcome.ROLLED_BACK, Outcome.STUCK})
+_PROMOTED = frozenset({Outcome.ROTATED, Outcome.PROMOTED})
 _KEEP_REQUESTS = 1000
 """How many on-demand rotation ids the daemon remembers before they reach the store."""
 
@@ -135,6 +136,7 @@ class Daemon:
         elector_factory: ElectorFactory | None = None,
         jobs_factory: Callable[[Fire], Jobs] | None = None,
         notifier_factory: Callable[[Config], Notifier] | None = None,
+        server_factory: Callable[[SwappableApp], Server] | None = None,
     ) -> None:
         self.cfg = cfg
         self.config_path = config_path
@@ -150,8 +152,9 @@ class Daemon:
         self.jobs: Jobs = (jobs_factory or RotationJobs)(self._fire)
         self.engine: Engine | None = None
         self.elector: Elector | None = None
-        self.http: HttpServer | None = None
+        self.http: Server | None = None
         self._engine_factory = engine_factory or self._build_engine
+        self._server_factory = server_factory or (lambda app: HttpServer(app, self._bind()))
         self._elector_factory = elector_factory or build_elector
         self._tasks: dict[str, asyncio.Task[None]] = {}  # queued or running, by target
         self._running: set[asyncio.Task[None]] = set()  # past the reload gate
@@ -291,7 +294,7 @@ class Daemon:
         self.elector = self._elector_factory(self.cfg, self.health)
         self.engine = await self._engine_factory(self.cfg)
         self._background.append(asyncio.create_task(self._heartbeat()))
-        self.http = HttpServer(SwappableApp(self._app(self.cfg)), self._bind())
+        self.http = self._server_factory(SwappableApp(self._app(self.cfg)))
         await self.http.start()
         self.jobs.start()
         self._background.append(asyncio.create_task(self._metrics_loop()))
@@ -478,10 +481,13 @@ class Daemon:
                 plan = self._plan_of(engine, name, states.get(name))
             if self.jobs.planned(name) != plan.fire_at:
                 self.jobs.plan(plan)
+                ran.add(name)  # the next-rotation gauge follows the plan
                 log.info("rotation_planned", **plan.as_log())
         for name in set(self.jobs.targets()) - set(engine.contexts):
             self.jobs.drop(name)
         self.jobs.wakeup()
+        if ran:
+            self._metrics_wake.set()
 
     async def _planner_loop(self) -> None:
         """Re-plan after every run (woken by it) and every ``replan_every`` seconds."""
@@ -532,9 +538,9 @@ class Daemon:
             await self._rotation(name, rotation_id, request, emergency=emergency, origin=origin)
         finally:
             self._ran.add(name)
-            self._plan_wake.set()
-            self._revoke_wake.set()
-            self._metrics_wake.set()
+            self._plan_wake.set()  # the planner then wakes the metrics refresh
+            if request.result is None or request.result.outcome in _PROMOTED:
+                self._revoke_wake.set()  # old keys got their deadlines
 
     async def _rotation(
         self, name: str, rotation_id: str, request: _Request, *, emergency: bool, origin: str
@@ -570,7 +576,7 @@ class Daemon:
                 else []
             )
             self.metrics.observe_rotation(result, seconds, journal=journal)
-            if result.outcome in {Outcome.ROTATED, Outcome.PROMOTED}:
+            if result.outcome in _PROMOTED:
                 self.notifier.notify(
                     "rotation_succeeded",
                     name,
@@ -771,13 +777,15 @@ class Daemon:
 
     async def _status_and_states(self) -> tuple[list[TargetStatus], list[TargetState]]:
         engine = self._engine()
-        rows = await engine.status()
         states = await engine.deps.store.list_targets()
+        rows = await engine.status(states)
         by_name = {s.target: s for s in states}
-        planned = [
+        planned = [  # the engine's plan, and this daemon's floor where it has one
             dataclasses.replace(
                 row, next_due_at=self._plan_of(engine, row.target, by_name.get(row.target)).fire_at
             )
+            if row.target in self._floor
+            else row
             for row in rows
         ]
         return planned, states

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from typing import Protocol
 
 import structlog
 import uvicorn
@@ -59,6 +60,19 @@ def bind(listen_host: str, port: int) -> socket.socket:
         raise
     sock.setblocking(False)
     return sock
+
+
+class Server(Protocol):
+    """What the daemon needs of its HTTP server: :class:`HttpServer`, or a simulation's."""
+
+    app: SwappableApp
+
+    @property
+    def address(self) -> tuple[str, int]: ...
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class HttpServer:

@@ -2,10 +2,10 @@
 by a timer (cert-manager style).
 
 Next due = the earlier of the schedule's next fire after the last rotation and the compliance
-ceiling (last rotation + ``max_age``). A target rotator never rotated is due at the schedule's next
-fire after ``anchor`` (when rotator first saw it), so restarts never postpone it. :func:`plan_fire`
-adds the jitter and the failure backoff: what ``rotator status`` shows and what ``rotator run``
-schedules, from the same facts.
+ceiling (last rotation + ``max_age``). A target rotator never rotated counts from ``anchor`` (when
+rotator first saw it) instead, so restarts never postpone it and ``max_age`` holds for it too.
+:func:`plan_fire` adds the jitter and the failure backoff: what ``rotator status`` shows and what
+``rotator run`` schedules, from the same facts.
 
 Jitter is drawn from a hash of the target and its due time rather than from a random source:
 it spreads targets that share a schedule like a random delay would, but a restarted daemon draws
@@ -23,10 +23,17 @@ from rotator.contracts import TargetState
 
 
 def next_due_at(policy: Policy, *, last_rotated_at: datetime | None, anchor: datetime) -> datetime:
-    """The next time the target should rotate (may be in the past: overdue)."""
-    if last_rotated_at is None:
-        return policy.schedule.next_fire(anchor)
-    return min(policy.schedule.next_fire(last_rotated_at), last_rotated_at + policy.max_age)
+    """The next time the target should rotate (may be in the past: overdue): the schedule's next
+    fire after the last rotation (or after ``anchor`` for a target never rotated), and never
+    later than :func:`ceiling`."""
+    since = last_rotated_at or anchor
+    return min(policy.schedule.next_fire(since), ceiling(policy, last_rotated_at, anchor))
+
+
+def ceiling(policy: Policy, last_rotated_at: datetime | None, anchor: datetime) -> datetime:
+    """The compliance ceiling: ``max_age`` after the last rotation, or after rotator first saw
+    a target it never rotated (a key made before rotator is at least that old)."""
+    return (last_rotated_at or anchor) + policy.max_age
 
 
 def compliant(policy: Policy, *, last_rotated_at: datetime | None, now: datetime) -> bool:
@@ -79,8 +86,8 @@ def plan_fire(
     """The next fire of ``target`` from its stored ``state`` (None: never heard of).
 
     - due = the schedule's next fire after the last rotation, or the compliance ceiling (last
-      rotation + ``max_age``) if that is earlier; a target never rotated is due at the schedule's
-      next fire after ``first_seen_at`` (``now`` when the store has no row yet);
+      rotation + ``max_age``) if that is earlier; a target never rotated counts from
+      ``first_seen_at`` (``now`` when the store has no row yet);
     - a fire from the schedule is delayed by :func:`jitter_offset`, but never past the ceiling;
       the ceiling itself gets no jitter;
     - after failures, the attempt is retried when the store's ``backoff_until`` ends (earlier
@@ -90,13 +97,12 @@ def plan_fire(
     last = state.last_rotated_at if state is not None else None
     anchor = state.first_seen_at if state is not None and state.first_seen_at else now
     due = next_due_at(policy, last_rotated_at=last, anchor=anchor)
-    ceiling = last + policy.max_age if last is not None else None
-    if ceiling is not None and due >= ceiling:
+    limit = ceiling(policy, last, anchor)
+    if due >= limit:
         fire, reason = due, "max_age"
     else:
         fire, reason = due + jitter_offset(target, due, policy.jitter), "schedule"
-        if ceiling is not None:
-            fire = min(fire, ceiling)
+        fire = min(fire, limit)
     if (
         state is not None
         and state.consecutive_failures

@@ -413,16 +413,19 @@ class Engine:
 
     # -- status ----------------------------------------------------------------------------------
 
-    async def status(self) -> list[TargetStatus]:
+    async def status(self, states: Sequence[TargetState] | None = None) -> list[TargetStatus]:
         """Per-target state, next fire (jitter and failure backoff included, as the daemon
-        plans it: :func:`rotator.engine.due.plan_fire`) and compliance, from the state store."""
+        plans it: :func:`rotator.engine.due.plan_fire`) and compliance, from the state store
+        (``states``: the store's targets, when the caller has just read them)."""
         now = self.deps.clock.now()
-        states = {s.target: s for s in await self.deps.store.list_targets()}
+        if states is None:
+            states = await self.deps.store.list_targets()
+        by_name = {s.target: s for s in states}
         open_by_target = {r.target: r for r in await self.deps.store.open_rotations()}
         rows = []
         for name, ctx in self.contexts.items():
             policy = ctx.target.policy
-            st = states.get(name)
+            st = by_name.get(name)
             rotation = open_by_target.get(name)
             last = st.last_rotated_at if st else None
             next_due = plan_fire(name, policy, st, now=now).fire_at

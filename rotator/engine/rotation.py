@@ -466,8 +466,11 @@ class RotationRun:
         else:
             problems += await self._delete_by_name()
         if problems:
-            # Consumers still have the old key everywhere; the leftovers are cleaned up by recovery.
+            # Consumers still have the old key everywhere; the leftovers are cleaned up by recovery
+            # at the next attempt, after the backoff (a backend failing the cleanup is a failure:
+            # without it the daemon would retry every minute through an outage).
             await self.deps.store.update_rotation(self.st.rotation_id, error=reason)
+            await record_failed_attempt(self.deps, self.ctx)
             await self._alert("rollback_incomplete", f"{reason}; cleanup pending: {problems[0]}")
             return self._result(Outcome.ROLLED_BACK, f"{reason}; cleanup pending: {problems[0]}")
         await self.deps.store.finish_rotation(

@@ -508,6 +508,18 @@ def build_config(
 ) -> Config:
     """A configuration of ``targets`` whose destinations name the ``vault-main`` and
     ``aws-main`` stores (the world maps them to memory stores)."""
+    data = config_data(targets, state_url=state_url, policy=policy, target_options=target_options)
+    return parse_config(data, source="unit")
+
+
+def config_data(
+    targets: Sequence[TargetSpec],
+    *,
+    state_url: str,
+    policy: Mapping[str, object] | None = None,
+    target_options: Mapping[str, Mapping[str, object]] | None = None,
+) -> dict[str, Any]:
+    """The configuration document :func:`build_config` parses (to extend or write to a file)."""
     defaults: dict[str, object] = {
         "schedule": "every 30d",
         "max_age": "30d",
@@ -533,24 +545,21 @@ def build_config(
                 **(target_options or {}).get(spec.name, {}),
             }
         )
-    return parse_config(
-        {
-            "mistral": {"admin_key": "sk-unit-test-admin", "user_id": USER},
-            "state": {"url": state_url},
-            "stores": {
-                "vault-main": {
-                    "type": "vault",
-                    "url": "https://vault.invalid:8200",
-                    "auth": {"method": "token", "token": "unit-test-token"},
-                },
-                "aws-main": {"type": "aws_secrets_manager", "region": "eu-west-1"},
+    return {
+        "mistral": {"admin_key": "sk-unit-test-admin", "user_id": USER},
+        "state": {"url": state_url},
+        "stores": {
+            "vault-main": {
+                "type": "vault",
+                "url": "https://vault.invalid:8200",
+                "auth": {"method": "token", "token": "unit-test-token"},
             },
-            "defaults": defaults,
-            "engine": {"concurrency": 4},
-            "targets": rows,
+            "aws-main": {"type": "aws_secrets_manager", "region": "eu-west-1"},
         },
-        source="unit",
-    )
+        "defaults": defaults,
+        "engine": {"concurrency": 4},
+        "targets": rows,
+    }
 
 
 class Worlds:
@@ -622,6 +631,7 @@ __all__ = [
     "TargetSpec",
     "Worlds",
     "build_config",
+    "config_data",
     "gone",
     "hidden",
     "new_plaintext",

@@ -26,6 +26,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 from rotator.daemon.scheduler import Fire, FirePlan
+from rotator.pool import BlockingPool
 
 T = TypeVar("T")
 
@@ -81,6 +82,18 @@ class SimLoop(asyncio.SelectorEventLoop):
 
         future.add_done_callback(done)
         return future
+
+
+class InlinePool(BlockingPool):
+    """A :class:`rotator.pool.BlockingPool` that runs each call at once on the loop's thread:
+    the simulated clock stands still while it runs, no thread hop costs a context switch, and
+    the interleaving of transactions is decided by the seed alone."""
+
+    def __init__(self) -> None:
+        super().__init__(1, name="sim-inline")  # its executor never starts a thread
+
+    async def run_blocking(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        return fn(*args, **kwargs)
 
 
 class SimClock:
@@ -177,4 +190,4 @@ class SimJobs:
             self._timer = asyncio.get_running_loop().call_later(max(0.0, wait), self.wakeup)
 
 
-__all__ = ["SimClock", "SimJobs", "SimLoop", "SimulationStalledError"]
+__all__ = ["InlinePool", "SimClock", "SimJobs", "SimLoop", "SimulationStalledError"]

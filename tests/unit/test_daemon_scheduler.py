@@ -48,8 +48,16 @@ def state(
 def test_never_rotated_is_due_a_schedule_period_after_first_seen() -> None:
     """A target never rotated fires at the schedule's next fire after it was first seen."""
     clock = FakeClock(START)
-    plan = plan_fire("t", policy(), state(first_seen=START), now=clock.now())
-    assert plan == FirePlan("t", START + 30 * DAY, START + 30 * DAY, "schedule")
+    plan = plan_fire("t", policy(schedule="every 20d"), state(first_seen=START), now=clock.now())
+    assert plan == FirePlan("t", START + 20 * DAY, START + 20 * DAY, "schedule")
+
+
+def test_never_rotated_is_due_at_max_age_after_first_seen_at_the_latest() -> None:
+    """max_age holds for a key rotator never rotated too: counted from its first sighting (the
+    key is at least that old), whatever the schedule says; the ceiling gets no jitter."""
+    seen = state(first_seen=START)
+    plan = plan_fire("t", policy(schedule="every 365d", jitter="1h"), seen, now=START)
+    assert plan == FirePlan("t", START + 30 * DAY, START + 30 * DAY, "max_age")
 
 
 def test_restarts_never_postpone_a_never_rotated_target() -> None:

@@ -3,6 +3,7 @@ back (nothing was served yet) or promoted (something was) by a new engine, as DE
 
 from __future__ import annotations
 
+from datetime import timedelta
 from typing import Literal
 
 import pytest
@@ -257,3 +258,59 @@ async def test_orphan_keys_are_reported_and_deleted_only_when_swept(worlds: Worl
     assert not gone(world.issuer.keys[first.new_key_id or ""])
     _, orphans = await engine.recover()
     assert orphans == []
+
+
+async def test_a_stuck_rotation_is_retried_after_the_short_stuck_backoff(worlds: Worlds) -> None:
+    """A rotation left stuck (both keys valid, destinations split) is carried forward again
+    after ``stuck_backoff`` (5 min by default, doubling per consecutive failure up to
+    ``failure_backoff``), not after the 1 h failure backoff."""
+    world = worlds(BOTH, options={"adopt_existing": True})
+    world.seed("t1")
+    await _crashed_rotation(world, 12, "after")  # aws promoted, vault not yet
+    world.stores["vault"].down = True
+    world.stores["aws"].down = True
+    engine = await world.engine()
+    waits = []
+    for _ in range(6):
+        results, _ = await engine.recover()
+        assert [r.outcome for r in results] == [Outcome.STUCK]
+        state = await engine.deps.store.get_target("t1")
+        assert state is not None
+        assert state.backoff_until is not None
+        waits.append(state.backoff_until - world.clock.now())
+        world.clock.advance(1)
+    assert waits == [timedelta(minutes=m) for m in (5, 10, 20, 40, 60, 60)]
+
+
+async def test_undoing_an_interrupted_rotation_is_no_failure(worlds: Worlds) -> None:
+    """Recovery that only cleans up after a crash (rolls an interrupted rotation back) does not
+    count a failure: the count stays, no ``rotation_failed`` alert, a 1 min pause that never
+    shortens a failure backoff already running."""
+    world = worlds(BOTH, options={"adopt_existing": True})
+    world.seed("t1")
+    world.verifier.failing = True
+    engine = await world.engine()
+    assert (await engine.rotate("t1")).outcome is Outcome.ROLLED_BACK
+    failed = await engine.deps.store.get_target("t1")
+    assert failed is not None
+    assert failed.consecutive_failures == 1
+    assert failed.backoff_until == world.clock.now() + timedelta(hours=1)
+    world.verifier.failing = False
+    world.alerts.clear()
+
+    await _crashed_rotation(world, 3, "after")  # killed before any promotion
+    results, _ = await (await world.engine()).recover()
+    assert [r.outcome for r in results] == [Outcome.ROLLED_BACK]
+    state = await engine.deps.store.get_target("t1")
+    assert state is not None
+    assert state.consecutive_failures == 1  # not counted
+    assert state.backoff_until == failed.backoff_until  # not shortened, not doubled
+    assert "rotation_failed" not in world.alert_events()
+
+    world.clock.advance(2 * 3600)  # past the backoff: a crash now only pauses a minute
+    await _crashed_rotation(world, 3, "after")
+    await (await world.engine()).recover()
+    state = await engine.deps.store.get_target("t1")
+    assert state is not None
+    assert state.consecutive_failures == 1
+    assert state.backoff_until == world.clock.now() + timedelta(minutes=1)
