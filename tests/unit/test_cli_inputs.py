@@ -30,7 +30,7 @@ def test_absurd_duration_names_field_and_range(tmp_path: Path, setting: str, fie
     cfg = _config(tmp_path, VALID.replace(TARGET_LINE, f"{TARGET_LINE}    {setting}\n"))
     code, out, err = run_cli("check", "--config-only", "--config", str(cfg))
     assert code == 2, out + err
+    every = "every: " if "every" in setting else ""
     assert err.strip().splitlines() == [
-        f"{cfg}: {field}: {'every: ' if 'every' in setting else ''}"
-        "must be at most 100 years (36500d)"
+        f"{cfg}: {field}: {every}must be at most 100 years (36500d)"
     ]
