@@ -20,7 +20,7 @@ import structlog
 import typer
 
 # typer vendors its own click; its exception classes are the ones raised here.
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer._click.exceptions import ClickException, UsageError
 
 from rotator import __version__
 from rotator.config import Config, load_config
@@ -36,11 +36,11 @@ T = TypeVar("T")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+BARE_USAGE = "Usage: rotator [OPTIONS] COMMAND [ARGS]...\nTry 'rotator --help' for help."
 
 app = typer.Typer(
     name="rotator",
     help="Rotate Mistral AI API keys into Vault/OpenBao and AWS Secrets Manager, safely.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -284,12 +284,12 @@ def recover(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        from rotator.render import table
+        from rotator.render import plural, table
 
-        typer.echo(f"{len(report['rotations'])} interrupted rotation(s)")
+        typer.echo(plural(len(report["rotations"]), "interrupted rotation"))
         if report["rotations"]:
             typer.echo(table(report["rotations"], ["target", "rotation_id", "outcome", "error"]))
-        typer.echo(f"{len(report['orphans'])} orphan key(s)")
+        typer.echo(plural(len(report["orphans"]), "orphan key"))
         if report["orphans"]:
             typer.echo(table(report["orphans"], ["target", "key_id", "name", "deleted", "why"]))
     consistent = all(
@@ -297,7 +297,10 @@ def recover(
     )
     consistent = consistent and all(bool(o["deleted"]) for o in report["orphans"])
     if report["still_open"] and not as_json:
-        typer.echo(f"{len(report['still_open'])} rotation(s) still open (run recover again)")
+        from rotator.render import plural
+
+        still = plural(len(report["still_open"]), "rotation")
+        typer.echo(f"{still} still open (run recover again)")
     consistent = consistent and not report["still_open"]
     raise typer.Exit(EXIT_OK if consistent else EXIT_FAILED)
 
@@ -519,13 +522,14 @@ def dev_standin(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `rotator` console script; maps every failure to an exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:  # bare `rotator`: the usage line on stderr, not the whole help on stdout
+        print(BARE_USAGE, file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     try:
-        code = app(args=argv, prog_name="rotator", standalone_mode=False)
+        code = app(args=args, prog_name="rotator", standalone_mode=False)
     except ConfigError as exc:
         print(scrub(str(exc)), file=sys.stderr)
-        code = EXIT_USAGE
-    except NoArgsIsHelpError as exc:
-        print(exc.format_message(), file=sys.stderr)
         code = EXIT_USAGE
     except UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""

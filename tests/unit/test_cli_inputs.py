@@ -34,3 +34,21 @@ def test_absurd_duration_names_field_and_range(tmp_path: Path, setting: str, fie
     assert err.strip().splitlines() == [
         f"{cfg}: {field}: {every}must be at most 100 years (36500d)"
     ]
+
+
+def test_bare_rotator_prints_usage_to_stderr() -> None:
+    """No command: the usage line and where help is, on stderr (not 38 lines on stdout)."""
+    code, out, err = run_cli()
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [
+        "Usage: rotator [OPTIONS] COMMAND [ARGS]...",
+        "Try 'rotator --help' for help.",
+    ]
+
+
+def test_counts_are_singular_for_one(tmp_path: Path) -> None:
+    """`check` says "1 target", not "1 targets"."""
+    code, out, _ = run_cli("check", "--config-only", "--config", str(_config(tmp_path)))
+    assert code == 0
+    assert out.splitlines()[0].endswith(": 1 target, 2 stores")
+    assert out.splitlines()[-1] == "1 passed, 0 failed"
