@@ -66,6 +66,7 @@ class _Globals:
     config: Path | None
     log_level: str
     log_format: LogFormat
+    loaded: dict[Path | None, Config] = dataclasses.field(default_factory=dict)
 
 
 def _globals(ctx: typer.Context) -> _Globals:
@@ -75,8 +76,13 @@ def _globals(ctx: typer.Context) -> _Globals:
 
 
 def _load(ctx: typer.Context, config: Path | None) -> Config:
-    """The configuration named after the command, else before it, else by $ROTATOR_CONFIG."""
-    return load_config(config or _globals(ctx).config)
+    """The configuration named after the command, else before it, else by $ROTATOR_CONFIG;
+    read once per command however often asked for."""
+    settings = _globals(ctx)
+    path = config or settings.config
+    if path not in settings.loaded:
+        settings.loaded[path] = load_config(path)
+    return settings.loaded[path]
 
 
 def _version(value: bool) -> None:
@@ -327,8 +333,16 @@ def revoke_due(
 
 
 @app.command()
-def status(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def status(
+    ctx: typer.Context,
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="Only these targets (default: all).")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Per target: state, key, age, next due, revoke due, compliance."""
+    only = set(_target_names(ctx, config, targets, False)) if targets else None
 
     async def work(engine: Engine) -> list[dict[str, object]]:
         rows = []
@@ -336,6 +350,8 @@ def status(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption 
         from rotator.render import age
 
         for st in await engine.status():
+            if only is not None and st.target not in only:
+                continue
             row = st.as_dict()
             row["age"] = age(st.last_rotated_at, now)
             rows.append(row)
@@ -378,6 +394,9 @@ def history(
 ) -> None:
     """The audit trail, newest first."""
     from rotator.render import iso, table, to_csv
+
+    if target is not None:
+        _target_names(ctx, config, [target], False)
 
     async def work(engine: Engine) -> tuple[list[dict[str, object]], str | None, bool]:
         events = await engine.deps.store.audit_events(target, limit=limit)

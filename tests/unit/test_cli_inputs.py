@@ -2,19 +2,43 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 
 import pytest
 
+from rotator.state import SqlStateStore
 from tests.unit.test_cli_errors import VALID, run_cli
 
 TARGET_LINE = "  - name: prod-backend\n"
 
 
-def _config(tmp_path: Path, text: str = VALID) -> Path:
+SECOND_TARGET = """
+  - name: batch
+    workspace_id: 019b2bd7-96e7-7219-8c0b-45a73da50089
+    destinations:
+      - {store: vault-main, path: mistral/batch, field: api_key}
+"""
+
+
+def _config(tmp_path: Path, text: str = VALID, *, state: Path | None = None) -> Path:
+    """The config file; its state database is ``state`` (default: state.db in tmp_path)."""
+    state = state or tmp_path / "state.db"
     cfg = tmp_path / "rotator.yaml"
-    cfg.write_text(text)
+    cfg.write_text(f"{text}\nstate:\n  url: sqlite:///{state}\n")
     return cfg
+
+
+def _make_state(path: Path) -> None:
+    """A migrated, empty state database, as a first `rotator rotate` leaves it."""
+
+    async def go() -> None:
+        store = SqlStateStore(f"sqlite:///{path}")
+        await store.migrate()
+        await store.close()
+
+    asyncio.run(go())
 
 
 @pytest.mark.parametrize(
@@ -52,3 +76,26 @@ def test_counts_are_singular_for_one(tmp_path: Path) -> None:
     assert code == 0
     assert out.splitlines()[0].endswith(": 1 target, 2 stores")
     assert out.splitlines()[-1] == "1 passed, 0 failed"
+
+
+@pytest.mark.parametrize("command", ["history", "status"])
+def test_unknown_target_is_refused_naming_the_known(tmp_path: Path, command: str) -> None:
+    """`history nope` and `status nope` exit 2 naming the known targets, like `rotate nope`."""
+    cfg = _config(tmp_path, VALID + SECOND_TARGET)
+    _make_state(tmp_path / "state.db")
+    code, out, err = run_cli(command, "nope", "--config", str(cfg))
+    assert (code, out) == (2, "")
+    unknown = "unknown target 'nope' (known: prod-backend, batch)"
+    see = f"(see 'rotator {command} --help')"
+    assert err.splitlines() == [f"rotator: Invalid value for TARGET: {unknown} {see}"]
+
+
+def test_status_shows_only_the_targets_named(tmp_path: Path) -> None:
+    """`status batch` lists that target alone; no name lists them all."""
+    cfg = _config(tmp_path, VALID + SECOND_TARGET)
+    _make_state(tmp_path / "state.db")
+    code, out, err = run_cli("status", "batch", "--json", "--config", str(cfg))
+    assert code == 0, err
+    assert [row["target"] for row in json.loads(out)] == ["batch"]
+    code, out, err = run_cli("status", "--json", "--config", str(cfg))
+    assert [row["target"] for row in json.loads(out)] == ["prod-backend", "batch"]
