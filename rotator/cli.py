@@ -140,9 +140,16 @@ def check(
 
 
 def _with_engine(
-    ctx: typer.Context, config: Path | None, work: Callable[[Engine], Awaitable[T]]
+    ctx: typer.Context,
+    config: Path | None,
+    work: Callable[[Engine], Awaitable[T]],
+    *,
+    create_state: bool = True,
 ) -> T:
     """Load the configuration, build the engine, run ``work`` on it, close it.
+
+    Only the commands that change something create a missing state database
+    (``create_state``); the read-only ones say there is none (exit 2).
 
     The configured webhooks hear the engine's alerts (stuck, failed, refused revocations) from
     the CLI as from the daemon; deliveries in flight get a few seconds before the command exits.
@@ -154,7 +161,7 @@ def _with_engine(
 
     async def go() -> T:
         notifier = Notifier.from_config(cfg) if cfg.notifications.webhooks else None
-        engine = await build_engine(cfg, on_alert=notifier)
+        engine = await build_engine(cfg, on_alert=notifier, create_state=create_state)
         try:
             return await work(engine)
         finally:
@@ -320,7 +327,7 @@ def revoke_due(
     async def work(engine: Engine) -> list[dict[str, str]]:
         return [r.as_dict() for r in await engine.revoke_due()]
 
-    rows = _with_engine(ctx, config, work)
+    rows = _with_engine(ctx, config, work, create_state=False)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -357,7 +364,7 @@ def status(
             rows.append(row)
         return rows
 
-    rows = _with_engine(ctx, config, work)
+    rows = _with_engine(ctx, config, work, create_state=False)
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in r.items() if k != "age"} for r in rows], indent=2))
     else:
@@ -416,7 +423,7 @@ def history(
         verdict = await engine.deps.store.verify_audit()
         return rows, verdict.line(), verdict.ok
 
-    rows, verdict, ok = _with_engine(ctx, config, work)
+    rows, verdict, ok = _with_engine(ctx, config, work, create_state=False)
     columns = ["seq", "at", "event", "target", "rotation_id", "facts"]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -462,7 +469,7 @@ def report(
             return found.to_csv()
         return found.to_markdown() if as_markdown else found.to_text()
 
-    typer.echo(_with_engine(ctx, config, work), nl=False)
+    typer.echo(_with_engine(ctx, config, work, create_state=False), nl=False)
 
 
 @app.command()

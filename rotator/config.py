@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
 import yaml
@@ -48,6 +48,9 @@ from rotator.durations import Duration, PositiveDuration, format_duration
 from rotator.errors import ConfigError
 from rotator.schedule import Schedule, ScheduleField
 from rotator.secret import MASK, Secret
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
 
 __all__ = [
     "AppRoleAuth",
@@ -332,22 +335,54 @@ class MistralSettings(_Model):
         return self
 
 
+POSTGRES_EXTRA = "pip install 'rotator[postgres]'"
+"""How to install the PostgreSQL driver (the ``postgres`` extra)."""
+
+
+def import_postgres_driver() -> None:
+    """Import psycopg, the PostgreSQL driver of the ``postgres`` extra (ImportError if absent)."""
+    import psycopg  # noqa: F401
+
+
+def state_url_problem(url: str | URL) -> str | None:
+    """Why ``url`` cannot hold rotator's state (a one-line problem), or None.
+
+    The one check of a state URL: configuration loading and the state store both use it.
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
+        return "must be a SQLAlchemy URL, like sqlite:////var/lib/rotator/state.db"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in {"", ":memory:"} or database.startswith("file:"):
+            return "an in-memory SQLite database would lose the state; give a file path"
+        return None
+    if backend == "postgresql":
+        try:
+            import_postgres_driver()
+        except ImportError:
+            return f"the PostgreSQL driver (psycopg) is not installed: {POSTGRES_EXTRA}"
+        return None
+    return (
+        f"unsupported database {backend!r}: use sqlite:////path/state.db"
+        " or postgresql://user@host/db"
+    )
+
+
 class StateSettings(_Model):
     """Where the journal, audit trail and leases live (a SQLAlchemy URL)."""
 
     url: Text = "sqlite:////var/lib/rotator/state.db"
 
     @model_validator(mode="after")
-    def _parse_url(self) -> StateSettings:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            make_url(self.url)
-        except (ArgumentError, ValueError):
-            raise _field_error(
-                "must be a SQLAlchemy URL, like sqlite:////var/lib/rotator/state.db", "url"
-            ) from None
+    def _check_url(self) -> StateSettings:
+        problem = state_url_problem(self.url)
+        if problem:
+            raise _field_error(problem, "url")
         return self
 
     @property

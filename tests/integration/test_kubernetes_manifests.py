@@ -731,7 +731,7 @@ def test_the_command_checker_refuses_what_the_cli_refuses() -> None:
     """The checker accepts real invocations and refuses an extra argument or an unknown option."""
     assert cli_problem(["--config", "/etc/rotator/rotator.yaml", "status"]) is None
     assert cli_problem(["rotate", "prod-backend"]) is None
-    assert cli_problem(["status", "prod-backend"]) is not None
+    assert cli_problem(["revoke-due", "prod-backend"]) is not None
     assert cli_problem(["history", "--target", "x"]) is not None
     text = "run `rotator status {{ $labels.target }}` or `docker exec rotator rotator history`"
     assert rotator_commands(text) == [["status", "TARGET"], ["history"]]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -22,11 +24,13 @@ SECOND_TARGET = """
 """
 
 
-def _config(tmp_path: Path, text: str = VALID, *, state: Path | None = None) -> Path:
-    """The config file; its state database is ``state`` (default: state.db in tmp_path)."""
+def _config(tmp_path: Path, text: str = VALID, *, state: Path | str | None = None) -> Path:
+    """The config file; its state database is ``state``, a path or a URL (default: state.db in
+    tmp_path)."""
     state = state or tmp_path / "state.db"
+    url = state if isinstance(state, str) else f"sqlite:///{state}"
     cfg = tmp_path / "rotator.yaml"
-    cfg.write_text(f"{text}\nstate:\n  url: sqlite:///{state}\n")
+    cfg.write_text(f"{text}\nstate:\n  url: {url}\n")
     return cfg
 
 
@@ -99,3 +103,81 @@ def test_status_shows_only_the_targets_named(tmp_path: Path) -> None:
     assert [row["target"] for row in json.loads(out)] == ["batch"]
     code, out, err = run_cli("status", "--json", "--config", str(cfg))
     assert [row["target"] for row in json.loads(out)] == ["prod-backend", "batch"]
+
+
+@pytest.mark.parametrize("url", ["postgres://u:pw@127.0.0.1/db", "mysql://127.0.0.1/db"])
+@pytest.mark.parametrize("command", [["check", "--config-only"], ["status"], ["rotate", "--all"]])
+def test_unsupported_state_url_is_one_check_naming_the_file(
+    tmp_path: Path, url: str, command: list[str]
+) -> None:
+    """`check --config-only` refuses what every other command refuses, in the same words."""
+    cfg = _config(tmp_path, state=url)
+    code, out, err = run_cli(*command, "--config", str(cfg))
+    assert (code, out) == (2, "")
+    backend = url.partition(":")[0]
+    use = "use sqlite:////path/state.db or postgresql://user@host/db"
+    assert err.splitlines() == [f"{cfg}: state.url: unsupported database {backend!r}: {use}"]
+
+
+def test_missing_postgres_driver_names_the_extra(tmp_path: Path) -> None:
+    """Without psycopg (blocked in a child process), a PostgreSQL URL is one line naming the
+    extra to install, not a ModuleNotFoundError and its traceback."""
+    cfg = _config(tmp_path, state="postgresql://u:pw@127.0.0.1:1/db")
+    blocked = (
+        "import sys; sys.modules['psycopg'] = None;"
+        " from rotator.cli import main; main(sys.argv[1:])"
+    )
+    for command in (["check", "--config-only"], ["status"]):
+        done = subprocess.run(
+            [sys.executable, "-c", blocked, *command, "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert (done.returncode, done.stdout) == (2, ""), done.stderr
+        install = "pip install 'rotator[postgres]'"
+        assert done.stderr.splitlines() == [
+            f"{cfg}: state.url: the PostgreSQL driver (psycopg) is not installed: {install}"
+        ]
+
+
+@pytest.mark.parametrize(
+    "command", [["status"], ["history"], ["report"], ["revoke-due"], ["status", "--json"]]
+)
+def test_read_only_commands_do_not_create_state(tmp_path: Path, command: list[str]) -> None:
+    """No state database yet: the read-only commands say so (exit 2) and create nothing."""
+    state = tmp_path / "var" / "lib" / "state.db"
+    cfg = _config(tmp_path, state=state)
+    code, out, err = run_cli(*command, "--config", str(cfg))
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"{cfg}: state.url: no state at {state} (has rotator run yet?)"]
+    assert not state.parent.parent.exists()
+
+
+def test_state_file_that_is_not_a_database(tmp_path: Path) -> None:
+    """A corrupt or foreign state file: one line naming it, exit 2, the file left as it was."""
+    state = tmp_path / "state.db"
+    garbage = bytes(range(256)) * 20
+    state.write_bytes(garbage)
+    cfg = _config(tmp_path, state=state)
+    for command in ("status", "recover"):
+        code, out, err = run_cli(command, "--config", str(cfg))
+        assert (code, out) == (2, "")
+        assert err.splitlines() == [
+            f"{cfg}: state.url: {state} is not a rotator state database (file is not a database)"
+        ]
+    assert state.read_bytes() == garbage
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["rotator.yaml", "state.db"]
+
+
+def test_state_that_cannot_be_opened_is_an_operation_failure(tmp_path: Path) -> None:
+    """An I/O problem (here: a folder where the file should be) is exit 1, one line."""
+    state = tmp_path / "state.db"
+    state.mkdir()
+    cfg = _config(tmp_path, state=state)
+    code, out, err = run_cli("status", "--config", str(cfg))
+    assert (code, out) == (1, "")
+    assert err.splitlines() == [
+        f"rotator: state open: sqlite:///{state}: unable to open database file"
+    ]
