@@ -66,6 +66,7 @@ class _Globals:
     config: Path | None
     log_level: str
     log_format: LogFormat
+    strict_permissions: bool = False
     loaded: dict[Path | None, Config] = dataclasses.field(default_factory=dict)
 
 
@@ -81,7 +82,7 @@ def _load(ctx: typer.Context, config: Path | None) -> Config:
     settings = _globals(ctx)
     path = config or settings.config
     if path not in settings.loaded:
-        settings.loaded[path] = load_config(path)
+        settings.loaded[path] = load_config(path, strict_permissions=settings.strict_permissions)
     return settings.loaded[path]
 
 
@@ -101,6 +102,13 @@ def _root(
     log_format: Annotated[
         str, typer.Option("--log-format", help="auto (console on a TTY, else JSON), json, console.")
     ] = "auto",
+    strict_permissions: Annotated[
+        bool,
+        typer.Option(
+            "--strict-permissions",
+            help="Refuse a secret file other users may read (default: warn).",
+        ),
+    ] = False,
     _show_version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -114,7 +122,9 @@ def _root(
     fmt: LogFormat = "json" if log_format == "json" else "auto"
     if log_format == "console":
         fmt = "console"
-    ctx.obj = _Globals(config=config, log_level=level, log_format=fmt)
+    ctx.obj = _Globals(
+        config=config, log_level=level, log_format=fmt, strict_permissions=strict_permissions
+    )
     configure_logging(level=level, fmt=fmt, stream=sys.stderr)
 
 
@@ -507,9 +517,8 @@ def run(ctx: typer.Context, config: ConfigOption = None) -> None:
 
     settings = _globals(ctx)
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=sys.stdout)
-    path = config or settings.config
-    cfg = load_config(path)
-    raise typer.Exit(asyncio.run(run_daemon(cfg, config_path=path)))
+    cfg = _load(ctx, config)
+    raise typer.Exit(asyncio.run(run_daemon(cfg, config_path=config or settings.config)))
 
 
 @dev_app.command("standin")

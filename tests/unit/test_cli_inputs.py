@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -181,3 +183,65 @@ def test_state_that_cannot_be_opened_is_an_operation_failure(tmp_path: Path) -> 
     assert err.splitlines() == [
         f"rotator: state open: sqlite:///{state}: unable to open database file"
     ]
+
+
+def _with_key_file(tmp_path: Path, key_file: Path | str) -> Path:
+    """The config with the admin key read from ``key_file``."""
+    text = VALID.replace("admin_key: test-admin-key", f"admin_key_file: {key_file}")
+    return _config(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("make", "kind"),
+    [
+        (os.mkfifo, "a FIFO"),
+        (lambda p: p.mkdir(), "a folder"),
+        (None, "a character device"),
+    ],
+    ids=["fifo", "folder", "dev-zero"],
+)
+def test_secret_file_must_be_a_regular_file(
+    tmp_path: Path, make: Callable[[Path], None] | None, kind: str
+) -> None:
+    """A FIFO (which used to hang `check`), a folder or /dev/zero: one line, exit 2."""
+    key_file: Path = tmp_path / "admin-key"
+    if make is None:
+        key_file = Path("/dev/zero")
+    else:
+        make(key_file)
+    cfg = _with_key_file(tmp_path, key_file)
+    code, out, err = run_cli("check", "--config-only", "--config", str(cfg))
+    assert (code, out) == (2, "")
+    named = "the file named by admin_key_file"
+    assert err.splitlines() == [
+        f"{cfg}: mistral.admin_key_file: {named} is {kind}, not a regular file"
+    ]
+
+
+def test_secret_file_open_to_others_warns_once_or_is_refused(tmp_path: Path) -> None:
+    """Mode 0644: accepted with one warning naming the field and the mode; refused (exit 2)
+    with --strict-permissions. 0600 passes silently either way."""
+    key_file = tmp_path / "admin-key"
+    key_file.write_text("sk-admin-key-in-a-file\n")
+    key_file.chmod(0o644)
+    cfg = _with_key_file(tmp_path, key_file)
+    problem = (
+        "the file named by admin_key_file is open to other users (mode 0644); make it 0600,"
+        " or 0640 with rotator's own group"
+    )
+    code, out, err = run_cli("--log-format", "json", "rotate", "nope", "--config", str(cfg))
+    assert code == 2  # the config is read once, before the unknown target is refused
+    warnings = [json.loads(line) for line in err.splitlines() if line.startswith("{")]
+    assert [(w["event"], w["field"], w["problem"]) for w in warnings] == [
+        ("secret_file_permissions", "mistral.admin_key_file", problem)
+    ]
+    assert "sk-admin-key-in-a-file" not in err
+
+    argv = ["--strict-permissions", "check", "--config-only", "--config", str(cfg)]
+    code, out, err = run_cli(*argv)
+    assert (code, out) == (2, "")
+    assert err.splitlines() == [f"{cfg}: mistral.admin_key_file: {problem} (--strict-permissions)"]
+
+    key_file.chmod(0o600)
+    code, out, err = run_cli(*argv)
+    assert (code, err) == (0, "")
