@@ -11,6 +11,7 @@ import yaml
 from structlog.testing import capture_logs
 
 from rotator import config
+from rotator.daemon.runner import Daemon
 from tests.unit.test_daemon_runner import Running, World, eventually
 from tests.unit.test_daemon_runner import world as world  # noqa: PLC0414 - the fixture
 
@@ -20,6 +21,14 @@ async def _sighup_until(event: str) -> list[dict[str, object]]:
         os.kill(os.getpid(), signal.SIGHUP)
         await eventually(lambda: any(e["event"] == event for e in logs), event)
     return [e for e in logs if e["event"] in {"config_reload_failed", "config_reloaded"}]
+
+
+async def _next_valid_reload_applies(world: World, daemon: Daemon, first: str) -> None:
+    """A valid file with a second target: the next SIGHUP applies it."""
+    second = world.add_target()
+    world.write_config()
+    assert [e["event"] for e in await _sighup_until("config_reloaded")] == ["config_reloaded"]
+    assert daemon.target_names() == [first, second]
 
 
 def _with_admin_key_file(path: Path, key_file: Path) -> None:
@@ -48,10 +57,7 @@ async def test_fifo_secret_fails_the_reload_at_once_and_the_next_one_applies(
         )
         assert daemon.cfg is cfg
 
-        second = world.add_target()
-        world.write_config()
-        assert [e["event"] for e in await _sighup_until("config_reloaded")] == ["config_reloaded"]
-        assert daemon.target_names() == [first, second]
+        await _next_valid_reload_applies(world, daemon, first)
     finally:
         assert await run.stop() == 0
 
@@ -77,9 +83,6 @@ async def test_stuck_load_is_abandoned_and_the_next_sighup_applies(
         os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
         path.unlink()
 
-        second = world.add_target()
-        world.write_config()
-        assert [e["event"] for e in await _sighup_until("config_reloaded")] == ["config_reloaded"]
-        assert daemon.target_names() == [first, second]
+        await _next_valid_reload_applies(world, daemon, first)
     finally:
         assert await run.stop() == 0
