@@ -62,4 +62,4 @@ STOPSIGNAL SIGTERM
 HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
   CMD ["/opt/rotator/bin/python", "-m", "rotator.probe"]
 ENTRYPOINT ["/opt/rotator/bin/rotator"]
-CMD ["run"]
+CMD ["--strict-permissions", "run"]

@@ -21,6 +21,7 @@ from rotator.config import Config
 from rotator.contracts import KeyIssuer
 from rotator.errors import RotatorError
 from rotator.mistral.models import Workspace
+from rotator.render import plural
 
 log = structlog.get_logger(__name__)
 
@@ -57,7 +58,8 @@ async def run_checks(
         CheckResult(
             "config",
             True,
-            f"{cfg.source}: {len(cfg.targets)} targets, {len(cfg.stores)} stores",
+            f"{cfg.source}: {plural(len(cfg.targets), 'target')},"
+            f" {plural(len(cfg.stores), 'store')}",
         )
     ]
     if config_only:

@@ -20,7 +20,7 @@ import structlog
 import typer
 
 # typer vendors its own click; its exception classes are the ones raised here.
-from typer._click.exceptions import ClickException, NoArgsIsHelpError, UsageError
+from typer._click.exceptions import ClickException, UsageError
 
 from rotator import __version__
 from rotator.config import Config, load_config
@@ -36,11 +36,11 @@ T = TypeVar("T")
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+BARE_USAGE = "Usage: rotator [OPTIONS] COMMAND [ARGS]...\nTry 'rotator --help' for help."
 
 app = typer.Typer(
     name="rotator",
     help="Rotate Mistral AI API keys into Vault/OpenBao and AWS Secrets Manager, safely.",
-    no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
@@ -66,6 +66,8 @@ class _Globals:
     config: Path | None
     log_level: str
     log_format: LogFormat
+    strict_permissions: bool = False
+    loaded: dict[Path | None, Config] = dataclasses.field(default_factory=dict)
 
 
 def _globals(ctx: typer.Context) -> _Globals:
@@ -75,8 +77,13 @@ def _globals(ctx: typer.Context) -> _Globals:
 
 
 def _load(ctx: typer.Context, config: Path | None) -> Config:
-    """The configuration named after the command, else before it, else by $ROTATOR_CONFIG."""
-    return load_config(config or _globals(ctx).config)
+    """The configuration named after the command, else before it, else by $ROTATOR_CONFIG;
+    read once per command however often asked for."""
+    settings = _globals(ctx)
+    path = config or settings.config
+    if path not in settings.loaded:
+        settings.loaded[path] = load_config(path, strict_permissions=settings.strict_permissions)
+    return settings.loaded[path]
 
 
 def _version(value: bool) -> None:
@@ -95,6 +102,13 @@ def _root(
     log_format: Annotated[
         str, typer.Option("--log-format", help="auto (console on a TTY, else JSON), json, console.")
     ] = "auto",
+    strict_permissions: Annotated[
+        bool,
+        typer.Option(
+            "--strict-permissions",
+            help="Refuse a secret file other users may read (default: warn).",
+        ),
+    ] = False,
     _show_version: Annotated[
         bool,
         typer.Option("--version", callback=_version, is_eager=True, help="Print the version."),
@@ -108,7 +122,9 @@ def _root(
     fmt: LogFormat = "json" if log_format == "json" else "auto"
     if log_format == "console":
         fmt = "console"
-    ctx.obj = _Globals(config=config, log_level=level, log_format=fmt)
+    ctx.obj = _Globals(
+        config=config, log_level=level, log_format=fmt, strict_permissions=strict_permissions
+    )
     configure_logging(level=level, fmt=fmt, stream=sys.stderr)
 
 
@@ -134,9 +150,16 @@ def check(
 
 
 def _with_engine(
-    ctx: typer.Context, config: Path | None, work: Callable[[Engine], Awaitable[T]]
+    ctx: typer.Context,
+    config: Path | None,
+    work: Callable[[Engine], Awaitable[T]],
+    *,
+    create_state: bool = True,
 ) -> T:
     """Load the configuration, build the engine, run ``work`` on it, close it.
+
+    Only the commands that change something create a missing state database
+    (``create_state``); the read-only ones say there is none (exit 2).
 
     The configured webhooks hear the engine's alerts (stuck, failed, refused revocations) from
     the CLI as from the daemon; deliveries in flight get a few seconds before the command exits.
@@ -148,7 +171,7 @@ def _with_engine(
 
     async def go() -> T:
         notifier = Notifier.from_config(cfg) if cfg.notifications.webhooks else None
-        engine = await build_engine(cfg, on_alert=notifier)
+        engine = await build_engine(cfg, on_alert=notifier, create_state=create_state)
         try:
             return await work(engine)
         finally:
@@ -284,12 +307,12 @@ def recover(
     if as_json:
         typer.echo(json.dumps(report, indent=2))
     else:
-        from rotator.render import table
+        from rotator.render import plural, table
 
-        typer.echo(f"{len(report['rotations'])} interrupted rotation(s)")
+        typer.echo(plural(len(report["rotations"]), "interrupted rotation"))
         if report["rotations"]:
             typer.echo(table(report["rotations"], ["target", "rotation_id", "outcome", "error"]))
-        typer.echo(f"{len(report['orphans'])} orphan key(s)")
+        typer.echo(plural(len(report["orphans"]), "orphan key"))
         if report["orphans"]:
             typer.echo(table(report["orphans"], ["target", "key_id", "name", "deleted", "why"]))
     consistent = all(
@@ -297,7 +320,10 @@ def recover(
     )
     consistent = consistent and all(bool(o["deleted"]) for o in report["orphans"])
     if report["still_open"] and not as_json:
-        typer.echo(f"{len(report['still_open'])} rotation(s) still open (run recover again)")
+        from rotator.render import plural
+
+        still = plural(len(report["still_open"]), "rotation")
+        typer.echo(f"{still} still open (run recover again)")
     consistent = consistent and not report["still_open"]
     raise typer.Exit(EXIT_OK if consistent else EXIT_FAILED)
 
@@ -311,7 +337,7 @@ def revoke_due(
     async def work(engine: Engine) -> list[dict[str, str]]:
         return [r.as_dict() for r in await engine.revoke_due()]
 
-    rows = _with_engine(ctx, config, work)
+    rows = _with_engine(ctx, config, work, create_state=False)
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
     else:
@@ -324,8 +350,16 @@ def revoke_due(
 
 
 @app.command()
-def status(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+def status(
+    ctx: typer.Context,
+    targets: Annotated[
+        list[str] | None, typer.Argument(help="Only these targets (default: all).")
+    ] = None,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
     """Per target: state, key, age, next due, revoke due, compliance."""
+    only = set(_target_names(ctx, config, targets, False)) if targets else None
 
     async def work(engine: Engine) -> list[dict[str, object]]:
         rows = []
@@ -333,12 +367,14 @@ def status(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption 
         from rotator.render import age
 
         for st in await engine.status():
+            if only is not None and st.target not in only:
+                continue
             row = st.as_dict()
             row["age"] = age(st.last_rotated_at, now)
             rows.append(row)
         return rows
 
-    rows = _with_engine(ctx, config, work)
+    rows = _with_engine(ctx, config, work, create_state=False)
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in r.items() if k != "age"} for r in rows], indent=2))
     else:
@@ -376,6 +412,9 @@ def history(
     """The audit trail, newest first."""
     from rotator.render import iso, table, to_csv
 
+    if target is not None:
+        _target_names(ctx, config, [target], False)
+
     async def work(engine: Engine) -> tuple[list[dict[str, object]], str | None, bool]:
         events = await engine.deps.store.audit_events(target, limit=limit)
         rows: list[dict[str, object]] = [
@@ -394,7 +433,7 @@ def history(
         verdict = await engine.deps.store.verify_audit()
         return rows, verdict.line(), verdict.ok
 
-    rows, verdict, ok = _with_engine(ctx, config, work)
+    rows, verdict, ok = _with_engine(ctx, config, work, create_state=False)
     columns = ["seq", "at", "event", "target", "rotation_id", "facts"]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -440,7 +479,7 @@ def report(
             return found.to_csv()
         return found.to_markdown() if as_markdown else found.to_text()
 
-    typer.echo(_with_engine(ctx, config, work), nl=False)
+    typer.echo(_with_engine(ctx, config, work, create_state=False), nl=False)
 
 
 @app.command()
@@ -478,9 +517,8 @@ def run(ctx: typer.Context, config: ConfigOption = None) -> None:
 
     settings = _globals(ctx)
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=sys.stdout)
-    path = config or settings.config
-    cfg = load_config(path)
-    raise typer.Exit(asyncio.run(run_daemon(cfg, config_path=path)))
+    cfg = _load(ctx, config)
+    raise typer.Exit(asyncio.run(run_daemon(cfg, config_path=config or settings.config)))
 
 
 @dev_app.command("standin")
@@ -519,13 +557,14 @@ def dev_standin(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `rotator` console script; maps every failure to an exit status."""
+    args = sys.argv[1:] if argv is None else argv
+    if not args:  # bare `rotator`: the usage line on stderr, not the whole help on stdout
+        print(BARE_USAGE, file=sys.stderr)
+        sys.exit(EXIT_USAGE)
     try:
-        code = app(args=argv, prog_name="rotator", standalone_mode=False)
+        code = app(args=args, prog_name="rotator", standalone_mode=False)
     except ConfigError as exc:
         print(scrub(str(exc)), file=sys.stderr)
-        code = EXIT_USAGE
-    except NoArgsIsHelpError as exc:
-        print(exc.format_message(), file=sys.stderr)
         code = EXIT_USAGE
     except UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""

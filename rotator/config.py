@@ -18,14 +18,16 @@ import contextlib
 import json
 import os
 import re
+import stat
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextvars import ContextVar
 from datetime import timedelta
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Annotated, Any, ClassVar, Literal
 from urllib.parse import urlsplit
 
+import structlog
 import yaml
 from pydantic import (
     AfterValidator,
@@ -48,6 +50,11 @@ from rotator.durations import Duration, PositiveDuration, format_duration
 from rotator.errors import ConfigError
 from rotator.schedule import Schedule, ScheduleField
 from rotator.secret import MASK, Secret
+
+if TYPE_CHECKING:
+    from sqlalchemy.engine import URL
+
+log = structlog.get_logger(__name__)
 
 __all__ = [
     "AppRoleAuth",
@@ -215,10 +222,56 @@ STORE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 MAX_SECRET_FILE_BYTES = 64 << 10
+_NOT_REGULAR: tuple[tuple[Callable[[int], bool], str], ...] = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC
+"""O_NONBLOCK: opening a FIFO with no writer returns at once, so it can be refused (a blocking
+open would hang until someone writes to it)."""
+
+
+def _loose_permissions(status: os.stat_result) -> str | None:
+    """Why a secret file's mode lets other users read it (like ssh's check), or None.
+
+    Group access is fine when the group is rotator's own (Kubernetes' ``fsGroup``, a
+    ``root:rotator 0640`` file); any access for others is not.
+    """
+    mode = stat.S_IMODE(status.st_mode)
+    if mode & 0o007 or (mode & 0o070 and status.st_gid != os.getegid()):
+        return (
+            f"is open to other users (mode {mode:04o}); make it 0600, or 0640 with"
+            " rotator's own group"
+        )
+    return None
+
+
+def _read_regular(path: str, limit: int) -> tuple[bytes | None, os.stat_result]:
+    """At most ``limit`` bytes of ``path`` (None unless it is a regular file) and its status,
+    without blocking on a FIFO or reading a device."""
+    fd = os.open(path, _OPEN_FLAGS)
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):
+            return None, status
+        chunks: list[bytes] = []
+        while limit > 0 and (chunk := os.read(fd, limit)):
+            chunks.append(chunk)
+            limit -= len(chunk)
+        return b"".join(chunks), status
+    finally:
+        os.close(fd)
 
 
 def _read_secret_file(value: object, key: str, info: ValidationInfo) -> Secret:
     """Read a ``*_file`` secret: the content minus one trailing newline.
+
+    Only a regular file is read (a FIFO or a device would block or never end), at most 64 KiB.
+    One open to other users is refused with ``strict_permissions`` in the validation context,
+    else noted in its ``loose`` list for a warning.
 
     Messages name the field, never the path: an operator who writes ``secret_id_file:
     ${VAULT_SECRET_ID}`` has put the secret itself where the path belongs.
@@ -226,15 +279,23 @@ def _read_secret_file(value: object, key: str, info: ValidationInfo) -> Secret:
     if not isinstance(value, str) or not value.strip():
         raise _field_error("must be the path of a file holding the secret", key)
     named = f"the file named by {key}"
+    context = info.context if isinstance(info.context, dict) else {}
     try:
-        with Path(value).open("rb") as handle:
-            raw = handle.read(MAX_SECRET_FILE_BYTES + 1)
+        raw, status = _read_regular(value, MAX_SECRET_FILE_BYTES + 1)
     except OSError as exc:
         raise _field_error(
             f"cannot read {named}: {exc.strerror or type(exc).__name__}", key
         ) from None
     except ValueError:  # a NUL byte in the path
         raise _field_error(f"cannot read {named}: invalid path", key) from None
+    if raw is None:
+        kind = next((f"{k}, " for test, k in _NOT_REGULAR if test(status.st_mode)), "")
+        raise _field_error(f"{named} is {kind}not a regular file", key)
+    loose = _loose_permissions(status)
+    if loose and context.get("strict_permissions"):
+        raise _field_error(f"{named} {loose} (--strict-permissions)", key)
+    if loose and isinstance(context.get("loose"), list):
+        context["loose"].append((key, value, f"{named} {loose}"))
     if len(raw) > MAX_SECRET_FILE_BYTES:
         raise _field_error(f"{named} is larger than 64 KiB, which no credential is", key)
     try:
@@ -247,8 +308,7 @@ def _read_secret_file(value: object, key: str, info: ValidationInfo) -> Secret:
         content = content[:-1]
     if not content:
         raise _field_error(f"{named} is empty", key)
-    context = info.context
-    if isinstance(context, dict) and isinstance(context.get("secrets"), list):
+    if isinstance(context.get("secrets"), list):
         context["secrets"].append(content)
     return Secret(content)
 
@@ -332,22 +392,54 @@ class MistralSettings(_Model):
         return self
 
 
+POSTGRES_EXTRA = "pip install 'rotator[postgres]'"
+"""How to install the PostgreSQL driver (the ``postgres`` extra)."""
+
+
+def import_postgres_driver() -> None:
+    """Import psycopg, the PostgreSQL driver of the ``postgres`` extra (ImportError if absent)."""
+    import psycopg  # noqa: F401
+
+
+def state_url_problem(url: str | URL) -> str | None:
+    """Why ``url`` cannot hold rotator's state (a one-line problem), or None.
+
+    The one check of a state URL: configuration loading and the state store both use it.
+    """
+    from sqlalchemy.engine import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
+        return "must be a SQLAlchemy URL, like sqlite:////var/lib/rotator/state.db"
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database in {"", ":memory:"} or database.startswith("file:"):
+            return "an in-memory SQLite database would lose the state; give a file path"
+        return None
+    if backend == "postgresql":
+        try:
+            import_postgres_driver()
+        except ImportError:
+            return f"the PostgreSQL driver (psycopg) is not installed: {POSTGRES_EXTRA}"
+        return None
+    return (
+        f"unsupported database {backend!r}: use sqlite:////path/state.db"
+        " or postgresql://user@host/db"
+    )
+
+
 class StateSettings(_Model):
     """Where the journal, audit trail and leases live (a SQLAlchemy URL)."""
 
     url: Text = "sqlite:////var/lib/rotator/state.db"
 
     @model_validator(mode="after")
-    def _parse_url(self) -> StateSettings:
-        from sqlalchemy.engine import make_url
-        from sqlalchemy.exc import ArgumentError
-
-        try:
-            make_url(self.url)
-        except (ArgumentError, ValueError):
-            raise _field_error(
-                "must be a SQLAlchemy URL, like sqlite:////var/lib/rotator/state.db", "url"
-            ) from None
+    def _check_url(self) -> StateSettings:
+        problem = state_url_problem(self.url)
+        if problem:
+            raise _field_error(problem, "url")
         return self
 
     @property
@@ -759,9 +851,11 @@ class LeaderSettings(_Model):
 class Config(_Model):
     """The whole configuration file. ``source`` is the file it came from (not read from it)."""
 
-    _hidden_fields = frozenset({"source"})
+    _hidden_fields = frozenset({"source", "strict_permissions"})
 
     source: str = "<config>"
+    strict_permissions: bool = False
+    """Whether it was loaded with ``--strict-permissions`` (a reload loads the same way)."""
     mistral: MistralSettings
     state: StateSettings = StateSettings()
     server: ServerSettings = ServerSettings()
@@ -785,6 +879,7 @@ class Config(_Model):
                     )
         context = info.context if isinstance(info.context, Mapping) else {}
         data["source"] = str(context.get("source", "<config>"))
+        data["strict_permissions"] = bool(context.get("strict_permissions", False))
         return data
 
     @model_validator(mode="wrap")
@@ -893,6 +988,9 @@ class Config(_Model):
 # --------------------------------------------------------------------------------------------
 
 CONFIG_ENV = "ROTATOR_CONFIG"
+RELOAD_TIMEOUT_S = 30.0
+"""How long the daemon waits for a reload's :func:`load_config` (the file and its secrets are
+small: a longer load is stuck, e.g. on a FIFO given as the configuration file)."""
 """The environment variable naming the configuration file when no path is given."""
 MAX_FILE_BYTES = 16 << 20
 """A fleet of 10 000 targets takes about 2 MiB; the bound stops a wrong file, not a big fleet."""
@@ -909,6 +1007,7 @@ def load_config(
     path: str | os.PathLike[str] | None,
     *,
     env: Mapping[str, str] | None = None,
+    strict_permissions: bool = False,
 ) -> Config:
     """Read, expand and validate a configuration file.
 
@@ -928,7 +1027,7 @@ def load_config(
     source = os.fsdecode(path)
     try:
         data = _parse_yaml(_read_text(source), source)
-        return parse_config(data, source=source, env=environ)
+        return parse_config(data, source=source, env=environ, strict_permissions=strict_permissions)
     except ConfigError:
         raise
     except Exception as exc:  # noqa: BLE001 - the contract: only ConfigError leaves here
@@ -942,11 +1041,14 @@ def parse_config(
     *,
     source: str = "<config>",
     env: Mapping[str, str] | None = None,
+    strict_permissions: bool = False,
 ) -> Config:
     """Validate an already-parsed document (what ``yaml.safe_load`` returns) into a Config.
 
     Same expansion, checks and errors as :func:`load_config`; ``source`` names the document in
-    messages and becomes ``Config.source``.
+    messages and becomes ``Config.source``. A ``*_file`` secret open to other users is a
+    ``secret_file_permissions`` warning (logged once per field), or with ``strict_permissions``
+    an error.
     """
     if data is None:
         raise ConfigError(source, "", "the file is empty; it needs at least a mistral: section")
@@ -957,10 +1059,22 @@ def parse_config(
     expanded = _Expander(os.environ if env is None else env, source).expand(data, ())
     assert isinstance(expanded, dict)
     read_secrets: list[str] = []
+    loose: list[tuple[str, str, str]] = []
+    context = {
+        "source": source,
+        "secrets": read_secrets,
+        "loose": loose,
+        "strict_permissions": strict_permissions,
+    }
     try:
-        return Config.model_validate(expanded, context={"source": source, "secrets": read_secrets})
+        config = Config.model_validate(expanded, context=context)
     except ValidationError as exc:
         failure = _config_error(exc, source, expanded, read_secrets)
+    else:
+        for key, path, problem in dict.fromkeys(loose):  # a file named twice: one warning
+            for loc in _file_keys(expanded, key, path, ()):
+                log.warning("secret_file_permissions", config=source, field=loc, problem=problem)
+        return config
     # Raised outside the handler: the ValidationError (which holds input values) is not chained.
     raise failure
 
@@ -1072,6 +1186,18 @@ def _kind(value: object) -> str:
     if isinstance(value, int | float):
         return "a number"
     return f"a {type(value).__name__}"
+
+
+def _file_keys(node: object, key: str, path: str, loc: tuple[object, ...]) -> Iterator[str]:
+    """The field paths in ``node`` where ``key`` is set to ``path``."""
+    if isinstance(node, Mapping):
+        if node.get(key) == path:
+            yield format_loc((*loc, key))
+        for name, value in node.items():
+            yield from _file_keys(value, key, path, (*loc, name))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _file_keys(value, key, path, (*loc, index))
 
 
 def format_loc(loc: tuple[object, ...]) -> str:

@@ -25,6 +25,8 @@ _WHOLE = re.compile(r"(?:\d+[wdhms])+")
 _HINT = "use a whole number and a unit (s, m, h, d, w), like 30s, 15m, 1h or 7d"
 # timedelta's ceiling is 999999999 days; anything near it is a typo, not a policy.
 _MAX = timedelta(days=100 * 365)
+_MAX_SECONDS = int(_MAX.total_seconds())
+_TOO_LONG = "must be at most 100 years (36500d)"
 
 
 def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
@@ -44,14 +46,19 @@ def parse_duration(text: str, *, allow_zero: bool = False) -> timedelta:
     if cleaned == "0":
         total = timedelta(0)
     elif _WHOLE.fullmatch(cleaned):
-        total = sum(
-            (int(n) * UNITS[unit] for n, unit in _PART.findall(cleaned)),
-            start=timedelta(0),
-        )
+        # Counted in whole seconds: a count of days far past the century would overflow
+        # timedelta (and a thousands-digit count int()) before it could be compared.
+        seconds = 0
+        for count, unit in _PART.findall(cleaned):
+            digits = count.lstrip("0")
+            if len(digits) > len(str(_MAX_SECONDS)):
+                raise ValueError(_TOO_LONG)
+            seconds += int(digits or "0") * int(UNITS[unit].total_seconds())
+        if seconds > _MAX_SECONDS:
+            raise ValueError(_TOO_LONG)
+        total = timedelta(seconds=seconds)
     else:
         raise ValueError(f"not a duration: {_HINT}")
-    if total > _MAX:
-        raise ValueError("is longer than 100 years")
     if not total and not allow_zero:
         raise ValueError("must be longer than zero")
     return total

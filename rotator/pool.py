@@ -10,8 +10,10 @@ which is why every backend operation is idempotent or check-and-set.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import contextvars
 import functools
+import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from types import TracebackType
@@ -60,3 +62,36 @@ class BlockingPool:
         tb: TracebackType | None,
     ) -> None:
         self.shutdown()
+
+
+async def in_own_thread(call: Callable[[], T], *, timeout: float, name: str) -> T:
+    """``call()`` on a new daemon thread: its result, or :class:`TimeoutError` after
+    ``timeout`` seconds.
+
+    For a call that may block for good (opening a FIFO nobody writes to): the thread is then
+    abandoned, so it holds no pool worker, and being a daemon thread it does not keep the
+    process from exiting.
+    """
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(outcome: Callable[[], None]) -> None:
+        if not done.done():  # not given up on
+            outcome()
+
+    def deliver(outcome: Callable[[], None]) -> None:
+        with contextlib.suppress(RuntimeError):  # the loop ended while the call was stuck
+            loop.call_soon_threadsafe(settle, outcome)
+
+    def work() -> None:
+        try:
+            result = call()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting coroutine
+            deliver(functools.partial(done.set_exception, exc))
+        else:
+            deliver(functools.partial(done.set_result, result))
+
+    threading.Thread(
+        target=contextvars.copy_context().run, args=(work,), name=name, daemon=True
+    ).start()
+    return await asyncio.wait_for(done, timeout)

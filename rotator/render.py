@@ -53,6 +53,11 @@ def short_duration(delta: timedelta) -> str:
     return f"{secs}s"
 
 
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """``1 target``, ``2 targets`` (``many`` when adding an ``s`` is wrong)."""
+    return f"{count} {noun if count == 1 else many or noun + 's'}"
+
+
 def iso(value: datetime | None) -> str | None:
     """UTC ISO 8601 with a ``Z``."""
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z") if value else None

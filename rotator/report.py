@@ -37,7 +37,7 @@ from rotator.contracts import StateStore, TargetState
 from rotator.errors import RotatorError
 from rotator.logs import scrub
 from rotator.mistral.models import ApiKey, Workspace
-from rotator.render import iso, table
+from rotator.render import iso, plural, table
 
 log = structlog.get_logger(__name__)
 
@@ -221,8 +221,9 @@ class Report:
         for ws in self.workspaces:
             s = ws.summary()
             name = f"{ws.name} ({ws.workspace_id})" if ws.name else ws.workspace_id
+            archived = " [archived]" if ws.archived else ""
             out.append(
-                f"workspace {name}{' [archived]' if ws.archived else ''}: {s['keys']} keys,"
+                f"workspace {name}{archived}: {plural(s['keys'], 'key')},"
                 f" {s['managed']} managed, {s['unmanaged']} unmanaged,"
                 f" {s['without_expiration']} without expiration,"
                 f" {s['older_than_max_age']} older than max_age,"

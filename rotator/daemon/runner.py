@@ -671,9 +671,24 @@ class Daemon:
             self.systemd.ready(self._status_line())
 
     async def _load_for_reload(self) -> tuple[Config, Notifier] | None:
-        """The new configuration and its notifier, or None (logged) if it cannot be applied."""
+        """The new configuration and its notifier, or None (logged) if it cannot be applied.
+
+        Loaded as at start (``--strict-permissions`` included) on a thread of its own, for at
+        most ``config.RELOAD_TIMEOUT_S``: a load stuck on a file that never ends is reported and
+        abandoned, and the next SIGHUP loads afresh.
+        """
+        from rotator import config
+        from rotator.pool import in_own_thread
+
+        limit = config.RELOAD_TIMEOUT_S
         try:
-            new = await asyncio.to_thread(load_config, self.config_path)
+            new = await in_own_thread(
+                lambda: load_config(
+                    self.config_path, strict_permissions=self.cfg.strict_permissions
+                ),
+                timeout=limit,
+                name="config-reload",
+            )
             changed = _restart_only_changes(self.cfg, new)
             if changed:
                 _reload_failed(f"{', '.join(changed)} changed: restart rotator to apply")
@@ -681,6 +696,11 @@ class Daemon:
             return new, self._notifier_factory(new)
         except ConfigError as exc:
             _reload_failed(str(exc))
+            return None
+        except TimeoutError:
+            _reload_failed(
+                f"{self.config_path}: not loaded within {limit:g} s (a file that blocks?)"
+            )
             return None
 
     async def _apply(self, new: Config, notifier: Notifier) -> None:

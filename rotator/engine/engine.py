@@ -17,6 +17,7 @@ import structlog
 
 from rotator.config import Config
 from rotator.contracts import CurrentValue, TargetState
+from rotator.durations import format_duration
 from rotator.engine.context import Alert, Deps, RotationState, TargetContext
 from rotator.engine.due import compliant as is_compliant
 from rotator.engine.due import plan_fire
@@ -39,7 +40,7 @@ from rotator.engine.steps import Outcome, Step, dest_tag
 from rotator.errors import ConflictError, PermanentError, RotatorError
 from rotator.logs import scrub
 from rotator.mistral.models import ApiKey
-from rotator.render import iso
+from rotator.render import iso, plural
 
 log = structlog.get_logger(__name__)
 
@@ -304,7 +305,8 @@ class Engine:
             problems.append(str(exc))
         state = await self.deps.store.get_target(name)
         open_rotations = await self.deps.store.open_rotations(name)
-        grace = "0s (emergency)" if emergency else str(policy.grace)
+        grace = "0s (emergency)" if emergency else format_duration(policy.grace)
+        activation = format_duration(policy.activation_timeout)
         return {
             "target": name,
             "rotation_id": None,
@@ -324,7 +326,7 @@ class Engine:
                         else None
                     ),
                 },
-                "verify": f"GET /v1/models until it passes (up to {policy.activation_timeout})",
+                "verify": f"GET /v1/models until it passes (up to {activation})",
                 "destinations": [
                     {
                         "destination": d,
@@ -438,7 +440,7 @@ class Engine:
             elif st is not None and st.consecutive_failures:
                 state, reason = "failing", f"{st.consecutive_failures} failed attempts"
             elif retiring:
-                state, reason = "draining", f"{len(retiring)} old key(s) pending revocation"
+                state, reason = "draining", f"{plural(len(retiring), 'old key')} pending revocation"
             else:
                 state = "idle"
                 reason = (

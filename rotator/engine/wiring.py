@@ -16,6 +16,7 @@ from rotator.mistral.admin import MistralAdminClient
 from rotator.mistral.factory import admin_client, verifier
 from rotator.pool import BlockingPool
 from rotator.state import SqlStateStore
+from rotator.state.database import StateUrlError
 
 
 async def build_engine(
@@ -24,11 +25,15 @@ async def build_engine(
     clock: Clock | None = None,
     on_alert: AlertHook | None = None,
     on_call: OnCall | None = None,
+    create_state: bool = True,
 ) -> Engine:
     """An engine on ``cfg``'s state store (migrated), Mistral clients and destinations.
 
     ``on_call`` is handed to both Mistral clients (the metrics hook, see
     :data:`rotator.mistral._http.OnCall`).
+
+    ``create_state=False`` (the read-only commands): a missing SQLite state file is a
+    ``ConfigError`` ("no state at PATH") instead of being created.
 
     Resolves ``mistral.user_email`` to a user id through the Admin API. Raises ``ConfigError``
     when that user does not exist, or a backend error when the Admin API cannot be reached.
@@ -36,8 +41,14 @@ async def build_engine(
     clock = clock or SystemClock()
     pool = BlockingPool()
     connections = StoreConnections()
-    store = SqlStateStore(cfg.state.url, clock=clock, pool=pool)
-    await store.migrate()
+    store: SqlStateStore | None = None
+    try:
+        store = SqlStateStore(cfg.state.url, clock=clock, pool=pool, create=create_state)
+        await store.migrate()
+    except StateUrlError as exc:  # named as the configuration file's field, like any other
+        if store is not None:
+            await store.close()
+        raise ConfigError(cfg.source, "state.url", exc.problem) from None
     admin = admin_client(cfg.mistral, clock=clock, on_call=on_call)
     user_id = cfg.mistral.user_id or await _resolve_user(cfg, admin)
 

@@ -17,40 +17,46 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import URL, make_url
 
+from rotator.config import state_url_problem
 from rotator.errors import ConfigError
 
 BUSY_TIMEOUT_S = 30.0
 """How long a SQLite writer waits for another's lock before giving up."""
 
 
-def create_state_engine(url: str | URL) -> Engine:
+class StateUrlError(ConfigError):
+    """``state.url`` names no usable state (exit 2). Callers that know the configuration file
+    report :attr:`problem` under its name (see :func:`rotator.engine.wiring.build_engine`)."""
+
+    def __init__(self, problem: str) -> None:
+        super().__init__("state.url", "", problem)
+
+
+def create_state_engine(url: str | URL, *, create: bool = True) -> Engine:
     """An engine for a ``sqlite:///path`` or ``postgresql+psycopg://`` URL.
 
-    Raises ``ConfigError`` for another backend, an in-memory SQLite database (it would lose the
-    state at exit) or a URL that does not parse.
+    A SQLite file (and its folder) is created when missing, unless ``create`` is false: the
+    read-only commands say there is no state instead of creating an empty one. Raises
+    :class:`StateUrlError` for a URL :func:`rotator.config.state_url_problem` refuses, or a
+    SQLite file that is missing when ``create`` is false.
     """
-    try:
-        parsed = make_url(url)
-    except Exception as exc:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
-        raise ConfigError("state.url", "", f"not a database URL: {type(exc).__name__}") from None
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        return _sqlite_engine(parsed)
-    if backend == "postgresql":
-        if parsed.get_driver_name() != "psycopg":
-            parsed = parsed.set(drivername="postgresql+psycopg")
-        return create_engine(parsed, pool_pre_ping=True)
-    raise ConfigError(
-        "state.url", "", f"unsupported database {backend!r}: use sqlite or postgresql"
-    )
+    problem = state_url_problem(url)
+    if problem:
+        raise StateUrlError(problem)
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        return _sqlite_engine(parsed, create=create)
+    if parsed.get_driver_name() != "psycopg":
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return create_engine(parsed, pool_pre_ping=True)
 
 
-def _sqlite_engine(url: URL) -> Engine:
-    database = url.database or ""
-    if database in {"", ":memory:"} or database.startswith("file:"):
-        raise ConfigError("state.url", "", "an in-memory SQLite database would lose the state")
-    path = Path(database).expanduser()
-    _prepare_file(path)
+def _sqlite_engine(url: URL, *, create: bool) -> Engine:
+    path = Path(url.database or "").expanduser()
+    if create:
+        _prepare_file(path)
+    elif not path.exists():
+        raise StateUrlError(f"no state at {path} (has rotator run yet?)")
     engine = create_engine(
         url.set(database=str(path)),
         connect_args={"timeout": BUSY_TIMEOUT_S, "check_same_thread": False},

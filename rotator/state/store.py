@@ -22,7 +22,13 @@ from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 from sqlalchemy import Select, Table, bindparam, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
-from sqlalchemy.exc import IntegrityError, InterfaceError, OperationalError
+from sqlalchemy.exc import (
+    DatabaseError,
+    DBAPIError,
+    IntegrityError,
+    InterfaceError,
+    OperationalError,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from rotator.clock import Clock, SystemClock
@@ -43,7 +49,7 @@ from rotator.errors import ConflictError, TransientError
 from rotator.logs import scrub
 from rotator.pool import BlockingPool
 from rotator.state import audit, guard, records
-from rotator.state.database import create_state_engine
+from rotator.state.database import StateUrlError, create_state_engine
 from rotator.state.locks import try_lock
 from rotator.state.migrations import migrate
 from rotator.state.models import (
@@ -73,23 +79,33 @@ def _offloaded(
         try:
             return await self._run(fn, self, *args, **kwargs)
         except (OperationalError, InterfaceError) as exc:
-            detail = scrub(str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__)
-            raise TransientError("state", fn.__name__, detail) from None
+            raise TransientError("state", fn.__name__, _detail(exc)) from None
 
     return offloaded
+
+
+def _detail(exc: DBAPIError) -> str:
+    """The driver's first line about ``exc`` (scrubbed), without SQLAlchemy's SQL and links."""
+    return scrub(str(exc.orig).splitlines()[0] if exc.orig else type(exc).__name__)
 
 
 class SqlStateStore:
     """The state store on one database URL (``sqlite:///path`` or ``postgresql+psycopg://…``).
 
     Call :meth:`migrate` once before use, :meth:`close` at the end. Timestamps come from
-    ``clock``. Raises ``ConfigError`` for an unusable URL.
+    ``clock``. Raises :class:`~rotator.state.database.StateUrlError` for an unusable URL, or a
+    missing SQLite file when ``create`` is false (see :func:`create_state_engine`).
     """
 
     def __init__(
-        self, url: str | URL, *, clock: Clock | None = None, pool: BlockingPool | None = None
+        self,
+        url: str | URL,
+        *,
+        clock: Clock | None = None,
+        pool: BlockingPool | None = None,
+        create: bool = True,
     ) -> None:
-        self._engine = create_state_engine(url)
+        self._engine = create_state_engine(url, create=create)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._clock: Clock = clock or SystemClock()
         self._pool = pool
@@ -113,7 +129,20 @@ class SqlStateStore:
 
     @_offloaded
     def migrate(self) -> int:
-        return migrate(self._engine, now=self._clock.now())
+        """Bring the schema up to date: the first use of the database. Raises
+        :class:`StateUrlError` for a SQLite file that is not a database (or a corrupt one), and
+        :class:`TransientError` naming the database when it cannot be opened or read."""
+        try:
+            return migrate(self._engine, now=self._clock.now())
+        except (OperationalError, InterfaceError) as exc:
+            raise TransientError("state", "open", f"{self.url}: {_detail(exc)}") from None
+        except DatabaseError as exc:
+            if self._engine.dialect.name != "sqlite":
+                raise
+            path = self._engine.url.database
+            raise StateUrlError(
+                f"{path} is not a rotator state database ({_detail(exc)})"
+            ) from None
 
     async def close(self) -> None:
         await self._run(self._engine.dispose)

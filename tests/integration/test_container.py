@@ -400,7 +400,7 @@ def test_runtime_settings(dockerfile: Dockerfile) -> None:
     final = dockerfile.final
     entrypoint = exec_form(final.last("ENTRYPOINT").value, "ENTRYPOINT")
     assert entrypoint == [f"{IMAGE_VENV}/bin/rotator"]
-    assert exec_form(final.last("CMD").value, "CMD") == ["run"]
+    assert exec_form(final.last("CMD").value, "CMD") == ["--strict-permissions", "run"]
     options, command = healthcheck(final)
     assert command == [f"{IMAGE_VENV}/bin/python", "-m", "rotator.probe"]
     assert set(options) == {"interval", "timeout", "start-period", "retries"}

@@ -199,7 +199,7 @@ def test_unit_fits_the_daemon() -> None:
     assert unit["DynamicUser"] == ["yes"]
     assert unit["StateDirectory"] == unit["ConfigurationDirectory"] == ["rotator"]
     assert unit["ExecStart"] == [
-        f"{INSTALLED} --log-format json run --config /etc/rotator/rotator.yaml"
+        f"{INSTALLED} --log-format json --strict-permissions run --config /etc/rotator/rotator.yaml"
     ]
 
 

@@ -49,7 +49,7 @@ def test_valid_config_passes_config_only_check(tmp_path: Path) -> None:
     cfg.write_text(VALID)
     code, out, _ = run_cli("check", "--config-only", "--config", str(cfg))
     assert code == 0, out
-    assert "1 targets, 2 stores" in out
+    assert "1 target, 2 stores" in out
 
 
 @pytest.mark.parametrize("before", [True, False])

@@ -45,7 +45,7 @@ def test_zero_only_when_allowed(text: str) -> None:
         ("5M", "not a duration"),
         ("1y", "not a duration"),
         ("soon", "not a duration"),
-        ("999999w", "longer than 100 years"),
+        ("999999w", "must be at most 100 years"),
     ],
 )
 def test_invalid_durations(text: str, fragment: str) -> None:

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 import pytest
 
+from rotator.durations import format_duration
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome, dest_tag
 from rotator.secret import fingerprint_of
@@ -250,6 +251,12 @@ async def test_dry_run_plans_without_changing_anything(worlds: Worlds) -> None:
     dests = details["destinations"]
     assert isinstance(dests, list)
     assert [d["serves_fingerprint"] for d in dests] == [fingerprint_of(served.plaintext)] * 2
+    # durations as the configuration writes them, not timedelta's "1:00:00"
+    policy = engine.cfg.targets[0].policy
+    assert details["grace"] == format_duration(policy.grace)
+    verify = str(details["verify"])
+    assert verify.endswith(f"(up to {format_duration(policy.activation_timeout)})")
+    assert ":" not in str(details["grace"]) + verify.rpartition("up to")[2]
 
 
 async def test_foreign_destination_is_refused_before_any_key_is_created(worlds: Worlds) -> None:

@@ -129,5 +129,5 @@ async def test_status_as_dict_uses_utc_z_timestamps(worlds: Worlds) -> None:
         "next_due_at": "2026-03-12T10:00:00Z",
         "revoke_due_at": "2026-03-02T11:00:00Z",
         "compliant": True,
-        "reason": "1 old key(s) pending revocation",
+        "reason": "1 old key pending revocation",
     }
