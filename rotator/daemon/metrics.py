@@ -71,6 +71,7 @@ _REASONS = (
     ("could not connect", "unreachable"),
     ("connection dropped", "unreachable"),
     ("connection failed", "unreachable"),
+    ("unreachable", "unreachable"),  # Vault's "server unreachable", AWS's "endpoint unreachable"
     ("managed by", "conflict"),
     ("someone else", "conflict"),
     ("in flight", "conflict"),

@@ -62,7 +62,7 @@ from rotator.engine.engine import Engine, TargetStatus
 from rotator.engine.rotation import RotationResult, failure_backoff
 from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
-from rotator.errors import ConfigError, RotatorError
+from rotator.errors import ConfigError, RotatorError, exit_status
 from rotator.logs import scrub
 from rotator.render import iso
 
@@ -230,7 +230,9 @@ class Daemon:
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until SIGTERM/SIGINT (exit status 0) or a loss of leadership (1).
 
-        Raises ``ConfigError`` or a backend error if the daemon cannot start (no READY=1 then).
+        Raises ``ConfigError`` or a backend error if the daemon cannot start (no READY=1 then;
+        ``daemon_stopped`` logs the status ``rotator run`` exits with: 2 for a ``ConfigError``,
+        such as a port in use, 1 for anything else, such as a corrupt state store).
         """
         loop = asyncio.get_running_loop()
         if handle_signals:
@@ -240,6 +242,9 @@ class Daemon:
         stop_observing = add_call_observer(self.metrics.observe_call)
         try:
             await self._run()
+        except Exception as exc:
+            self._exit_code = exit_status(exc)  # what ``rotator run`` will exit with
+            raise
         finally:
             await self._shutdown()
             stop_observing()
