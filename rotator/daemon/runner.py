@@ -309,7 +309,12 @@ class Daemon:
             ) from None
 
     def _app(self, cfg: Config) -> Starlette:
-        return build_app(self, admin_token=cfg.server.admin_token, registry=self.metrics.registry)
+        return build_app(
+            self,
+            admin_token=cfg.server.admin_token,
+            registry=self.metrics.registry,
+            on_rejected=self.metrics.observe_rejected,
+        )
 
     async def _build_engine(self, cfg: Config) -> Engine:
         engine = await build_engine(
