@@ -59,8 +59,18 @@ OnRejected = Callable[[str], None]
 """``on_rejected(reason)``: told of every request refused before a handler ran (the metrics
 hook); ``reason`` is one of :data:`REJECTIONS`."""
 
-REJECTIONS = ("unauthorized", "not_found", "method_not_allowed", "other")
-"""Why a request was refused before any handler: 401, 404 (no such route), 405, anything else."""
+REJECTIONS = (
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "other",
+    "slow",
+    "evicted",
+    "overloaded",
+)
+"""Why a request was refused before any handler: 401, 404 (no such route), 405, another status;
+or by the server (:mod:`rotator.daemon.serving`): not received within ``header_timeout``,
+closed while waiting to make room for a new connection, answered 503 beyond the connection cap."""
 _REJECTION_OF = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
 
 LOGGED_PATH = 200

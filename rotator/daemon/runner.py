@@ -17,7 +17,8 @@ one); a target still due right after a run waits ``retry_floor`` seconds, so not
 
 SIGHUP reloads the configuration: an invalid one is logged on one line and the old one kept; a
 valid one waits until no rotation runs, then replaces the engine, the API's token and every job
-(``state``, ``leader`` and ``server.listen`` changes need a restart and are refused).
+(``state``, ``leader`` and ``server`` changes other than its token need a restart and are
+refused).
 SIGTERM/SIGINT: scheduling pauses, the API stops taking rotations, in-flight rotations get up to
 ``stop_timeout`` seconds to reach their end (every step is journaled and resumable, so one cut
 short is finished by recovery at the next start), then everything stops and the exit status is 0.
@@ -54,7 +55,7 @@ from rotator.daemon.leader import Elector, LeadershipLost, build_elector
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.notify import Notifier
 from rotator.daemon.scheduler import FirePlan, RotationJobs, plan_fire
-from rotator.daemon.serving import HttpServer, SwappableApp, bind
+from rotator.daemon.serving import HttpServer, ServerLimits, SwappableApp, bind
 from rotator.daemon.systemd import SystemdNotifier
 from rotator.destinations._common import add_call_observer
 from rotator.engine.context import Alert
@@ -281,7 +282,12 @@ class Daemon:
         self.elector = self._elector_factory(self.cfg, self.health)
         self.engine = await self._engine_factory(self.cfg)
         self._background.append(asyncio.create_task(self._heartbeat()))
-        self.http = HttpServer(SwappableApp(self._app(self.cfg)), self._bind())
+        self.http = HttpServer(
+            SwappableApp(self._app(self.cfg)),
+            self._bind(),
+            _limits(self.cfg),
+            on_rejected=self.metrics.observe_rejected,
+        )
         await self.http.start()
         self.jobs.start()
         self._background.append(asyncio.create_task(self._metrics_loop()))
@@ -811,9 +817,18 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         changed.append("state")
     if old.leader != new.leader:
         changed.append("leader")
-    if old.server.listen != new.server.listen:
-        changed.append("server.listen")
+    served = ("listen", "header_timeout", "idle_timeout", "max_connections")
+    changed += [f"server.{s}" for s in served if getattr(old.server, s) != getattr(new.server, s)]
     return changed
+
+
+def _limits(cfg: Config) -> ServerLimits:
+    server = cfg.server
+    return ServerLimits(
+        header_timeout=server.header_timeout.total_seconds(),
+        idle_timeout=server.idle_timeout.total_seconds(),
+        max_connections=server.max_connections,
+    )
 
 
 async def run_daemon(cfg: Config, *, config_path: str | Path | None) -> int:
