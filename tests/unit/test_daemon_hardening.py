@@ -7,9 +7,11 @@ SQLite state, the Mistral stand-in and HTTP on loopback).
 
 from __future__ import annotations
 
+import asyncio
 import socket
 from pathlib import Path
 
+import httpx
 import pytest
 from structlog.testing import capture_logs
 
@@ -17,7 +19,8 @@ from rotator.daemon.metrics import failure_reason
 from rotator.destinations.vault_api import HvacApi
 from rotator.errors import ConfigError, RotatorError, TransientError
 from rotator.mistral.standin import StandinHandle
-from tests.unit.test_daemon_runner import World
+from tests.unit.test_daemon_runner import TOKEN, Running, World, eventually
+from tests.unit.test_daemon_serving import drip
 
 
 @pytest.fixture
@@ -66,3 +69,57 @@ def test_a_vault_outage_is_counted_as_unreachable() -> None:
             api.read_version("secret", "mistral/t1")
     assert failure_reason(str(raised.value)) == "unreachable"
     assert isinstance(raised.value, RotatorError)
+
+
+async def test_health_and_rotations_go_on_under_a_crowd_of_slow_clients(world: World) -> None:
+    """150 clients dripping requests and 150 idle ones (3x ``server.max_connections``) neither
+    stop ``/livez`` from answering 200 nor an on-demand rotation from finishing; the heartbeat
+    stays fresh, and every slow client is gone after ``header_timeout``."""
+    name = world.add_target()
+    server = {
+        "listen": "127.0.0.1:0",
+        "admin_token": TOKEN,
+        "header_timeout": "1s",
+        "idle_timeout": "1s",
+        "max_connections": 100,
+    }
+    run = Running(world.daemon(world.write_config(server=server)))
+    daemon = await run.ready()
+    stop = asyncio.Event()
+    crowd: list[asyncio.StreamWriter] = []
+    drips: list[asyncio.Task[None]] = []
+    try:
+        assert daemon.http is not None
+        host, port = daemon.http.address
+        url = f"http://{host}:{port}"
+        for i in range(300):
+            _, writer = await asyncio.open_connection(host, port)
+            crowd.append(writer)
+            if i % 2:
+                drips.append(asyncio.create_task(drip(writer, stop)))
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:
+            for _ in range(5):
+                assert (await client.get("/livez")).status_code == 200
+            answer = await client.post(
+                f"/api/v1/targets/{name}/rotate", headers={"Authorization": f"Bearer {TOKEN}"}
+            )
+            assert answer.status_code == 202
+            rotation_id = answer.json()["rotation_id"]
+            await eventually(lambda: name not in daemon._tasks, "the rotation finished")
+            view = await daemon.rotation_view(rotation_id)
+            assert view is not None
+            assert view["outcome"] == "promoted"
+            assert daemon.health.live() == (True, "ok")
+            await asyncio.sleep(1.5)
+            assert (await client.get("/livez")).status_code == 200
+        slow = daemon.metrics.sample("rotator_http_requests_rejected_total", {"reason": "slow"})
+        evicted = daemon.metrics.sample(
+            "rotator_http_requests_rejected_total", {"reason": "evicted"}
+        )
+        assert (slow or 0) + (evicted or 0) >= 150
+    finally:
+        stop.set()
+        await asyncio.gather(*drips)
+        for writer in crowd:
+            writer.close()
+        assert await run.stop() == 0
