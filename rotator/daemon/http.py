@@ -278,7 +278,8 @@ def build_app(
     """The daemon's ASGI app (serve it with uvicorn, ``access_log=False``, in the daemon's loop).
 
     ``/livez`` reads ``control.health.live()`` (heartbeat and lease, never upstream reachability),
-    ``/readyz`` reads ``control.health.ready``, ``/metrics`` renders ``registry`` at scrape time.
+    ``/readyz`` reads ``control.health.readiness()``, ``/metrics`` renders ``registry`` at
+    scrape time.
     ``/api/v1`` exists only when ``admin_token`` is set. ``on_rejected`` hears of every request
     refused before a handler (401, 404 without a route, 405).
     """
@@ -293,11 +294,11 @@ def build_app(
 
     async def readyz(_: Request) -> Response:
         health = control.health
-        ready = health.ready
+        ready, why = health.readiness()
         return Json(
             {
                 "status": "ready" if ready else "not ready",
-                "reason": "ok" if ready else health.reason,
+                "reason": why,
                 "leading": health.leading,
             },
             status_code=200 if ready else 503,

@@ -97,6 +97,8 @@ class Timings:
     """Per target, the least time between two on-demand rotations (emergencies exempt)."""
     retry_floor: float = 60.0
     """A target still due right after a run waits at least this long."""
+    readiness_every: float = 5.0
+    """The state store is probed (read and a rolled-back write) this often, for ``/readyz``."""
 
     def stop_bound(self, release: float) -> float:
         """The longest a daemon told to stop waits before it exits, in seconds, given the
@@ -291,6 +293,7 @@ class Daemon:
         await self.http.start()
         self.jobs.start()
         self._background.append(asyncio.create_task(self._metrics_loop()))
+        self._background.append(asyncio.create_task(self._readiness_loop()))
         self._leader_task = asyncio.create_task(self.elector.run(on_change=self._on_leadership))
         self.health.ready, self.health.reason = True, "ok"
         host, port = self.http.address
@@ -432,7 +435,9 @@ class Daemon:
                 return
             except Exception:
                 log.exception("takeover_failed")
+                self.health.problems["takeover"] = "the leader could not recover and plan targets"
                 await self._pause(self.timings.retry_floor)
+        self.health.problems.pop("takeover", None)
         if not self._stop.is_set():
             self._revoker = asyncio.create_task(self._revoke_loop())
             self._metrics_wake.set()
@@ -728,6 +733,30 @@ class Daemon:
             else:
                 log.warning("not_live", reason=why)
             await asyncio.sleep(interval)
+
+    async def _readiness_loop(self) -> None:
+        """Every ``readiness_every`` seconds, record in :attr:`health` whether the state store can
+        be read and written and the scheduler runs (``/readyz`` reads that, never the store)."""
+        problems = self.health.problems
+        unusable = "the state store cannot be read and written"
+        while True:
+            probe = asyncio.ensure_future(self._engine().deps.store.probe())
+            if not (await asyncio.wait({probe}, timeout=self.timings.readiness_every))[0]:
+                problems["store"] = unusable  # a store that takes this long is not usable now
+                await asyncio.wait({probe})
+            error = probe.exception()
+            if error is None:
+                problems.pop("store", None)
+            else:
+                if "store" not in problems:
+                    detail = scrub(str(error)) or type(error).__name__
+                    log.warning("state_store_unusable", error=detail)
+                problems["store"] = unusable
+            if self.jobs.running:
+                problems.pop("scheduler", None)
+            else:
+                problems["scheduler"] = "the scheduler is not running"
+            await asyncio.sleep(self.timings.readiness_every)
 
     async def _metrics_loop(self) -> None:
         while True:

@@ -8,18 +8,24 @@ SQLite state, the Mistral stand-in and HTTP on loopback).
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import socket
+import sqlite3
 from pathlib import Path
 
 import httpx
 import pytest
 from structlog.testing import capture_logs
 
+from rotator.config import Config
+from rotator.daemon.control import Health
+from rotator.daemon.leader import Elector, SoleElector, Timing
 from rotator.daemon.metrics import failure_reason
+from rotator.daemon.runner import Daemon
 from rotator.destinations.vault_api import HvacApi
 from rotator.errors import ConfigError, RotatorError, TransientError
 from rotator.mistral.standin import StandinHandle
-from tests.unit.test_daemon_runner import TOKEN, Running, World, eventually
+from tests.unit.test_daemon_runner import FAST, TOKEN, NeverLeads, Running, World, eventually
 from tests.unit.test_daemon_serving import drip
 
 
@@ -123,3 +129,89 @@ async def test_health_and_rotations_go_on_under_a_crowd_of_slow_clients(world: W
         for writer in crowd:
             writer.close()
         assert await run.stop() == 0
+
+
+async def readyz(daemon: Daemon) -> tuple[int, str]:
+    assert daemon.http is not None
+    host, port = daemon.http.address
+    async with httpx.AsyncClient(base_url=f"http://{host}:{port}", timeout=10) as client:
+        answer = await client.get("/readyz")
+    return answer.status_code, answer.json()["reason"]
+
+
+async def ready_becomes(daemon: Daemon, status: int) -> str:
+    """Poll /readyz until it answers ``status``; its reason then."""
+    found: list[str] = []
+
+    async def poll() -> None:
+        while True:
+            code, reason = await readyz(daemon)
+            if code == status:
+                found.append(reason)
+                return
+            await asyncio.sleep(0.05)
+
+    await asyncio.wait_for(poll(), 15)
+    return found[0]
+
+
+async def test_readyz_fails_while_the_state_store_cannot_be_written_or_read(world: World) -> None:
+    """/readyz answers 503 while another process holds the state database locked against
+    writes, and while its targets table is gone (half-corrupt), then 200 again once the store
+    works (before: 200 throughout); /livez stays 200."""
+    world.add_target()
+    timings = dataclasses.replace(FAST, readiness_every=0.2)
+    run = Running(world.daemon(world.write_config(), timings=timings))
+    daemon = await run.ready()
+    database = world.state_url.removeprefix("sqlite:///")
+    try:
+        assert await ready_becomes(daemon, 200) == "ok"
+        locker = sqlite3.connect(database, isolation_level=None)
+        locker.execute("BEGIN EXCLUSIVE")
+        try:
+            assert "state store" in await ready_becomes(daemon, 503)
+            assert daemon.health.live() == (True, "ok")
+        finally:
+            locker.execute("ROLLBACK")
+        assert await ready_becomes(daemon, 200) == "ok"
+        locker.execute("ALTER TABLE target_states RENAME TO target_states_broken")
+        assert "state store" in await ready_becomes(daemon, 503)
+        locker.execute("ALTER TABLE target_states_broken RENAME TO target_states")
+        assert await ready_becomes(daemon, 200) == "ok"
+        locker.close()
+    finally:
+        assert await run.stop() == 0
+
+
+async def test_a_standby_that_cannot_reach_the_election_is_not_ready(world: World) -> None:
+    """A standby whose election backend does not answer cannot tell who leads: /readyz 503;
+    a standby that was told another instance leads is ready."""
+    world.add_target()
+    run = Running(world.daemon(world.write_config(), elector=unreachable_election))
+    daemon = await run.ready(leading=False)
+    try:
+        assert "who leads" in await ready_becomes(daemon, 503)
+    finally:
+        assert await run.stop() == 0
+    run = Running(world.daemon(world.write_config(), elector=never_leads))
+    daemon = await run.ready(leading=False)
+    try:
+        assert await ready_becomes(daemon, 200) == "ok"
+    finally:
+        assert await run.stop() == 0
+
+
+class UnreachableElection(SoleElector):
+    """A standby whose election backend never answers."""
+
+    async def acquire(self) -> bool:
+        self._unknown()
+        return False
+
+
+def unreachable_election(_cfg: Config, health: Health) -> Elector:
+    return UnreachableElection(health=health, timing=Timing(retry_period=0.05))
+
+
+def never_leads(_cfg: Config, health: Health) -> Elector:
+    return NeverLeads(health=health, timing=Timing(retry_period=0.05))
