@@ -457,6 +457,9 @@ class ServerSettings(_Model):
 
     listen: Annotated[str, BeforeValidator(_listen)] = "127.0.0.1:9402"
     admin_token: SecretValue | None = None
+    header_timeout: PositiveDuration = timedelta(seconds=10)
+    idle_timeout: PositiveDuration = timedelta(seconds=5)
+    max_connections: Annotated[int, Field(ge=1, le=10000)] = 100
 
     @property
     def host(self) -> str:

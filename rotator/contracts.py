@@ -550,6 +550,10 @@ class StateStore(Protocol):
         """Every known target's state, ordered by name."""
         ...
 
+    async def probe(self) -> None:
+        """Raise unless the store can be read and written now (changes nothing)."""
+        ...
+
     async def register_target(self, target: str) -> TargetState:
         """Make the target known (created if new, ``first_seen_at`` = now); an existing target
         is returned unchanged, so ``first_seen_at`` keeps the first time. Idempotent. Any

@@ -34,6 +34,12 @@ class ConfigError(RotatorError):
         super().__init__(f"{where}{problem}")
 
 
+def exit_status(exc: Exception) -> int:
+    """The exit status a command ends with when ``exc`` escapes it: 2 for a configuration or
+    usage error (:class:`ConfigError`), 1 for anything else."""
+    return 2 if isinstance(exc, ConfigError) else 1
+
+
 class BackendError(RotatorError):
     """A backend call failed. ``transient`` says whether a retry may succeed."""
 

@@ -24,8 +24,10 @@ class Health:
 
     Live = the event loop's heartbeat is fresh and, when leading, the lease was renewed in time
     (never the reachability of Mistral, Vault or AWS: an upstream outage must not restart us).
-    Ready = configuration, state and scheduler are up (standbys are ready too: they serve health
-    and metrics).
+    Ready = the daemon started (configuration loaded) and nothing is in :attr:`problems`: the
+    daemon's parts record there what keeps it from working (the state store not readable and
+    writable, the scheduler not running or not planned, the leader unknown). A standby that
+    knows another instance leads is ready.
     """
 
     monotonic: Callable[[], float] = time.monotonic
@@ -36,6 +38,17 @@ class Health:
     lease_valid_until: float | None = None
     """Monotonic deadline of the current lease while leading; None without leader election."""
     reason: str = "starting"
+    problems: dict[str, str] = field(default_factory=dict)
+    """What keeps a started daemon from being ready, by part (``store``, ``scheduler``,
+    ``leader``); a part clears its entry when it works again."""
+
+    def readiness(self) -> tuple[bool, str]:
+        """(ready, why) for ``/readyz``."""
+        if not self.ready:
+            return False, self.reason
+        if self.problems:
+            return False, "; ".join(self.problems[part] for part in sorted(self.problems))
+        return True, "ok"
 
     def beat(self) -> None:
         self.last_heartbeat = self.monotonic()

@@ -14,7 +14,8 @@ GET      ``/api/v1/rotations/{rotation_id}``       bearer       200 view / 404
 Without an admin token the ``/api/v1`` routes do not exist (404). Every error is one JSON line
 ``{"error": "..."}``. Answers carry ids and fingerprints, never a key; request input (a target
 name, a token) is never echoed back. Uvicorn's access log should stay off: the few lines worth
-keeping (rotation requests, refused credentials) are logged here without any header.
+keeping (rotation requests, refused credentials) are logged here without any header, a refused
+request's path cut to 200 characters and its lines sampled (``on_rejected`` counts them all).
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import hmac
 import json
 import math
 import re
+import time
 from collections.abc import Awaitable, Callable
 from datetime import date, datetime
 from typing import Any
@@ -53,6 +55,68 @@ NO_STORE = {"Cache-Control": "no-store"}
 _ROTATION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
 Handler = Callable[[Request], Awaitable[Response]]
+OnRejected = Callable[[str], None]
+"""``on_rejected(reason)``: told of every request refused before a handler ran (the metrics
+hook); ``reason`` is one of :data:`REJECTIONS`."""
+
+REJECTIONS = (
+    "unauthorized",
+    "not_found",
+    "method_not_allowed",
+    "other",
+    "slow",
+    "evicted",
+    "overloaded",
+)
+"""Why a request was refused before any handler: 401, 404 (no such route), 405, another status;
+or by the server (:mod:`rotator.daemon.serving`): not received within ``header_timeout``,
+closed while waiting to make room for a new connection, answered 503 beyond the connection cap."""
+_REJECTION_OF = {401: "unauthorized", 404: "not_found", 405: "method_not_allowed"}
+
+LOGGED_PATH = 200
+"""Characters of a request's path a log line keeps (never its query string)."""
+LOG_BURST = 10
+"""Lines ``api_unauthorized`` may log per :data:`LOG_WINDOW` seconds; the rest are counted."""
+LOG_WINDOW = 60.0
+
+
+def loggable_path(path: str) -> str:
+    """``path`` as a log line shows it: at most :data:`LOGGED_PATH` characters (then ``…``)."""
+    return path if len(path) <= LOGGED_PATH else path[: LOGGED_PATH - 1] + "…"
+
+
+class LogSampler:
+    """At most ``burst`` lines per ``window`` seconds: :meth:`admit` says whether this one may be
+    logged and, if so, how many were held back since the last one that was."""
+
+    def __init__(
+        self,
+        burst: int = LOG_BURST,
+        window: float = LOG_WINDOW,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.burst = burst
+        self.window = window
+        self._monotonic = monotonic
+        self._started = monotonic()
+        self._logged = 0
+        self._held = 0
+
+    def admit(self) -> int | None:
+        """None to hold this line back; else the count of lines held back before it."""
+        now = self._monotonic()
+        if now - self._started >= self.window:
+            self._started, self._logged = now, 0
+        if self._logged >= self.burst:
+            self._held += 1
+            return None
+        self._logged += 1
+        held, self._held = self._held, 0
+        return held
+
+
+def _ignore(_: str) -> None:
+    return None
 
 
 def _iso(value: object) -> str:
@@ -93,9 +157,11 @@ class BearerAuth:
     """ASGI wrapper that lets a request through only with the admin token (401 otherwise, with
     ``WWW-Authenticate: Bearer``); it runs before routing, so unknown API paths answer 401 too."""
 
-    def __init__(self, app: ASGIApp, token: Secret) -> None:
+    def __init__(self, app: ASGIApp, token: Secret, on_rejected: OnRejected = _ignore) -> None:
         self.app = app
         self.token = token
+        self.on_rejected = on_rejected
+        self.sampler = LogSampler()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,13 +175,17 @@ class BearerAuth:
         challenge = 'Bearer realm="rotator"'
         if header:
             challenge += ', error="invalid_token"'
-        log.warning(
-            "api_unauthorized",
-            method=request.method,
-            path=request.url.path,
-            client=request.client.host if request.client else None,
-            presented=bool(header),
-        )
+        self.on_rejected("unauthorized")
+        held = self.sampler.admit()
+        if held is not None:
+            log.warning(
+                "api_unauthorized",
+                method=request.method[:16],
+                path=loggable_path(request.url.path),
+                client=request.client.host if request.client else None,
+                presented=bool(header),
+                **({"suppressed": held} if held else {}),
+            )
         response = error(401, "missing or invalid bearer token", {"WWW-Authenticate": challenge})
         await response(scope, receive, send)
 
@@ -199,13 +269,19 @@ def _api(control: DaemonControl) -> Router:
 
 
 def build_app(
-    control: DaemonControl, *, admin_token: Secret | None, registry: CollectorRegistry
+    control: DaemonControl,
+    *,
+    admin_token: Secret | None,
+    registry: CollectorRegistry,
+    on_rejected: OnRejected = _ignore,
 ) -> Starlette:
     """The daemon's ASGI app (serve it with uvicorn, ``access_log=False``, in the daemon's loop).
 
     ``/livez`` reads ``control.health.live()`` (heartbeat and lease, never upstream reachability),
-    ``/readyz`` reads ``control.health.ready``, ``/metrics`` renders ``registry`` at scrape time.
-    ``/api/v1`` exists only when ``admin_token`` is set.
+    ``/readyz`` reads ``control.health.readiness()``, ``/metrics`` renders ``registry`` at
+    scrape time.
+    ``/api/v1`` exists only when ``admin_token`` is set. ``on_rejected`` hears of every request
+    refused before a handler (401, 404 without a route, 405).
     """
 
     async def livez(_: Request) -> Response:
@@ -218,11 +294,11 @@ def build_app(
 
     async def readyz(_: Request) -> Response:
         health = control.health
-        ready = health.ready
+        ready, why = health.readiness()
         return Json(
             {
                 "status": "ready" if ready else "not ready",
-                "reason": "ok" if ready else health.reason,
+                "reason": why,
                 "leading": health.leading,
             },
             status_code=200 if ready else 503,
@@ -239,10 +315,11 @@ def build_app(
         Route("/metrics", metrics, methods=["GET"]),
     ]
     if admin_token is not None:
-        routes.append(Mount(API_PREFIX, app=BearerAuth(_api(control), admin_token)))
+        routes.append(Mount(API_PREFIX, app=BearerAuth(_api(control), admin_token, on_rejected)))
 
     async def http_error(_: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
+        on_rejected(_REJECTION_OF.get(status, "other"))
         messages = {404: "not found", 405: "method not allowed"}
         headers = exc.headers if isinstance(exc, HTTPException) and exc.headers else None
         return error(status, messages.get(status, "request refused"), dict(headers or {}))
@@ -250,4 +327,13 @@ def build_app(
     return Starlette(routes=routes, exception_handlers={HTTPException: http_error})
 
 
-__all__ = ["API_PREFIX", "BearerAuth", "build_app", "error", "token_matches"]
+__all__ = [
+    "API_PREFIX",
+    "REJECTIONS",
+    "BearerAuth",
+    "LogSampler",
+    "build_app",
+    "error",
+    "loggable_path",
+    "token_matches",
+]

@@ -194,6 +194,14 @@ class Elector(ABC):
                 except Exception:
                     log.exception("leader_callback_failed")
 
+    def _known(self) -> None:
+        """The election's backend answered: who leads is known (``/readyz`` may say ready)."""
+        self.health.problems.pop("leader", None)
+
+    def _unknown(self) -> None:
+        """The election's backend did not answer: this standby cannot tell who leads."""
+        self.health.problems["leader"] = f"the {self.kind} election cannot tell who leads"
+
     def _lost(self, why: str) -> LeadershipLost:
         """Mark leadership lost (state and health) and build the error to raise."""
         message = f"{self.kind} leadership lost: {why}"
@@ -339,8 +347,10 @@ class PostgresElector(Elector):
             log.warning(
                 "leader_acquire_failed", election=self.kind, url=self._safe_url, error=_why(exc)
             )
+            self._unknown()
             await self._close()
             return False
+        self._known()
         self._leading = bool(row and row[0])
         return self._leading
 
@@ -481,6 +491,7 @@ class KubernetesLeaseElector(Elector):
             if answer.status_code != 200:
                 return self._refused("get", answer)
             lease = answer.json()
+            self._known()
             spec: dict[str, Any] = lease.get("spec") or {}
             now = self.clock.monotonic()
             if spec != self._observed:
@@ -495,6 +506,7 @@ class KubernetesLeaseElector(Elector):
             return await self._update(lease, spec, holder)
         except (httpx.HTTPError, ValueError, OSError) as exc:
             log.warning("leader_lease_unreachable", election=self.kind, error=_why(exc))
+            self._unknown()
             return False
 
     def _spec(self, previous: Mapping[str, Any], holder: str) -> dict[str, Any]:

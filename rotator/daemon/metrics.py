@@ -8,7 +8,8 @@ default one) holding:
   :meth:`Metrics.refresh`; a scrape only reads that snapshot, so it never waits on the state store;
 * event counters and histograms fed by the runner (:meth:`Metrics.observe_rotation`), the backend
   clients (:meth:`Metrics.observe_call`, shaped like the Mistral clients' ``on_call`` hook and the
-  destinations' call observers) and the leader elector (:meth:`Metrics.set_leader`);
+  destinations' call observers), the HTTP app (:meth:`Metrics.observe_rejected`) and the leader
+  elector (:meth:`Metrics.set_leader`);
 * ``rotator_build_info{version}``.
 
 Label values come from configuration and code only (target names, backend and operation names,
@@ -30,6 +31,7 @@ from prometheus_client.registry import Collector
 from rotator import __version__
 from rotator.config import Config
 from rotator.contracts import JournalEntry, TargetState
+from rotator.daemon.http import REJECTIONS
 from rotator.engine.engine import TargetStatus
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome, Step
@@ -71,6 +73,7 @@ _REASONS = (
     ("could not connect", "unreachable"),
     ("connection dropped", "unreachable"),
     ("connection failed", "unreachable"),
+    ("unreachable", "unreachable"),  # Vault's "server unreachable", AWS's "endpoint unreachable"
     ("managed by", "conflict"),
     ("someone else", "conflict"),
     ("in flight", "conflict"),
@@ -286,6 +289,15 @@ class Metrics:
             "Times this instance gained or lost leadership.",
             registry=self.registry,
         )
+        self._rejected = Counter(
+            "rotator_http_requests_rejected",
+            "HTTP requests refused before any handler, by reason (unauthorized, not_found,"
+            " method_not_allowed, other).",
+            ["reason"],
+            registry=self.registry,
+        )
+        for reason in REJECTIONS:
+            self._rejected.labels(reason=reason)
         self._leading = False
         self._declared: frozenset[str] = frozenset()
         build = Gauge(
@@ -351,6 +363,10 @@ class Metrics:
         self._requests.labels(**labels).inc()
         if math.isfinite(seconds) and seconds >= 0:
             self._request_duration.labels(**labels).observe(seconds)
+
+    def observe_rejected(self, reason: str) -> None:
+        """Count one HTTP request refused before any handler (the app's ``on_rejected`` hook)."""
+        self._rejected.labels(reason=reason).inc()
 
     def set_leader(self, leading: bool) -> None:
         """Record leadership; a change of value counts one transition."""

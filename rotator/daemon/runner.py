@@ -21,7 +21,8 @@ right after a run waits ``retry_floor`` seconds, so nothing spins.
 
 SIGHUP reloads the configuration: an invalid one is logged on one line and the old one kept; a
 valid one waits until no rotation runs, then replaces the engine, the API's token and every job
-(``state``, ``leader`` and ``server.listen`` changes need a restart and are refused).
+(``state``, ``leader`` and ``server`` changes other than its token need a restart and are
+refused).
 SIGTERM/SIGINT: scheduling pauses, the API stops taking rotations, in-flight rotations get up to
 ``stop_timeout`` seconds to reach their end (every step is journaled and resumable, so one cut
 short is finished by recovery at the next start), then everything stops and the exit status is 0.
@@ -58,7 +59,7 @@ from rotator.daemon.leader import Elector, LeadershipLost, build_elector
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.notify import Notifier
 from rotator.daemon.scheduler import Fire, FirePlan, Jobs, RotationJobs, plan_fire
-from rotator.daemon.serving import HttpServer, Server, SwappableApp, bind
+from rotator.daemon.serving import HttpServer, Server, ServerLimits, SwappableApp, bind
 from rotator.daemon.systemd import SystemdNotifier
 from rotator.destinations._common import add_call_observer
 from rotator.engine.context import Alert
@@ -66,7 +67,7 @@ from rotator.engine.engine import Engine, TargetStatus
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
-from rotator.errors import ConfigError, RotatorError
+from rotator.errors import ConfigError, RotatorError, exit_status
 from rotator.logs import scrub
 from rotator.render import iso
 
@@ -104,6 +105,8 @@ class Timings:
     replan_every: float = 60.0
     """Every target's plan is re-read from state at least this often (and after every run), so
     what another process did (a CLI rotation, failure or recovery) moves the daemon's jobs."""
+    readiness_every: float = 5.0
+    """The state store is probed (read and a rolled-back write) this often, for ``/readyz``."""
 
     def stop_bound(self, release: float) -> float:
         """The longest a daemon told to stop waits before it exits, in seconds, given the
@@ -154,7 +157,7 @@ class Daemon:
         self.elector: Elector | None = None
         self.http: Server | None = None
         self._engine_factory = engine_factory or self._build_engine
-        self._server_factory = server_factory or (lambda app: HttpServer(app, self._bind()))
+        self._server_factory = server_factory or self._http_server
         self._elector_factory = elector_factory or build_elector
         self._tasks: dict[str, asyncio.Task[None]] = {}  # queued or running, by target
         self._running: set[asyncio.Task[None]] = set()  # past the reload gate
@@ -248,7 +251,9 @@ class Daemon:
     async def run(self, *, handle_signals: bool = True) -> int:
         """Run until SIGTERM/SIGINT (exit status 0) or a loss of leadership (1).
 
-        Raises ``ConfigError`` or a backend error if the daemon cannot start (no READY=1 then).
+        Raises ``ConfigError`` or a backend error if the daemon cannot start (no READY=1 then;
+        ``daemon_stopped`` logs the status ``rotator run`` exits with: 2 for a ``ConfigError``,
+        such as a port in use, 1 for anything else, such as a corrupt state store).
         """
         loop = asyncio.get_running_loop()
         if handle_signals:
@@ -258,6 +263,9 @@ class Daemon:
         stop_observing = add_call_observer(self.metrics.observe_call)
         try:
             await self._run()
+        except Exception as exc:
+            self._exit_code = exit_status(exc)  # what ``rotator run`` will exit with
+            raise
         finally:
             await self._shutdown()
             stop_observing()
@@ -298,6 +306,7 @@ class Daemon:
         await self.http.start()
         self.jobs.start()
         self._background.append(asyncio.create_task(self._metrics_loop()))
+        self._background.append(asyncio.create_task(self._readiness_loop()))
         self._leader_task = asyncio.create_task(self.elector.run(on_change=self._on_leadership))
         self.health.ready, self.health.reason = True, "ok"
         host, port = self.http.address
@@ -309,6 +318,11 @@ class Daemon:
         if self._leader_task.done() and not self._leader_task.cancelled():
             error = self._leader_task.exception()
             self._lose(error or RuntimeError("the leader election ended"))
+
+    def _http_server(self, app: SwappableApp) -> Server:
+        return HttpServer(
+            app, self._bind(), _limits(self.cfg), on_rejected=self.metrics.observe_rejected
+        )
 
     def _bind(self) -> socket.socket:
         server = self.cfg.server
@@ -322,7 +336,12 @@ class Daemon:
             ) from None
 
     def _app(self, cfg: Config) -> Starlette:
-        return build_app(self, admin_token=cfg.server.admin_token, registry=self.metrics.registry)
+        return build_app(
+            self,
+            admin_token=cfg.server.admin_token,
+            registry=self.metrics.registry,
+            on_rejected=self.metrics.observe_rejected,
+        )
 
     async def _build_engine(self, cfg: Config) -> Engine:
         engine = await build_engine(
@@ -434,7 +453,9 @@ class Daemon:
                 return
             except Exception:
                 log.exception("takeover_failed")
+                self.health.problems["takeover"] = "the leader could not recover and plan targets"
                 await self._pause(self.timings.retry_floor)
+        self.health.problems.pop("takeover", None)
         if not self._stop.is_set():
             self._revoker = asyncio.create_task(self._revoke_loop())
             self._planner = asyncio.create_task(self._planner_loop())
@@ -768,6 +789,30 @@ class Daemon:
                 log.warning("not_live", reason=why)
             await asyncio.sleep(interval)
 
+    async def _readiness_loop(self) -> None:
+        """Every ``readiness_every`` seconds, record in :attr:`health` whether the state store can
+        be read and written and the scheduler runs (``/readyz`` reads that, never the store)."""
+        problems = self.health.problems
+        unusable = "the state store cannot be read and written"
+        while True:
+            probe = asyncio.ensure_future(self._engine().deps.store.probe())
+            if not (await asyncio.wait({probe}, timeout=self.timings.readiness_every))[0]:
+                problems["store"] = unusable  # a store that takes this long is not usable now
+                await asyncio.wait({probe})
+            error = probe.exception()
+            if error is None:
+                problems.pop("store", None)
+            else:
+                if "store" not in problems:
+                    detail = scrub(str(error)) or type(error).__name__
+                    log.warning("state_store_unusable", error=detail)
+                problems["store"] = unusable
+            if self.jobs.running:
+                problems.pop("scheduler", None)
+            else:
+                problems["scheduler"] = "the scheduler is not running"
+            await asyncio.sleep(self.timings.readiness_every)
+
     async def _metrics_loop(self) -> None:
         while True:
             try:
@@ -858,9 +903,18 @@ def _restart_only_changes(old: Config, new: Config) -> list[str]:
         changed.append("state")
     if old.leader != new.leader:
         changed.append("leader")
-    if old.server.listen != new.server.listen:
-        changed.append("server.listen")
+    served = ("listen", "header_timeout", "idle_timeout", "max_connections")
+    changed += [f"server.{s}" for s in served if getattr(old.server, s) != getattr(new.server, s)]
     return changed
+
+
+def _limits(cfg: Config) -> ServerLimits:
+    server = cfg.server
+    return ServerLimits(
+        header_timeout=server.header_timeout.total_seconds(),
+        idle_timeout=server.idle_timeout.total_seconds(),
+        max_connections=server.max_connections,
+    )
 
 
 async def run_daemon(cfg: Config, *, config_path: str | Path | None) -> int:

@@ -32,6 +32,9 @@ class Jobs(Protocol):
     A job fires once at its instant (late rather than never, once however late), then is gone.
     """
 
+    @property
+    def running(self) -> bool: ...
+
     def start(self) -> None: ...
 
     def plan(self, plan: FirePlan) -> None: ...

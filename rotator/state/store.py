@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, select
+from sqlalchemy import Select, Table, bindparam, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import (
@@ -62,6 +62,7 @@ from rotator.state.models import (
     JournalRow,
     RetiringKeyRow,
     RotationRow,
+    SchemaVersion,
     TargetRow,
 )
 
@@ -146,6 +147,21 @@ class SqlStateStore:
 
     async def close(self) -> None:
         await self._run(self._engine.dispose)
+
+    @_offloaded
+    def probe(self) -> None:
+        """Raise unless the store answers reads and takes writes: every target and retiring key
+        is read (what status reads) and a row inserted, in one transaction rolled back, so
+        nothing changes."""
+        with self._engine.connect() as conn, conn.begin() as tx:
+            conn.execute(_TARGETS.select()).all()
+            conn.execute(_RETIRING.select()).all()
+            conn.execute(
+                insert(_SCHEMA).values(
+                    version=-1, description="probe", applied_at=self._clock.now()
+                )
+            )
+            tx.rollback()
 
     # --- targets ----------------------------------------------------------------------------
 
@@ -569,6 +585,7 @@ class SqlStateStore:
 
 # --- helpers --------------------------------------------------------------------------------
 
+_SCHEMA = cast("Table", SchemaVersion.__table__)
 _TARGETS = cast("Table", TargetRow.__table__)
 _RETIRING = cast("Table", RetiringKeyRow.__table__)
 _ROTATIONS = cast("Table", RotationRow.__table__)

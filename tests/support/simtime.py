@@ -137,6 +137,10 @@ class SimJobs:
         self._paused = False
         self._pending: set[asyncio.Task[None]] = set()
 
+    @property
+    def running(self) -> bool:
+        return self._running
+
     def start(self) -> None:
         self._running = True
         self.wakeup()

@@ -43,6 +43,7 @@ EXPECTED = {
     "rotator_backend_request_duration_seconds": ("histogram", {"backend", "operation", "status"}),
     "rotator_previous_keys_pending_revocation": ("gauge", {"target"}),
     "rotator_rotation_consecutive_failures": ("gauge", {"target"}),
+    "rotator_http_requests_rejected": ("counter", {"reason"}),
     "rotator_leader": ("gauge", set()),
     "rotator_leader_transitions": ("counter", set()),
     "rotator_build_info": ("gauge", {"version"}),

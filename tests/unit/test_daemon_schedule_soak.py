@@ -90,6 +90,7 @@ TIMINGS = Timings(
     on_demand_interval=60.0,
     retry_floor=60.0,
     replan_every=2 * HOUR,
+    readiness_every=6 * HOUR,
 )
 """Production's bounds where they are promises (retry floor, on-demand interval); the periodic
 loops slower, so half a year of them fits in seconds (each pass is still real SQLite work)."""
