@@ -377,7 +377,15 @@ def history(
     from rotator.render import iso, table, to_csv
 
     async def work(engine: Engine) -> tuple[list[dict[str, object]], str | None, bool]:
-        events = await engine.deps.store.audit_events(target, limit=limit)
+        from rotator.state.audit import UnreadableAuditRowError
+
+        verdict = await engine.deps.store.verify_audit() if verify else None
+        try:
+            events = await engine.deps.store.audit_events(target, limit=limit)
+        except UnreadableAuditRowError:
+            if verdict is None or verdict.ok:
+                raise
+            events = []  # the verdict says which row and why
         rows: list[dict[str, object]] = [
             {
                 "seq": e.seq,
@@ -389,9 +397,8 @@ def history(
             }
             for e in events
         ]
-        if not verify:
+        if verdict is None:
             return rows, None, True
-        verdict = await engine.deps.store.verify_audit()
         return rows, verdict.line(), verdict.ok
 
     rows, verdict, ok = _with_engine(ctx, config, work)

@@ -17,14 +17,68 @@ import hashlib
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, String, Text, cast, select, type_coerce
 from sqlalchemy.orm import Session
 
 from rotator.contracts import AuditEvent, AuditVerdict, JsonValue
+from rotator.errors import RotatorError
 from rotator.state import records
 from rotator.state.migrations import GENESIS_HASH
-from rotator.state.models import AuditHeadRow, AuditRow
+from rotator.state.models import AuditHeadRow, AuditRow, as_utc
+
+STORED: Select[Any] = select(
+    AuditRow.seq,
+    type_coerce(AuditRow.at, String).label("at"),
+    AuditRow.event,
+    AuditRow.target,
+    AuditRow.rotation_id,
+    cast(AuditRow.facts, Text).label("facts"),
+    AuditRow.hash,
+)
+"""Audit rows as stored, undecoded (facts as JSON text; the time as SQLite's text, or
+PostgreSQL's datetime), so that a row someone filled with garbage is reported, row by row, by
+:func:`decode` instead of failing the whole query."""
+
+
+class UnreadableAuditRowError(RotatorError):
+    """An audit row whose stored values rotator never writes: it was edited in the database."""
+
+    def __init__(self, seq: int, what: str) -> None:
+        self.seq = seq
+        self.what = what
+        super().__init__(
+            f"audit {self.problem} (the audit log was altered: see rotator history --verify)"
+        )
+
+    @property
+    def problem(self) -> str:
+        """The verdict's problem: ``row N cannot be read: …``."""
+        return f"row {self.seq} cannot be read: {self.what}"
+
+
+def decode(stored: Any) -> AuditRow:
+    """The (transient) row a :data:`STORED` result row holds; raises UnreadableAuditRowError."""
+    try:
+        at = stored.at if isinstance(stored.at, datetime) else datetime.fromisoformat(stored.at)
+    except (TypeError, ValueError):
+        raise UnreadableAuditRowError(stored.seq, "its timestamp is not a time") from None
+    try:
+        facts = json.loads(stored.facts)
+    except (TypeError, ValueError):
+        raise UnreadableAuditRowError(stored.seq, "its facts are not JSON") from None
+    if not isinstance(facts, dict):
+        raise UnreadableAuditRowError(stored.seq, "its facts are not a JSON object")
+    return AuditRow(
+        seq=stored.seq,
+        at=as_utc(at),
+        event=stored.event,
+        target=stored.target,
+        rotation_id=stored.rotation_id,
+        facts=facts,
+        hash=stored.hash,
+    )
 
 
 def canonical_json(
@@ -92,21 +146,32 @@ def append(
     return records.audit_event(row)
 
 
+def events(session: Session, query: Select[Any]) -> list[AuditEvent]:
+    """The events of ``query`` (a :data:`STORED` select); raises UnreadableAuditRowError."""
+    return [records.audit_event(decode(stored)) for stored in session.execute(query)]
+
+
 def verify(session: Session) -> AuditVerdict:
-    """Walk the chain from row 1; the first missing, altered or misplaced row fails it."""
+    """Walk the chain from row 1; the first missing, altered, unreadable or misplaced row fails
+    it."""
     head = session.get(AuditHeadRow, 1)
-    query = select(AuditRow).order_by(AuditRow.seq).execution_options(yield_per=500)
+    query = STORED.order_by(AuditRow.seq).execution_options(yield_per=500)
     with session.execute(query) as result:  # closes the server-side cursor on an early verdict
-        return check_chain(result.scalars(), head)
+        return check_chain(result, head)
 
 
-def check_chain(rows: Iterable[AuditRow], head: AuditHeadRow | None) -> AuditVerdict:
-    """The verdict on ``rows`` (in seq order) against the recorded ``head``."""
+def check_chain(rows: Iterable[Any], head: AuditHeadRow | None) -> AuditVerdict:
+    """The verdict on ``rows`` (:data:`STORED` rows, in seq order) against the recorded
+    ``head``."""
     previous, expected, count = GENESIS_HASH, 1, 0
-    for row in rows:
+    for stored in rows:
         count += 1
-        if row.seq != expected:
+        if stored.seq != expected:
             return _bad(count, previous, expected, f"row {expected} is missing")
+        try:
+            row = decode(stored)
+        except UnreadableAuditRowError as exc:
+            return _bad(count, previous, exc.seq, exc.problem)
         if row_hash(row, previous) != row.hash:
             return _bad(
                 count,

@@ -518,12 +518,12 @@ class SqlStateStore:
     def audit_events(
         self, target: str | None = None, *, limit: int | None = None
     ) -> list[AuditEvent]:
-        query = select(AuditRow)
+        query = audit.STORED
         if target is not None:
             query = query.where(AuditRow.target == target)
         query = query.order_by(AuditRow.seq.desc()).limit(limit)
         with self._tx() as s:
-            return [records.audit_event(row) for row in s.scalars(query)]
+            return audit.events(s, query)
 
     @_offloaded
     def verify_audit(self) -> AuditVerdict:
