@@ -36,7 +36,7 @@ async def build_engine(
     clock = clock or SystemClock()
     pool = BlockingPool()
     connections = StoreConnections()
-    store = SqlStateStore(cfg.state.url, clock=clock, pool=pool)
+    store = SqlStateStore(cfg.state.url, clock=clock, pool=pool, audit_key=cfg.audit.hmac_key)
     await store.migrate()
     admin = admin_client(cfg.mistral, clock=clock, on_call=on_call)
     user_id = cfg.mistral.user_id or await _resolve_user(cfg, admin)
