@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import re
 import sys
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -408,15 +409,44 @@ def history(
     verify: Annotated[
         bool, typer.Option("--verify", help="Check the audit log's hash chain.")
     ] = False,
+    expect_count: Annotated[
+        int | None,
+        typer.Option(
+            "--expect-count",
+            min=1,
+            help="With --verify (implied): the chain must still have at least N rows.",
+        ),
+    ] = None,
+    expect_head: Annotated[
+        str | None,
+        typer.Option(
+            "--expect-head",
+            help="With --verify (implied): a published head hash (16 to 64 hex characters)"
+            " that row --expect-count, or some row, must still have.",
+        ),
+    ] = None,
 ) -> None:
     """The audit trail, newest first."""
+    from rotator.contracts import AuditAnchor
     from rotator.render import iso, table, to_csv
 
     if target is not None:
         _target_names(ctx, config, [target], False)
+    if expect_head is not None and not re.fullmatch(r"[0-9a-fA-F]{16,64}", expect_head):
+        raise typer.BadParameter("must be 16 to 64 hex characters", param_hint="'--expect-head'")
+    anchor = AuditAnchor(count=expect_count, head=expect_head.lower() if expect_head else None)
+    verify = verify or anchor != AuditAnchor()
 
     async def work(engine: Engine) -> tuple[list[dict[str, object]], str | None, bool]:
-        events = await engine.deps.store.audit_events(target, limit=limit)
+        from rotator.state.audit import UnreadableAuditRowError
+
+        verdict = await engine.deps.store.verify_audit(anchor) if verify else None
+        try:
+            events = await engine.deps.store.audit_events(target, limit=limit)
+        except UnreadableAuditRowError:
+            if verdict is None or verdict.ok:
+                raise
+            events = []  # the verdict says which row and why
         rows: list[dict[str, object]] = [
             {
                 "seq": e.seq,
@@ -428,9 +458,8 @@ def history(
             }
             for e in events
         ]
-        if not verify:
+        if verdict is None:
             return rows, None, True
-        verdict = await engine.deps.store.verify_audit()
         return rows, verdict.line(), verdict.ok
 
     rows, verdict, ok = _with_engine(ctx, config, work, create_state=False)

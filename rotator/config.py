@@ -450,6 +450,28 @@ class StateSettings(_Model):
         return make_url(self.url).render_as_string(hide_password=True)
 
 
+MIN_AUDIT_KEY_CHARS = 32
+
+
+class AuditSettings(_Model):
+    """The audit trail (an addition): an HMAC key kept outside the database, so that someone
+    who can write the database but does not hold the key cannot rewrite the trail unnoticed."""
+
+    _secret_fields = ("hmac_key",)
+
+    hmac_key: SecretValue | None = None
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> AuditSettings:
+        if self.hmac_key is not None and len(self.hmac_key.reveal()) < MIN_AUDIT_KEY_CHARS:
+            raise _field_error(
+                f"must be at least {MIN_AUDIT_KEY_CHARS} characters, like the output of "
+                "`openssl rand -hex 32`",
+                "hmac_key",
+            )
+        return self
+
+
 class ServerSettings(_Model):
     """The HTTP server of ``rotator run``: health, metrics and (with a token) the API."""
 
@@ -861,6 +883,7 @@ class Config(_Model):
     """Whether it was loaded with ``--strict-permissions`` (a reload loads the same way)."""
     mistral: MistralSettings
     state: StateSettings = StateSettings()
+    audit: AuditSettings = AuditSettings()
     server: ServerSettings = ServerSettings()
     stores: dict[str, Store] = {}
     defaults: Policy = Policy()
@@ -1347,7 +1370,11 @@ def _secrets_in(data: Mapping[Any, Any]) -> list[str]:
             node = node.get(key) if isinstance(node, Mapping) else None
         return node
 
-    found = [at(data, "mistral", "admin_key"), at(data, "server", "admin_token")]
+    found = [
+        at(data, "mistral", "admin_key"),
+        at(data, "server", "admin_token"),
+        at(data, "audit", "hmac_key"),
+    ]
     stores = at(data, "stores")
     if isinstance(stores, Mapping):
         for store in stores.values():

@@ -473,7 +473,9 @@ class JournalEntry:
 @dataclass(frozen=True, slots=True)
 class AuditEvent:
     """One row of the audit log. ``hash`` is SHA-256 (hex) over the previous row's hash and this
-    row's canonical JSON (``seq``, ``at``, ``event``, ``target``, ``rotation_id``, ``facts``)."""
+    row's canonical JSON (``seq``, ``at``, ``event``, ``target``, ``rotation_id``, ``facts``),
+    or HMAC-SHA256 of the same with the key ``audit.hmac_key`` whose id ``hmac_key_id`` is (None
+    for a row chained without a key)."""
 
     seq: int
     at: datetime
@@ -482,26 +484,64 @@ class AuditEvent:
     rotation_id: str | None
     facts: dict[str, JsonValue]
     hash: str
+    hmac_key_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditHead:
+    """The audit log's recorded head: how many rows it has and the last one's hash (what the
+    daemon publishes, and ``rotator history --expect-count/--expect-head`` checks later)."""
+
+    rows: int
+    head_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class AuditAnchor:
+    """A head published earlier, that the chain must still hold: at least ``count`` rows, and a
+    row (row ``count``, when given) whose hash starts with ``head`` (a hex prefix)."""
+
+    count: int | None = None
+    head: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class AuditVerdict:
     """The result of checking the audit chain. When ``ok`` is False, ``first_bad_seq`` is the
-    first row that is missing, altered or out of place and ``problem`` says which in one line.
-    ``head_hash`` is the hash of the last row (anchor it elsewhere to detect a rewrite of the
-    whole tail); ``rows`` is how many rows were read."""
+    first row that is missing, altered or out of place (None when the chain no longer holds a
+    published head and nothing tells where it was rewritten) and ``problem`` says which in one
+    line; ``unverifiable`` means rows from ``first_bad_seq`` on are chained with an HMAC key that
+    is not configured, or not the one configured. ``head_hash`` is the hash of the last row read
+    (anchor it elsewhere to detect a rewrite of the whole tail); ``rows`` is how many rows were
+    read; ``keyed`` how many of them (always the last ones) are chained with the HMAC key whose
+    id ``hmac_key_id`` is (the configured key's id when there is one)."""
 
     ok: bool
     rows: int
     head_hash: str
     first_bad_seq: int | None = None
     problem: str | None = None
+    unverifiable: bool = False
+    keyed: int = 0
+    hmac_key_id: str | None = None
 
     def line(self) -> str:
         """The line ``rotator history --verify`` prints."""
         if self.ok:
-            return f"audit log ok: {self.rows} rows, head {self.head_hash[:16]}"
+            return f"audit log ok: {self.rows} rows{self._keyed()}, head {self.head_hash[:16]}"
+        if self.unverifiable:
+            return f"audit log NOT VERIFIED from row {self.first_bad_seq}: {self.problem}"
+        if self.first_bad_seq is None:
+            return f"audit log TAMPERED: {self.problem}"
         return f"audit log TAMPERED at row {self.first_bad_seq}: {self.problem}"
+
+    def _keyed(self) -> str:
+        if self.keyed:
+            first = self.rows - self.keyed + 1
+            return f" ({self.keyed} keyed with HMAC key {self.hmac_key_id}, from row {first})"
+        if self.hmac_key_id is not None:
+            return f" (none keyed yet with HMAC key {self.hmac_key_id})"
+        return ""
 
 
 class TargetLock(Protocol):
@@ -712,8 +752,13 @@ class StateStore(Protocol):
         """The audit trail (``rotator history``), newest first, optionally one target's only."""
         ...
 
-    async def verify_audit(self) -> AuditVerdict:
+    async def verify_audit(self, anchor: AuditAnchor | None = None) -> AuditVerdict:
         """Recompute the hash chain from the first row and report the first row that is missing
         (a gap in ``seq``, or rows cut off after the recorded head), altered or moved (its hash
-        does not match). Reads only."""
+        does not match), unreadable, or chained without the HMAC key after keyed rows; and,
+        given an ``anchor``, whether the chain still holds that published head. Reads only."""
+        ...
+
+    async def audit_head(self) -> AuditHead:
+        """The recorded head (row count and last hash), read without walking the chain."""
         ...

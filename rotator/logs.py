@@ -50,6 +50,10 @@ _PATTERNS = (
     re.compile(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+])"),
 )
 
+DECIMALS = 3
+"""Floats in log events are durations in seconds: they are rendered to the millisecond, here
+once, so no call site rounds (or forgets to)."""
+
 _QUIET_LOGGERS = ("httpx", "httpcore", "botocore", "boto3", "urllib3", "hvac", "uvicorn.access")
 
 
@@ -158,7 +162,7 @@ def _clean(value: Any) -> Any:
     if isinstance(value, list | tuple):
         return [_clean(v) for v in value]
     if isinstance(value, int | float | bool) or value is None:
-        return value
+        return round(value, DECIMALS) if isinstance(value, float) else value
     return scrub(repr(value) if isinstance(value, BaseException) else str(value))
 
 
@@ -167,7 +171,8 @@ def _is_secret_key(key: object) -> bool:
 
 
 def redact(_logger: WrappedLogger, _name: str, event_dict: EventDict) -> EventDict:
-    """structlog processor: deny-listed keys masked, every other value scrubbed recursively."""
+    """structlog processor: deny-listed keys masked, every other value scrubbed recursively,
+    floats rounded to :data:`DECIMALS` places."""
     out: MutableMapping[str, Any] = {}
     for key, value in event_dict.items():
         out[key] = MASK if _is_secret_key(key) else _clean(value)

@@ -103,7 +103,7 @@ async def retry_async(
                 "retry.scheduled",
                 call=describe,
                 attempt=attempt,
-                wait_seconds=round(wait, 3),
+                wait_seconds=wait,
                 status=error.status,
                 error=type(error).__name__,
             )

@@ -17,6 +17,8 @@ from rotator.mistral.standin import (
     StandinServer,
 )
 
+pytest.register_assert_rewrite("tests.state_fixtures")  # plain asserts there explain failures
+
 # The real servers (OpenBao, moto), the engine test world and PostgreSQL, for every test module.
 pytest_plugins = [
     "tests.integration.postgres",

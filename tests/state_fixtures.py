@@ -20,11 +20,11 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import Engine, MetaData, delete, insert, inspect, select, text, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
 
 from rotator.clock import FakeClock
 from rotator.contracts import (
     TERMINAL_STATES,
+    AuditAnchor,
     JsonValue,
     ManagedKey,
     PromotedValue,
@@ -37,7 +37,14 @@ from rotator.state import LATEST_SCHEMA, SchemaError, SchemaTooNewError, SqlStat
 from rotator.state import audit as audit_chain
 from rotator.state.database import create_state_engine
 from rotator.state.migrations import GENESIS_HASH, migrate
-from rotator.state.models import AuditRow, Base, JournalRow, RotationRow, TargetRow
+from rotator.state.models import (
+    AuditHeadRow,
+    AuditRow,
+    Base,
+    JournalRow,
+    RotationRow,
+    TargetRow,
+)
 
 T = TypeVar("T")
 TARGET = "prod-backend"
@@ -179,6 +186,26 @@ def schema_of(engine: Engine) -> dict[str, Any]:
     return out
 
 
+AUDIT_KEY = Secret("k" * 16 + secrets.token_hex(16))
+"""An HMAC key as ``audit.hmac_key_file`` would hold it."""
+
+
+def rechain(raw: Engine, first: int, **changes: Any) -> None:
+    """What someone who can write the database but lacks the HMAC key can do: change rows from
+    ``first`` on (``changes``, e.g. ``hmac_key_id=None``), recompute their hashes with plain
+    SHA-256 and move the recorded head to match."""
+    with raw.begin() as conn:
+        rows = [audit_chain.decode(r) for r in conn.execute(audit_chain.STORED.order_by("seq"))]
+        previous = rows[first - 2].hash if first > 1 else GENESIS_HASH
+        for row in rows[first - 1 :]:
+            for name, value in changes.items():
+                setattr(row, name, value)
+            previous = audit_chain.row_hash(row, previous)
+            values = {**changes, "hash": previous}
+            conn.execute(update(AuditRow).where(AuditRow.seq == row.seq).values(**values))
+        conn.execute(update(AuditHeadRow).values(seq=rows[-1].seq, hash=previous))
+
+
 class StoreContract:
     """The behaviours every StateStore backend must show."""
 
@@ -197,11 +224,11 @@ class StoreContract:
     @pytest.fixture
     async def make_store(
         self, store_url: str, clock: FakeClock
-    ) -> AsyncIterator[Callable[[], SqlStateStore]]:
+    ) -> AsyncIterator[Callable[..., SqlStateStore]]:
         stores: list[SqlStateStore] = []
 
-        def make() -> SqlStateStore:
-            stores.append(SqlStateStore(store_url, clock=clock))
+        def make(audit_key: Secret | None = None) -> SqlStateStore:
+            stores.append(SqlStateStore(store_url, clock=clock, audit_key=audit_key))
             return stores[-1]
 
         yield make
@@ -288,14 +315,19 @@ class StoreContract:
                     },
                 ],
             )
-        with Session(raw) as session, session.begin():
+        with raw.begin() as conn:
             previous = GENESIS_HASH
             for seq in (1, 2):
-                row = AuditRow(
-                    seq=seq, at=START, event="legacy", target=TARGET, rotation_id=rid, facts={}
-                )
-                row.hash = previous = audit_chain.row_hash(row, previous)
-                session.add(row)
+                v1: dict[str, Any] = {
+                    "seq": seq,
+                    "at": START,
+                    "event": "legacy",
+                    "target": TARGET,
+                    "rotation_id": rid,
+                    "facts": {},
+                }
+                previous = audit_chain.row_hash(AuditRow(**v1), previous)
+                conn.execute(insert(AuditRow).values(**v1, hash=previous))
 
         store = make_store()
         assert await store.migrate() == LATEST_SCHEMA
@@ -782,6 +814,100 @@ class StoreContract:
         assert (await store.journal(rid))[0].facts == facts
         assert (await store.audit_events(limit=1))[0].facts == facts
         assert (await store.verify_audit()).ok
+
+    async def test_keyed_rows_follow_unkeyed_ones_and_all_verify(
+        self, make_store: Callable[..., SqlStateStore], store: SqlStateStore
+    ) -> None:
+        """Rows appended once audit.hmac_key is configured are chained with it and carry its
+        id (never the key); the rows chained before keep verifying with plain SHA-256."""
+        await self._audit_rows(store, 2)
+        keyed = make_store(AUDIT_KEY)
+        await self._audit_rows(keyed, 3)
+        events = await keyed.audit_events()
+        key_id = audit_chain.ChainKey(AUDIT_KEY).id
+        assert [e.hmac_key_id for e in events] == [key_id] * 3 + [None] * 2
+        verdict = await keyed.verify_audit()
+        assert (verdict.ok, verdict.rows, verdict.keyed) == (True, 5, 3)
+        assert verdict.line() == (
+            f"audit log ok: 5 rows (3 keyed with HMAC key {key_id}, from row 3), "
+            f"head {events[0].hash[:16]}"
+        )
+        assert AUDIT_KEY.reveal() not in repr(events) + repr(verdict) + key_id
+
+    async def test_keyed_rows_rewritten_without_the_key_are_caught(
+        self, make_store: Callable[..., SqlStateStore], raw: Engine
+    ) -> None:
+        """Someone who can write the database but lacks the key cannot edit a keyed row and
+        re-chain with SHA-256, nor downgrade keyed rows to unkeyed ones: the first row they
+        touched is reported (unkeyed, the same edit goes unnoticed)."""
+        keyed = make_store(AUDIT_KEY)
+        await keyed.migrate()
+        await self._audit_rows(keyed, 5)
+        rechain(raw, 4, facts={"n": 99, "fingerprint": "abcdefabcdef"})
+        verdict = await keyed.verify_audit()
+        assert (verdict.ok, verdict.first_bad_seq, verdict.unverifiable) == (False, 4, False)
+        assert "row 4 does not match its hash" in verdict.line()
+        rechain(raw, 4, hmac_key_id=None)
+        verdict = await keyed.verify_audit()
+        assert verdict.line() == (
+            "audit log TAMPERED at row 4: row 4 is chained without the HMAC key after keyed "
+            "rows: rewritten by someone who does not hold the key"
+        )
+        rechain(raw, 1, hmac_key_id=None)  # every row downgraded: only an anchor tells
+        assert (await make_store().verify_audit()).ok
+        assert "none keyed yet with HMAC key" in (await keyed.verify_audit()).line()
+
+    async def test_a_missing_or_wrong_key_is_named_not_called_tampering(
+        self, make_store: Callable[..., SqlStateStore], store: SqlStateStore
+    ) -> None:
+        """Verifying keyed rows without the key, or with another one, fails (not ok) saying
+        so, and that the rows before the first keyed one verify."""
+        await self._audit_rows(store, 2)
+        await self._audit_rows(make_store(AUDIT_KEY), 2)
+        key_id = audit_chain.ChainKey(AUDIT_KEY).id
+        missing = await store.verify_audit()
+        assert (missing.ok, missing.unverifiable, missing.first_bad_seq) == (False, True, 3)
+        assert missing.line() == (
+            f"audit log NOT VERIFIED from row 3: rows 3.. are chained with HMAC key {key_id} "
+            "and no audit.hmac_key is configured: configure it to verify them (rows 1..2 verify)"
+        )
+        other = Secret("o" * 16 + secrets.token_hex(16))
+        wrong = await make_store(other).verify_audit()
+        assert (wrong.ok, wrong.unverifiable, wrong.first_bad_seq) == (False, True, 3)
+        assert "the wrong key is configured" in wrong.line()
+        assert audit_chain.ChainKey(other).id in wrong.line()
+
+    async def test_a_published_head_catches_a_cut_tail_and_a_rewrite(
+        self, store: SqlStateStore, raw: Engine
+    ) -> None:
+        """The head published earlier (row count and hash) must still be in the chain: rows
+        appended since are fine; rows cut off with the recorded head moved to match, or a
+        chain rewritten up to it, are caught."""
+        await self._audit_rows(store, 5)
+        published = await store.audit_head()
+        assert (published.rows, published.head_hash) == (5, (await store.audit_events())[0].hash)
+        anchor = AuditAnchor(count=published.rows, head=published.head_hash[:16])
+        await self._audit_rows(store, 2)
+        assert (await store.verify_audit(anchor)).ok
+        assert (await store.verify_audit(AuditAnchor(head=published.head_hash))).ok
+        with raw.begin() as conn:
+            conn.execute(delete(AuditRow).where(AuditRow.seq >= 4))
+        rechain(raw, 3)  # moves the recorded head back to row 3
+        assert (await store.verify_audit()).ok
+        cut = await store.verify_audit(AuditAnchor(count=5))
+        assert cut.line() == (
+            "audit log TAMPERED at row 4: rows 4..5 are missing from the end (the chain had 5 "
+            "rows when its head was published): the tail was cut"
+        )
+        await self._audit_rows(store, 3)  # the tail grown back, rewritten
+        rewritten = await store.verify_audit(anchor)
+        assert (rewritten.ok, rewritten.first_bad_seq) == (False, 5)
+        assert "row 5's hash does not start with" in rewritten.line()
+        unplaced = await store.verify_audit(AuditAnchor(head=published.head_hash[:16]))
+        assert unplaced.line() == (
+            f"audit log TAMPERED: no row's hash starts with {published.head_hash[:16]}: "
+            "the chain was rewritten"
+        )
 
     async def test_concurrent_audit_appends_keep_one_chain(
         self, make_store: Callable[[], SqlStateStore], store: SqlStateStore

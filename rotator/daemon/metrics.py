@@ -13,7 +13,8 @@ default one) holding:
 * ``rotator_build_info{version}``.
 
 Label values come from configuration and code only (target names, backend and operation names,
-outcomes, steps): never a key id, a rotation id, a fingerprint or a key.
+outcomes, steps), and the audit trail's head hash: never a key id, a rotation id, a fingerprint
+or a key.
 """
 
 from __future__ import annotations
@@ -298,6 +299,17 @@ class Metrics:
         )
         for reason in REJECTIONS:
             self._rejected.labels(reason=reason)
+        self._audit_rows = Gauge(
+            "rotator_audit_rows",
+            "Rows in the audit trail at its last published head (0 until the first).",
+            registry=self.registry,
+        )
+        self._audit_head = Gauge(
+            "rotator_audit_head_info",
+            "Always 1; the head label is the audit trail's last hash, published to anchor it.",
+            ["head"],
+            registry=self.registry,
+        )
         self._leading = False
         self._declared: frozenset[str] = frozenset()
         build = Gauge(
@@ -374,6 +386,12 @@ class Metrics:
             self._transitions.inc()
             self._leading = leading
         self._leader.set(1.0 if leading else 0.0)
+
+    def set_audit_head(self, rows: int, head: str) -> None:
+        """Show the audit trail's head (:mod:`rotator.daemon.audit_head`): one head series."""
+        self._audit_rows.set(rows)
+        self._audit_head.clear()
+        self._audit_head.labels(head=head).set(1)
 
     def sample(self, name: str, labels: Mapping[str, str] | None = None) -> float | None:
         """One sample's current value from the registry (None if absent): for tests and checks."""

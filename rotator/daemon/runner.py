@@ -48,6 +48,7 @@ from starlette.applications import Starlette
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, load_config
 from rotator.contracts import TargetState
+from rotator.daemon.audit_head import AuditHeadPublisher
 from rotator.daemon.control import (
     Health,
     RateLimitedError,
@@ -814,11 +815,13 @@ class Daemon:
             await asyncio.sleep(self.timings.readiness_every)
 
     async def _metrics_loop(self) -> None:
+        audit_head = AuditHeadPublisher(self.metrics, self.clock)
         while True:
             try:
                 rows, states = await self._status_and_states()
                 self.metrics.refresh(self.cfg, rows, states, now=self.clock.now())
                 self._notify_overdue(rows)
+                await audit_head.publish(self._engine().deps.store)
             except Exception as exc:  # noqa: BLE001 - metrics never stop the daemon
                 log.warning("metrics_refresh_failed", error=scrub(str(exc)))
             await _wait_event(self._metrics_wake, self.timings.metrics_every, clear=True)

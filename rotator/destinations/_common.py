@@ -193,7 +193,7 @@ def observed(backend: str, operation: str, target: str) -> Iterator[None]:
             operation=operation,
             target=target,
             outcome=outcome,
-            duration_s=round(seconds, 4),
+            duration_s=seconds,
         )
         _notify(backend, operation, outcome, seconds)
 

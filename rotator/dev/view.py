@@ -92,8 +92,8 @@ class EventView:
         self._handlers: dict[str, Callable[[_Event], list[str]]] = {
             "daemon_started": self._started,
             "rotation_planned": self._planned,
-            "key_created": self._created,
-            "key_verified": self._verified,
+            "mistral.key_created": self._created,
+            "mistral.key_verified": self._verified,
             "destination_promoted": self._promoted,
             "rotation_result": self._result,
             "key_revoked": self._revoked,

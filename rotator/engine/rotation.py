@@ -197,7 +197,6 @@ class RotationRun:
                 "created_at": info.created_at.isoformat() if info.created_at else None,
             },
         )
-        self.log.info("key_created", key_id=info.key_id, fingerprint=self.st.fingerprint)
 
     # -- step 3: verify ----------------------------------------------------------------------------
 
@@ -211,7 +210,6 @@ class RotationRun:
             Step.VERIFIED,
             {"attempts": result.attempts, "elapsed_s": round(result.elapsed, 3)},
         )
-        self.log.info("key_verified", attempts=result.attempts, elapsed_s=result.elapsed)
 
     # -- step 4: stage -----------------------------------------------------------------------------
 
@@ -307,7 +305,6 @@ class RotationRun:
         )
         await self.journal(dest_step(DestStep.PROMOTED, dest.name), dict(promoted.to_record()))
         self.st.promoted[tag] = promoted
-        self.log.info("destination_promoted", destination=dest.name, version=promoted.version)
 
     async def _base_for(self, dest: Destination) -> CurrentValue:
         """The compare-and-swap base for a destination staged during recovery: its current

@@ -43,7 +43,13 @@ async def build_engine(
     connections = StoreConnections()
     store: SqlStateStore | None = None
     try:
-        store = SqlStateStore(cfg.state.url, clock=clock, pool=pool, create=create_state)
+        store = SqlStateStore(
+            cfg.state.url,
+            clock=clock,
+            pool=pool,
+            create=create_state,
+            audit_key=cfg.audit.hmac_key,
+        )
         await store.migrate()
     except StateUrlError as exc:  # named as the configuration file's field, like any other
         if store is not None:

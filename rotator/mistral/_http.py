@@ -93,7 +93,7 @@ async def send_observed(
         return response
     finally:
         seconds = clock.monotonic() - started
-        log.debug("mistral.call", operation=operation, status=status, seconds=round(seconds, 4))
+        log.debug("mistral.call", operation=operation, status=status, seconds=seconds)
         if on_call is not None:
             try:
                 on_call(BACKEND, operation, status, seconds)

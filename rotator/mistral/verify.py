@@ -111,7 +111,7 @@ class MistralVerifier(HttpBackend):
             outcome=final.outcome.value,
             status=final.status,
             attempts=final.attempts,
-            elapsed=round(final.elapsed, 3),
+            elapsed=final.elapsed,
         )
         return final
 

@@ -1,30 +1,116 @@
 """The append-only audit log, hash-chained so that tampering is detectable.
 
 Row ``n`` stores ``sha256(hash(n-1) + canonical_json(n))`` (hex), row 1 chaining from
-:data:`GENESIS_HASH`. The canonical JSON covers every column but the hash: ``seq``, ``at``
-(ISO 8601 UTC, microseconds), ``event``, ``target``, ``rotation_id`` and ``facts``, with sorted
-keys and no whitespace. ``audit_head`` records the last row's seq and hash, so rows cut off the
-end are detected too. Appends lock the head row, which serialises them across connections.
+:data:`GENESIS_HASH`; with ``audit.hmac_key`` configured, rows appended from then on store
+``hmac_sha256(key, hash(n-1) + canonical_json(n))`` and the key's id (:attr:`ChainKey.id`, never
+the key) in ``hmac_key_id``. The canonical JSON covers every column but the hash and the key id:
+``seq``, ``at`` (ISO 8601 UTC, microseconds), ``event``, ``target``, ``rotation_id`` and
+``facts``, with sorted keys and no whitespace. ``audit_head`` records the last row's seq and
+hash, so rows cut off the end are detected too. Appends lock the head row, which serialises them
+across connections.
 
-The chain proves the log was not edited by anyone unable to recompute it; someone with write
-access to the database can rewrite every hash from a row onwards. Exporting
-:attr:`AuditVerdict.head_hash` elsewhere (a log line, a ticket) anchors what came before.
+What it proves (docs/security.md): unkeyed, that the log was not edited by anyone unable to
+recompute SHA-256, which is anyone able to write the database. Keyed, that rows chained with
+the key were not edited, inserted, reordered or re-chained without the key: keyed rows are
+always the last ones (an unkeyed row after a keyed one is a downgrade, reported as tampering),
+and rows chained before the key was configured still verify with SHA-256. Neither can tell the
+tail was cut and the head rewritten to match: a head published elsewhere (the daemon's
+``audit_head`` log line and metrics) checked with an :class:`~rotator.contracts.AuditAnchor`
+does.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
 from collections.abc import Iterable
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Select, String, Text, cast, select, type_coerce
 from sqlalchemy.orm import Session
 
-from rotator.contracts import AuditEvent, AuditVerdict, JsonValue
+from rotator.contracts import AuditAnchor, AuditEvent, AuditHead, AuditVerdict, JsonValue
+from rotator.errors import RotatorError
+from rotator.secret import Secret
 from rotator.state import records
 from rotator.state.migrations import GENESIS_HASH
-from rotator.state.models import AuditHeadRow, AuditRow
+from rotator.state.models import HMAC_KEY_ID, AuditHeadRow, AuditRow, as_utc
+
+STORED: Select[Any] = select(
+    AuditRow.seq,
+    type_coerce(AuditRow.at, String).label("at"),
+    AuditRow.event,
+    AuditRow.target,
+    AuditRow.rotation_id,
+    cast(AuditRow.facts, Text).label("facts"),
+    AuditRow.hash,
+    AuditRow.hmac_key_id,
+)
+"""Audit rows as stored, undecoded (facts as JSON text; the time as SQLite's text, or
+PostgreSQL's datetime), so that a row someone filled with garbage is reported, row by row, by
+:func:`decode` instead of failing the whole query."""
+
+_KEY_ID_MESSAGE = b"rotator audit hmac key id"
+
+
+class ChainKey:
+    """The audit chain's HMAC key (``audit.hmac_key``). Only its :attr:`id`, an HMAC of a fixed
+    message (which tells keys apart, and reveals nothing of the key), is ever stored or shown."""
+
+    __slots__ = ("_secret", "id")
+
+    def __init__(self, secret: Secret) -> None:
+        self._secret = secret
+        self.id = self.mac(_KEY_ID_MESSAGE)[:HMAC_KEY_ID]
+
+    def mac(self, data: bytes) -> str:
+        """HMAC-SHA256 (hex) of ``data`` with the key."""
+        return hmac.new(self._secret.reveal().encode(), data, hashlib.sha256).hexdigest()
+
+    def __repr__(self) -> str:
+        return f"ChainKey(id={self.id})"
+
+
+class UnreadableAuditRowError(RotatorError):
+    """An audit row whose stored values rotator never writes: it was edited in the database."""
+
+    def __init__(self, seq: int, what: str) -> None:
+        self.seq = seq
+        self.what = what
+        super().__init__(
+            f"audit {self.problem} (the audit log was altered: see rotator history --verify)"
+        )
+
+    @property
+    def problem(self) -> str:
+        """The verdict's problem: ``row N cannot be read: …``."""
+        return f"row {self.seq} cannot be read: {self.what}"
+
+
+def decode(stored: Any) -> AuditRow:
+    """The (transient) row a :data:`STORED` result row holds; raises UnreadableAuditRowError."""
+    try:
+        at = stored.at if isinstance(stored.at, datetime) else datetime.fromisoformat(stored.at)
+    except (TypeError, ValueError):
+        raise UnreadableAuditRowError(stored.seq, "its timestamp is not a time") from None
+    try:
+        facts = json.loads(stored.facts)
+    except (TypeError, ValueError):
+        raise UnreadableAuditRowError(stored.seq, "its facts are not JSON") from None
+    if not isinstance(facts, dict):
+        raise UnreadableAuditRowError(stored.seq, "its facts are not a JSON object")
+    return AuditRow(
+        seq=stored.seq,
+        at=as_utc(at),
+        event=stored.event,
+        target=stored.target,
+        rotation_id=stored.rotation_id,
+        facts=facts,
+        hash=stored.hash,
+        hmac_key_id=stored.hmac_key_id,
+    )
 
 
 def canonical_json(
@@ -50,13 +136,16 @@ def canonical_json(
     ).encode()
 
 
-def chain_hash(previous: str, payload: bytes) -> str:
-    """SHA-256 (hex) over the previous row's hash and this row's canonical JSON."""
-    return hashlib.sha256(previous.encode("ascii") + payload).hexdigest()
+def chain_hash(previous: str, payload: bytes, key: ChainKey | None = None) -> str:
+    """SHA-256 (hex) over the previous row's hash and this row's canonical JSON; HMAC-SHA256
+    with ``key`` when given."""
+    data = previous.encode("ascii") + payload
+    return key.mac(data) if key is not None else hashlib.sha256(data).hexdigest()
 
 
-def row_hash(row: AuditRow, previous: str) -> str:
-    """What ``row.hash`` must be if the row is intact and follows a row hashed ``previous``."""
+def row_hash(row: AuditRow, previous: str, key: ChainKey | None = None) -> str:
+    """What ``row.hash`` must be if the row is intact and follows a row hashed ``previous``
+    (chained with ``key``, or with none)."""
     return chain_hash(
         previous,
         canonical_json(
@@ -67,6 +156,7 @@ def row_hash(row: AuditRow, previous: str) -> str:
             rotation_id=row.rotation_id,
             facts=row.facts,
         ),
+        key,
     )
 
 
@@ -78,47 +168,152 @@ def append(
     target: str | None,
     rotation_id: str | None,
     facts: dict[str, JsonValue],
+    key: ChainKey | None = None,
 ) -> AuditEvent:
-    """Add the next row in ``session``'s transaction (values already checked by the guard)."""
+    """Add the next row in ``session``'s transaction (values already checked by the guard),
+    chained with ``key`` when one is configured."""
     head = session.get(AuditHeadRow, 1, with_for_update=True)
     if head is None:
         raise RuntimeError("the audit head is missing: the state database is not migrated")
     row = AuditRow(
-        seq=head.seq + 1, at=at, event=event, target=target, rotation_id=rotation_id, facts=facts
+        seq=head.seq + 1,
+        at=at,
+        event=event,
+        target=target,
+        rotation_id=rotation_id,
+        facts=facts,
+        hmac_key_id=key.id if key is not None else None,
     )
-    row.hash = row_hash(row, head.hash)
+    row.hash = row_hash(row, head.hash, key)
     session.add(row)
     head.seq, head.hash = row.seq, row.hash
     return records.audit_event(row)
 
 
-def verify(session: Session) -> AuditVerdict:
-    """Walk the chain from row 1; the first missing, altered or misplaced row fails it."""
+def events(session: Session, query: Select[Any]) -> list[AuditEvent]:
+    """The events of ``query`` (a :data:`STORED` select); raises UnreadableAuditRowError."""
+    return [records.audit_event(decode(stored)) for stored in session.execute(query)]
+
+
+def head_of(session: Session) -> AuditHead:
+    """The recorded head, as the daemon publishes it."""
     head = session.get(AuditHeadRow, 1)
-    query = select(AuditRow).order_by(AuditRow.seq).execution_options(yield_per=500)
+    if head is None:
+        raise RuntimeError("the audit head is missing: the state database is not migrated")
+    return AuditHead(rows=head.seq, head_hash=head.hash)
+
+
+def verify(
+    session: Session, key: ChainKey | None = None, anchor: AuditAnchor | None = None
+) -> AuditVerdict:
+    """Walk the chain from row 1; the first missing, altered, unreadable, misplaced or
+    downgraded row fails it, and so does a published ``anchor`` the chain no longer holds."""
+    head = session.get(AuditHeadRow, 1)
+    query = STORED.order_by(AuditRow.seq).execution_options(yield_per=500)
     with session.execute(query) as result:  # closes the server-side cursor on an early verdict
-        return check_chain(result.scalars(), head)
+        return check_chain(result, head, key, anchor)
 
 
-def check_chain(rows: Iterable[AuditRow], head: AuditHeadRow | None) -> AuditVerdict:
-    """The verdict on ``rows`` (in seq order) against the recorded ``head``."""
-    previous, expected, count = GENESIS_HASH, 1, 0
-    for row in rows:
-        count += 1
-        if row.seq != expected:
-            return _bad(count, previous, expected, f"row {expected} is missing")
-        if row_hash(row, previous) != row.hash:
-            return _bad(
-                count,
-                previous,
+def check_chain(
+    rows: Iterable[Any],
+    head: AuditHeadRow | None,
+    key: ChainKey | None = None,
+    anchor: AuditAnchor | None = None,
+) -> AuditVerdict:
+    """The verdict on ``rows`` (:data:`STORED` rows, in seq order) against the recorded
+    ``head``, the configured ``key`` and a published ``anchor``."""
+    walk = _Walk(key, anchor or AuditAnchor())
+    for stored in rows:
+        problem = walk.step(stored)
+        if problem is not None:
+            return walk.verdict(*problem)
+    tail = _tail_problem(head, last=walk.count, last_hash=walk.previous) or walk.anchor_problem()
+    return walk.verdict(*tail) if tail is not None else walk.verdict()
+
+
+class _Walk:
+    """The state of a walk down the chain: rows read, the last hash, the keyed rows."""
+
+    def __init__(self, key: ChainKey | None, anchor: AuditAnchor) -> None:
+        self.key, self.anchor = key, anchor
+        self.previous, self.count, self.keyed = GENESIS_HASH, 0, 0
+        self.key_id = key.id if key is not None else None
+        self.anchored = False
+        self.unverifiable = False
+
+    def step(self, stored: Any) -> tuple[int, str] | None:
+        """Check the next row; (its seq, the problem) if it breaks the chain."""
+        expected = self.count + 1
+        if stored.seq != expected:
+            return expected, f"row {expected} is missing"
+        try:
+            row = decode(stored)
+        except UnreadableAuditRowError as exc:
+            return exc.seq, exc.problem
+        key = self._key_of(row)
+        if isinstance(key, tuple):
+            return key
+        if row_hash(row, self.previous, key) != row.hash:
+            return (
                 row.seq,
                 f"row {row.seq} does not match its hash: altered, or moved from elsewhere",
             )
-        previous, expected = row.hash, expected + 1
-    tail = _tail_problem(head, last=expected - 1, last_hash=previous)
-    if tail is not None:
-        return _bad(count, previous, *tail)
-    return AuditVerdict(ok=True, rows=count, head_hash=previous)
+        self.count, self.previous = row.seq, row.hash
+        if self.anchor.head is not None and self.anchor.count in (None, row.seq):
+            self.anchored = self.anchored or row.hash.startswith(self.anchor.head)
+        return None
+
+    def _key_of(self, row: AuditRow) -> ChainKey | tuple[int, str] | None:
+        """The key ``row`` must be chained with, or (its seq, the problem)."""
+        if row.hmac_key_id is None:
+            if self.keyed:
+                return row.seq, (
+                    f"row {row.seq} is chained without the HMAC key after keyed rows: rewritten "
+                    "by someone who does not hold the key"
+                )
+            return None
+        self.unverifiable = self.key is None or row.hmac_key_id != self.key.id
+        if self.key is None:
+            self.key_id = row.hmac_key_id
+            return row.seq, (
+                f"rows {row.seq}.. are chained with HMAC key {row.hmac_key_id} and no "
+                f"audit.hmac_key is configured: configure it to verify them "
+                f"(rows 1..{row.seq - 1} verify)"
+            )
+        if self.unverifiable:
+            return row.seq, (
+                f"row {row.seq} is chained with HMAC key {row.hmac_key_id}, audit.hmac_key is "
+                f"key {self.key.id}: the wrong key is configured, or the row was altered "
+                f"(rows 1..{row.seq - 1} verify)"
+            )
+        self.keyed += 1
+        return self.key
+
+    def anchor_problem(self) -> tuple[int | None, str] | None:
+        """How the chain fails the published anchor, if it does."""
+        count, want = self.anchor.count, self.anchor.head
+        if count is not None and count > self.count:
+            return self.count + 1, (
+                f"rows {self.count + 1}..{count} are missing from the end (the chain had "
+                f"{count} rows when its head was published): the tail was cut"
+            )
+        if want is None or self.anchored:
+            return None
+        if count is not None:
+            return count, f"row {count}'s hash does not start with {want}: the chain was rewritten"
+        return None, f"no row's hash starts with {want}: the chain was rewritten"
+
+    def verdict(self, seq: int | None = None, problem: str | None = None) -> AuditVerdict:
+        return AuditVerdict(
+            ok=problem is None,
+            rows=self.count,
+            head_hash=self.previous,
+            first_bad_seq=seq,
+            problem=problem,
+            unverifiable=self.unverifiable and problem is not None,
+            keyed=self.keyed,
+            hmac_key_id=self.key_id,
+        )
 
 
 def _tail_problem(
@@ -134,9 +329,3 @@ def _tail_problem(
     if head.hash != last_hash:
         return last, f"the audit head's hash does not match row {last}"
     return None
-
-
-def _bad(rows: int, head_hash: str, seq: int, problem: str) -> AuditVerdict:
-    return AuditVerdict(
-        ok=False, rows=rows, head_hash=head_hash, first_bad_seq=seq, problem=problem
-    )

@@ -43,6 +43,7 @@ from sqlalchemy import (
 from rotator.errors import ConfigError
 from rotator.state.models import (
     FINGERPRINT,
+    HMAC_KEY_ID,
     ID,
     LABEL,
     NAME,
@@ -194,10 +195,18 @@ def _v3_first_seen(conn: Connection) -> None:
     conn.execute(text("UPDATE target_states SET first_seen_at = updated_at"))
 
 
+def _v4_audit_hmac_key_id(conn: Connection) -> None:
+    """Which HMAC key each audit row is chained with (``audit.hmac_key``). Existing rows keep
+    NULL: they were chained with plain SHA-256 and still verify so; rows appended with a key
+    configured record its id."""
+    conn.execute(text(f"ALTER TABLE audit_log ADD COLUMN hmac_key_id VARCHAR({HMAC_KEY_ID})"))
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "targets, retiring keys, rotations, journal, audit log", _v1_initial),
     Migration(2, "adopted key per target; audit head", _v2_adoption_and_audit_head),
     Migration(3, "first time each target was seen", _v3_first_seen),
+    Migration(4, "the HMAC key each audit row is chained with", _v4_audit_hmac_key_id),
 )
 LATEST = MIGRATIONS[-1].version
 

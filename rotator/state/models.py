@@ -10,7 +10,7 @@ scrubbed error text or JSON facts checked by :mod:`rotator.state.guard`.
     target_states 1──* retiring_keys      keys replaced, valid until revoke_due_at
           1
           └──* rotations 1──* journal_steps  one step per (rotation_id, step), ordered by seq
-    audit_log (seq 1..n, hash-chained)  ·  audit_head (seq, hash of the last row)
+    audit_log (seq 1..n, hash- or HMAC-chained)  ·  audit_head (seq, hash of the last row)
     schema_version (one row per migration applied)
 """
 
@@ -44,6 +44,8 @@ NAME = 255
 FINGERPRINT = 16
 """Fingerprints are 12 hex characters."""
 TARGET = 128
+HMAC_KEY_ID = 16
+"""The id of an audit HMAC key: 16 hex characters derived from the key, never the key."""
 LABEL = 64
 """States, outcomes, steps and event names."""
 
@@ -70,9 +72,12 @@ class UtcDateTime(TypeDecorator[datetime]):
         value: datetime | None,
         dialect: Dialect,  # noqa: ARG002 - the signature SQLAlchemy calls
     ) -> datetime | None:
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+        return None if value is None else as_utc(value)
+
+
+def as_utc(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite gives it back naive, meaning UTC)."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 JsonType = JSON()
@@ -180,6 +185,8 @@ class AuditRow(Base):
     rotation_id: Mapped[str | None] = mapped_column(String(ID))
     facts: Mapped[dict[str, Any]] = mapped_column(JsonType)
     hash: Mapped[str] = mapped_column(String(64))
+    hmac_key_id: Mapped[str | None] = mapped_column(String(HMAC_KEY_ID))
+    """The id of the HMAC key the row is chained with; NULL: plain SHA-256 (no key)."""
 
 
 class AuditHeadRow(Base):

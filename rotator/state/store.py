@@ -34,7 +34,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from rotator.clock import Clock, SystemClock
 from rotator.contracts import (
     TERMINAL_STATES,
+    AuditAnchor,
     AuditEvent,
+    AuditHead,
     AuditVerdict,
     Facts,
     JournalEntry,
@@ -48,6 +50,7 @@ from rotator.contracts import (
 from rotator.errors import ConflictError, TransientError
 from rotator.logs import scrub
 from rotator.pool import BlockingPool
+from rotator.secret import Secret
 from rotator.state import audit, guard, records
 from rotator.state.database import StateUrlError, create_state_engine
 from rotator.state.locks import try_lock
@@ -105,11 +108,13 @@ class SqlStateStore:
         clock: Clock | None = None,
         pool: BlockingPool | None = None,
         create: bool = True,
+        audit_key: Secret | None = None,
     ) -> None:
         self._engine = create_state_engine(url, create=create)
         self._sessions = sessionmaker(self._engine, expire_on_commit=False)
         self._clock: Clock = clock or SystemClock()
         self._pool = pool
+        self._audit_key = audit.ChainKey(audit_key) if audit_key is not None else None
 
     @property
     def url(self) -> str:
@@ -228,6 +233,7 @@ class SqlStateStore:
             if changed:
                 audit.append(
                     s,
+                    key=self._audit_key,
                     at=now,
                     event="key.promoted",
                     target=target,
@@ -258,6 +264,7 @@ class SqlStateStore:
                 row.adopted_key_id, row.updated_at = key_id, now
                 audit.append(
                     s,
+                    key=self._audit_key,
                     at=now,
                     event="key.adopted" if key_id else "key.adoption_withdrawn",
                     target=target,
@@ -327,6 +334,7 @@ class SqlStateStore:
             s.delete(row)
             audit.append(
                 s,
+                key=self._audit_key,
                 at=now,
                 event="key.revoked",
                 target=target,
@@ -381,6 +389,7 @@ class SqlStateStore:
                 raise
             audit.append(
                 s,
+                key=self._audit_key,
                 at=now,
                 event="rotation.started",
                 target=target,
@@ -446,6 +455,7 @@ class SqlStateStore:
                 row.error = error
             audit.append(
                 s,
+                key=self._audit_key,
                 at=now,
                 event="rotation.finished",
                 target=row.target,
@@ -563,24 +573,35 @@ class SqlStateStore:
         now = self._clock.now()
         with self._tx() as s:
             return audit.append(
-                s, at=now, event=event, target=target, rotation_id=rotation_id, facts=clean
+                s,
+                key=self._audit_key,
+                at=now,
+                event=event,
+                target=target,
+                rotation_id=rotation_id,
+                facts=clean,
             )
 
     @_offloaded
     def audit_events(
         self, target: str | None = None, *, limit: int | None = None
     ) -> list[AuditEvent]:
-        query = select(AuditRow)
+        query = audit.STORED
         if target is not None:
             query = query.where(AuditRow.target == target)
         query = query.order_by(AuditRow.seq.desc()).limit(limit)
         with self._tx() as s:
-            return [records.audit_event(row) for row in s.scalars(query)]
+            return audit.events(s, query)
 
     @_offloaded
-    def verify_audit(self) -> AuditVerdict:
+    def verify_audit(self, anchor: AuditAnchor | None = None) -> AuditVerdict:
         with self._tx() as s:
-            return audit.verify(s)
+            return audit.verify(s, self._audit_key, anchor)
+
+    @_offloaded
+    def audit_head(self) -> AuditHead:
+        with self._tx() as s:
+            return audit.head_of(s)
 
 
 # --- helpers --------------------------------------------------------------------------------

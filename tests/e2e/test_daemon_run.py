@@ -285,7 +285,7 @@ def test_on_demand_api_and_sigterm_during_a_rotation(
     )
     assert stopping["in_flight"] == [spec.name]
     daemon.wait_event(
-        lambda e: e.get("event") == "key_created" and e.get("rotation_id") == rotation_id,
+        lambda e: e.get("event") == "mistral.key_created" and e.get("rotation_id") == rotation_id,
         "the new key created",
     )
     assert daemon.alive()  # waiting for the rotation, which cannot finish yet

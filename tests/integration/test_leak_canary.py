@@ -263,7 +263,7 @@ def test_no_key_in_logs_cli_output_or_state_database(
     issued = {k.fingerprint for k in stack.standin.control.key_facts()}
     assert {fingerprint_of(p) for p in evidence.plaintexts} == issued, "a key escaped the canary"
     assert len(issued) == 3 + 3 + 1 + 2 + 3  # seeds, rotations, emergency, failures, CLI
-    assert '"event": "key_created"' in evidence.texts["logs"]
+    assert '"event": "mistral.key_created"' in evidence.texts["logs"]
     assert '"level": "debug"' in evidence.texts["logs"]
     assert evidence.findings() == []
     assert checker.check(logs="\n".join(evidence.texts.values())) == []

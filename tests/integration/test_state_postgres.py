@@ -6,10 +6,8 @@ from collections.abc import Callable
 
 import pytest
 
-pytest.register_assert_rewrite("tests.state_fixtures")  # plain asserts there explain failures
-
-from tests.integration.postgres import PostgresServer, postgres_server  # noqa: E402, F401
-from tests.state_fixtures import StoreContract  # noqa: E402
+from tests.integration.postgres import PostgresServer, postgres_server  # noqa: F401
+from tests.state_fixtures import StoreContract
 
 pytestmark = pytest.mark.integration
 

@@ -19,6 +19,7 @@ from rotator.config import (
     load_config,
     parse_config,
 )
+from rotator.errors import ConfigError
 from rotator.schedule import Schedule
 from rotator.secret import Secret
 
@@ -241,6 +242,24 @@ stores:
     assert isinstance(store, VaultStore)
     assert isinstance(store.auth, TokenAuth)
     assert store.auth.token.reveal() == "hvs.from-file\n"
+
+
+def test_the_audit_hmac_key_is_a_secret_file_of_32_characters_or_more(tmp_path: Path) -> None:
+    """audit.hmac_key_file is read like every other secret file; absent, rows are unkeyed; a
+    key shorter than 32 characters is refused with the field named and the key not repeated."""
+    assert _load(tmp_path, MINIMAL).audit.hmac_key is None
+    key_file = tmp_path / "audit-key"
+    key_file.write_text("a" * 64 + "\n", encoding="utf-8")
+    config = _load(tmp_path, MINIMAL + f"audit:\n  hmac_key_file: {key_file}\n")
+    assert config.audit.hmac_key == Secret("a" * 64)
+    assert "a" * 64 not in repr(config)
+    key_file.write_text("short-hmac-key-value", encoding="utf-8")
+    with pytest.raises(ConfigError) as refused:
+        _load(tmp_path, MINIMAL + f"audit:\n  hmac_key_file: {key_file}\n")
+    assert str(refused.value).endswith(
+        "audit.hmac_key: must be at least 32 characters, like the output of `openssl rand -hex 32`"
+    )
+    assert "short-hmac-key-value" not in str(refused.value)
 
 
 def test_secrets_never_print(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ CASES: list[tuple[str, list[Edit], str]] = [
         "unknown top-level key",
         [("colour", "blue")],
         (
-            "colour: unknown key (known: mistral, state, server, stores, defaults, engine, "
+            "colour: unknown key (known: mistral, state, audit, server, stores, defaults, engine, "
             "notifications, leader, targets)"
         ),
     ),
@@ -94,7 +94,7 @@ CASES: list[tuple[str, list[Edit], str]] = [
         "source is not an input",
         [("source", "elsewhere.yaml")],
         (
-            "source: unknown key (known: mistral, state, server, stores, defaults, engine, "
+            "source: unknown key (known: mistral, state, audit, server, stores, defaults, engine, "
             "notifications, leader, targets)"
         ),
     ),

@@ -52,16 +52,17 @@ async def test_a_port_in_use_logs_exit_status_2(world: World) -> None:
     assert _stopped(logs) == [2]
 
 
-async def test_a_corrupt_state_store_logs_exit_status_1(world: World, tmp_path: Path) -> None:
-    """A daemon whose state database is not a database logs ``daemon_stopped`` with exit code 1,
-    the status ``rotator run`` exits with for it, not 0."""
+async def test_a_corrupt_state_store_logs_exit_status_2(world: World, tmp_path: Path) -> None:
+    """A daemon whose state file is not a database logs ``daemon_stopped`` with exit code 2,
+    the status ``rotator run`` exits with for it (a configuration problem: ``state.url``), not
+    0."""
     world.add_target()
     cfg = world.write_config()
     (tmp_path / "state.db").write_bytes(b"this is not a SQLite database\n" * 200)
-    with capture_logs() as logs, pytest.raises(Exception) as raised:
+    with capture_logs() as logs, pytest.raises(ConfigError) as raised:
         await world.daemon(cfg).run(handle_signals=False)
-    assert not isinstance(raised.value, ConfigError)
-    assert _stopped(logs) == [1]
+    assert "is not a rotator state database" in str(raised.value)
+    assert _stopped(logs) == [2]
 
 
 def test_a_vault_outage_is_counted_as_unreachable() -> None:

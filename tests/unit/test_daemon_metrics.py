@@ -47,6 +47,8 @@ EXPECTED = {
     "rotator_leader": ("gauge", set()),
     "rotator_leader_transitions": ("counter", set()),
     "rotator_build_info": ("gauge", {"version"}),
+    "rotator_audit_rows": ("gauge", set()),
+    "rotator_audit_head_info": ("gauge", {"head"}),
 }
 
 
@@ -149,6 +151,7 @@ def populated() -> Metrics:
     )
     m.observe_call("mistral", "create_key", "200", 0.2)
     m.set_leader(True)
+    m.set_audit_head(7, "ab" * 32)
     return m
 
 

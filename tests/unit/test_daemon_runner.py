@@ -316,6 +316,35 @@ async def test_on_demand_rotation_answers_and_runs(world: World) -> None:
         assert await run.stop() == 0
 
 
+async def test_the_audit_head_is_published_at_start_and_after_a_rotation(world: World) -> None:
+    """The daemon publishes the audit trail's head once up (log line `audit_head` and metrics)
+    and again right after a rotation appended rows, with the head the store records."""
+    name = world.add_target()
+    with capture_logs() as logs:
+        run = Running(world.daemon(world.write_config()))
+        daemon = await run.ready()
+        try:
+            await eventually(lambda: any(e["event"] == "audit_head" for e in logs), "published")
+            daemon.request_rotation(name, emergency=False)
+            await eventually(lambda: name not in daemon._tasks, "rotation finished")
+            store = await store_of(world)
+            head = await store.audit_head()
+            await store.close()
+            assert head.rows >= 3  # started, promoted, finished
+
+            def published() -> bool:
+                return {"event": "audit_head", "rows": head.rows, "head": head.head_hash} in [
+                    {k: e.get(k) for k in ("event", "rows", "head")} for e in logs
+                ]
+
+            await eventually(published, "the new head published")
+            assert daemon.metrics.sample("rotator_audit_rows") == float(head.rows)
+            info = {"head": head.head_hash}
+            assert daemon.metrics.sample("rotator_audit_head_info", info) == 1.0
+        finally:
+            assert await run.stop() == 0
+
+
 async def test_http_api_is_served_in_the_daemon_loop(world: World) -> None:
     """The daemon serves /livez and the bearer-guarded API on its listen address."""
     name = world.add_target()

@@ -57,7 +57,7 @@ async def test_migration_backfills_first_seen_from_updated_at(tmp_path: Path) ->
                 insert(TargetRow).values(target="old", consecutive_failures=0, updated_at=START)
             )
         store = SqlStateStore(url, clock=FakeClock(START))
-        assert await store.migrate() == 3
+        assert await store.migrate() == 4
         assert (await store.get_target("old")) is not None
         with raw.connect() as conn:
             seen = conn.execute(select(TargetRow.first_seen_at)).scalar_one()

@@ -21,13 +21,11 @@ def ev(event: str, **fields: Any) -> dict[str, Any]:
 
 
 def rotation_events(outcome: str = "promoted") -> list[dict[str, Any]]:
-    """One rotation's events, in the order the daemon logs them (promotions logged twice)."""
+    """One rotation's events, in the order the daemon logs them."""
     return [
         ev("mistral.key_created", key_id=NEW_ID, fingerprint=NEW_FP, rotation_id=RID),
-        ev("key_created", key_id=NEW_ID, fingerprint=NEW_FP, rotation_id=RID),
-        ev("key_verified", attempts=1, elapsed_s=0.004, rotation_id=RID),
+        ev("mistral.key_verified", attempts=1, elapsed=0.004, rotation_id=RID),
         ev("destination_staged", destination="vault-demo:secret/x#api_key", rotation_id=RID),
-        ev("destination_promoted", destination="aws-demo:mistral/x#api_key", rotation_id=RID),
         ev("destination_promoted", destination="aws-demo:mistral/x#api_key", rotation_id=RID),
         ev("destination_promoted", destination="vault-demo:secret/x#api_key", rotation_id=RID),
         ev(
@@ -153,7 +151,7 @@ def test_a_rotation_that_revoked_the_old_key_at_once_says_rotated() -> None:
 
 
 def test_a_rotation_whose_start_the_view_missed_still_shows_as_promoted() -> None:
-    """A successful result without its key_created event names the new key by id."""
+    """A successful result without its mistral.key_created event names the new key by id."""
     view = EventView()
     lines = view.lines(
         ev("rotation_result", outcome="promoted", rotation_id=RID, new_key_id=NEW_ID)

@@ -130,6 +130,7 @@ def fed_registry_labels() -> dict[str, set[str]]:
     metrics.observe_rotation(RotationResult(status.target, "r", Outcome.STUCK, error="x"), 1.0)
     metrics.observe_call("mistral", "create_key", "200", 0.1)
     metrics.set_leader(True)
+    metrics.set_audit_head(3, "0" * 64)
     found: dict[str, set[str]] = {}
     for family in metrics.registry.collect():
         name = f"{family.name}_total" if family.type == "counter" else family.name

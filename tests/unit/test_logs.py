@@ -46,6 +46,23 @@ def test_structlog_event_is_one_json_object_per_line(json_log: io.StringIO) -> N
     assert "timestamp" in line
 
 
+def test_floats_render_to_the_millisecond(json_log: io.StringIO) -> None:
+    """Durations (every float of an event, nested ones too, stdlib records included) render
+    rounded to three decimals; integers and booleans are left alone."""
+    structlog.get_logger().info(
+        "timed", elapsed_s=0.0037184739999815974, nested={"wait": [1.23456]}, n=7, ok=True
+    )
+    logging.getLogger("lib").warning("slow %s", "call", extra={"seconds": 2.0004999})
+    timed, slow = _lines(json_log)
+    assert (timed["elapsed_s"], timed["nested"], timed["n"], timed["ok"]) == (
+        0.004,
+        {"wait": [1.235]},
+        7,
+        True,
+    )
+    assert slow["seconds"] == 2.0
+
+
 def test_secret_value_renders_masked(json_log: io.StringIO) -> None:
     """A Secret logged as a value prints *** and never its plaintext."""
     structlog.get_logger().info("created", new_key=Secret(CANARY))

@@ -20,12 +20,11 @@ from rotator.clock import FakeClock
 from rotator.errors import ConfigError, TransientError
 from rotator.pool import BlockingPool
 from rotator.state import SqlStateStore
+from rotator.state import audit as audit_chain
 from rotator.state.database import create_state_engine
 from rotator.state.models import RotationRow
-
-pytest.register_assert_rewrite("tests.state_fixtures")  # plain asserts there explain failures
-
-from tests.state_fixtures import (  # noqa: E402
+from tests.state_fixtures import (
+    AUDIT_KEY,
     START,
     TARGET,
     StoreContract,
@@ -165,13 +164,14 @@ async def test_calls_run_on_the_given_pool(tmp_path: Path) -> None:
 
 
 async def test_no_plaintext_reaches_the_sqlite_files(tmp_path: Path) -> None:
-    """Canary: after a full scripted run with fingerprints and smuggling attempts, the raw
-    bytes of the database, its WAL and shared-memory files contain no plaintext key."""
+    """Canary: after a full scripted run with fingerprints and smuggling attempts, its audit
+    rows chained with an HMAC key, the raw bytes of the database, its WAL and shared-memory
+    files contain no plaintext key, nor the HMAC key (only its id)."""
     clock = FakeClock(START)
-    plaintexts = [key_shaped_secret(), odd_secret()]
-    store = SqlStateStore(f"sqlite:///{tmp_path}/state/state.db", clock=clock)
+    plaintexts = [key_shaped_secret(), odd_secret(), AUDIT_KEY]
+    store = SqlStateStore(f"sqlite:///{tmp_path}/state/state.db", clock=clock, audit_key=AUDIT_KEY)
     await store.migrate()
-    await scripted_run(store, clock, plaintexts)
+    await scripted_run(store, clock, plaintexts[:2])
     wal = tmp_path / "state" / "state.db-wal"
     assert wal.exists()  # the run's pages sit in the WAL until the store closes
     files = {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir()}
@@ -179,5 +179,6 @@ async def test_no_plaintext_reaches_the_sqlite_files(tmp_path: Path) -> None:
     files |= {p.name: p.read_bytes() for p in (tmp_path / "state").iterdir()}
     everything = b"".join(files.values())
     assert plaintexts[0].fingerprint.encode() in everything
+    assert audit_chain.ChainKey(AUDIT_KEY).id.encode() in everything
     for secret in plaintexts:
         assert secret.reveal().encode() not in everything
