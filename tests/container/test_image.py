@@ -205,6 +205,7 @@ def names() -> Iterator[tuple[str, str]]:
     podman("volume", "rm", "--force", volume, check=False)
 
 
+@pytest.mark.timeout(300)
 def test_image_rotates_is_healthy_drains_on_sigterm_and_restarts_on_its_volume(
     image: str, stack: Stack, tmp_path: Path, names: tuple[str, str], timeline: Timeline
 ) -> None:
