@@ -565,7 +565,11 @@ def dev_standin(
     import errno
     import socket
 
-    from rotator.mistral.standin import run_standin
+    try:
+        from rotator.mistral.standin import run_standin
+    except ModuleNotFoundError:  # the container image leaves the dev kit out (.dockerignore)
+        print("rotator: the dev kit is not installed here (not in the image)", file=sys.stderr)
+        raise typer.Exit(EXIT_FAILED) from None
 
     if not admin_key:
         raise typer.BadParameter("must not be empty", param_hint="'--admin-key'")

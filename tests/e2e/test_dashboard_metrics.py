@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -372,6 +374,29 @@ def test_targets_table_tells_never_rotated_from_not_ready() -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def promtool_check_metrics(text: str) -> subprocess.CompletedProcess[str]:
+    """Prometheus' own linter of the exposition format (naming, units, help, types)."""
+    tool = shutil.which("promtool")
+    if tool is None:
+        pytest.fail("promtool is missing: scripts/ensure-tools installs it (Debian: prometheus)")
+    return subprocess.run(
+        [tool, "check", "metrics"],
+        input=text,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
+def test_promtool_lint_reports_a_badly_named_metric() -> None:
+    """The lint used on the live /metrics below does report problems."""
+    bad = "# HELP rotator_x Rotations.\n# TYPE rotator_x counter\nrotator_x 1\n"
+    result = promtool_check_metrics(bad)
+    assert result.returncode == 3, result
+    assert 'counter metrics should have "_total" suffix' in result.stdout + result.stderr
+
+
 def _scrape_when_complete(url: str, ok: str, failing: str) -> str:
     """The daemon's /metrics once both rotations and their state gauges are shown."""
 
@@ -415,6 +440,9 @@ def test_dashboard_and_alerts_query_only_live_metrics(
             assert answer.status_code == 202, answer.text
     text = _scrape_when_complete(daemon.url, ok.name, failing.name)
     assert daemon.terminate() == 0
+    lint = promtool_check_metrics(text)
+    assert lint.returncode == 0, lint.stdout + lint.stderr
+    assert lint.stdout + lint.stderr == "", "promtool check metrics found problems"
     live = live_labels(text)
 
     exprs, variables = dashboard_queries()

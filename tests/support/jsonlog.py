@@ -9,10 +9,15 @@ from typing import Any
 
 def read_events(log: Path) -> list[dict[str, Any]]:
     """Every JSON object line of ``log`` (other lines, e.g. a partial last line, are skipped)."""
-    found: list[dict[str, Any]] = []
     if not log.exists():
-        return found
-    for line in log.read_text(errors="replace").splitlines():
+        return []
+    return parse_events(log.read_text(errors="replace"))
+
+
+def parse_events(text: str) -> list[dict[str, Any]]:
+    """Every JSON object line of ``text``; other lines are skipped."""
+    found: list[dict[str, Any]] = []
+    for line in text.splitlines():
         try:
             event = json.loads(line)
         except ValueError:
