@@ -1,8 +1,9 @@
 """Simulated time for a whole daemon: an asyncio loop whose clock jumps to its next timer.
 
 :class:`SimLoop` is a real selector event loop (sockets, threads and callbacks work as usual)
-whose ``time()`` is virtual: whenever nothing is ready and no worker thread is busy, it moves its
-clock straight to the next timer instead of sleeping. Months of a daemon's timers (schedules,
+whose ``time()`` is virtual: whenever nothing is ready and no worker thread is busy (an executor
+call, or a daemon thread started meanwhile), it moves its clock straight to the next timer instead
+of sleeping. Months of a daemon's timers (schedules,
 revoke deadlines, elector renewals, backoffs) then pass in seconds, while work handed to threads
 (the SQLite state store) runs for real: the loop waits for it without moving the clock.
 
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import selectors
+import threading
 from collections.abc import Callable
 from concurrent.futures import Executor
 from datetime import UTC, datetime, timedelta
@@ -44,8 +46,8 @@ class _SimSelector(selectors.DefaultSelector):
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         if timeout is not None and timeout <= 0:
             return super().select(0)
-        if self.loop.busy_threads:
-            return super().select(min(timeout, 1.0) if timeout is not None else 1.0)
+        if self.loop.busy():
+            return super().select(min(timeout, 0.05) if timeout is not None else 0.05)
         ready = super().select(0)
         if ready:
             return ready
@@ -63,7 +65,18 @@ class SimLoop(asyncio.SelectorEventLoop):
         selector.loop = self
         self._virtual = 0.0
         self.busy_threads = 0
+        self._threads_before = set(threading.enumerate())
         super().__init__(selector)
+
+    def busy(self) -> bool:
+        """Whether real work is under way off the loop: an executor call, or a thread of its
+        own (``rotator.pool.in_own_thread``) started since the loop was made."""
+        if self.busy_threads:
+            return True
+        return any(
+            t.daemon and t.is_alive() and t not in self._threads_before
+            for t in threading.enumerate()
+        )
 
     def time(self) -> float:
         return self._virtual
