@@ -324,7 +324,7 @@ def test_unit_under_systemd(machine: Machine, stack: Stack, timeline: Timeline) 
     since = len(machine.events())
     created = machine.wait(
         lambda: next(
-            (e for e in machine.events()[since:] if e.get("event") == "key_created"), None
+            (e for e in machine.events()[since:] if e.get("event") == "mistral.key_created"), None
         ),
         "a rotation in flight (key created, not active yet)",
     )
