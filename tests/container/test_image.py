@@ -271,7 +271,9 @@ def test_image_rotates_is_healthy_drains_on_sigterm_and_restarts_on_its_volume(
         second = api.post(f"/api/v1/targets/{spec.name}/rotate", params={"emergency": "true"})
         assert second.status_code == 202, second.text
         second_id = second.json()["rotation_id"]
-        box.wait_event(event("mistral.key_created", rotation_id=second_id), "the second key created")
+        box.wait_event(
+            event("mistral.key_created", rotation_id=second_id), "the second key created"
+        )
         lines.append(f"  {at()} rotation {second_id} in flight (key created, not yet active)")
 
     stopped_at = time.monotonic()
