@@ -1,7 +1,7 @@
 """The rotation's states and outcomes, and how journal steps are named.
 
 A rotation moves through :class:`Step` in order; each step is journaled *before* the side effect
-it announces (DESIGN.md "The rotation protocol"), so after a crash the last journaled step says
+it announces (docs/overview.md#the-rotation-protocol), so after a crash the last journaled step says
 what may have happened::
 
     planned ─▶ created ─▶ verified ─▶ staged ─▶ readback_ok ─▶ promoting ─▶ promoted ─▶ done
@@ -47,7 +47,7 @@ class DestStep(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
-    """What ``rotate`` reports per target (CONTRACT.md)."""
+    """What ``rotate`` reports per target (the outcomes of docs/cli.md#conventions)."""
 
     ROTATED = "rotated"  # new key served everywhere, old key revoked
     PROMOTED = "promoted"  # new key served everywhere, old key revoked at revoke_due_at
