@@ -12,7 +12,8 @@ what may have happened::
 
 Per-destination progress is journaled as ``<step>:<destination tag>`` entries (``staging``,
 ``staged``, ``promoting``, ``promoted``), the tag being a short hash of the destination's name so
-the journal survives a reordered configuration.
+the journal survives a reordered configuration. Each step, when it is written and the facts it
+records: docs/overview.md#the-journal.
 """
 
 from __future__ import annotations
