@@ -1,4 +1,4 @@
-"""The command line (CONTRACT.md "Commands"): parsing, exit codes and output only.
+"""The command line (docs/cli.md): parsing, exit codes and output only.
 
 Exit status: 0 success; 1 an operation failed (the system is left safe); 2 bad usage or invalid
 configuration — one line naming the file, the field path and the problem, never a traceback.

@@ -1,6 +1,6 @@
 """rotator's configuration: the pydantic models of the YAML file and :func:`load_config`.
 
-The file format is part of the external contract (``CONTRACT.md``, "Configuration file"): names
+The file format is part of the external contract (docs/configuration.md): names
 and meanings here change only with a compatibility path. Every model is frozen and rejects
 unknown keys. Secret-bearing fields hold :class:`~rotator.secret.Secret` and may be given inline
 (``admin_key: ${MISTRAL_ADMIN_KEY}``) or as a file (``admin_key_file: /run/secrets/…``), never
@@ -823,7 +823,7 @@ class EngineSettings(_Model):
 
 
 # --------------------------------------------------------------------------------------------
-# daemon: notifications and leadership (additions to CONTRACT.md, all optional)
+# daemon: notifications and leadership (docs/configuration.md, all optional)
 # --------------------------------------------------------------------------------------------
 
 NotifyEvent = Literal[

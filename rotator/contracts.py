@@ -260,7 +260,8 @@ class AccessCheck:
 class Destination(Protocol):
     """One place a key is served from, written only with compare-and-swap and only if ours.
 
-    The engine drives a rotation through these methods in order (DESIGN.md steps 4-6):
+    The engine drives a rotation through these methods in order (the steps stage, read-back and
+    promote of docs/overview.md#the-rotation-protocol):
     :meth:`read_current` (plan) → :meth:`stage` → :meth:`read_back` (pending values) →
     :meth:`promote` → :meth:`read_back` / :meth:`read_current` (verify what consumers read);
     :meth:`roll_back` undoes a rotation in this destination.
@@ -382,7 +383,7 @@ JsonValue: TypeAlias = (
 Facts: TypeAlias = "Mapping[str, JsonValue]"
 
 TERMINAL_STATES = frozenset({"done", "rolled_back", "stuck"})
-"""The rotation states that close a rotation (CONTRACT.md: the rotation view is terminal)."""
+"""The rotation states that close a rotation (the terminal states of docs/http-api.md)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -76,7 +76,7 @@ class AuthError(PermanentError):
     """401/403: the credential is invalid or lacks a permission."""
 
 
-class VerificationFailed(RotatorError):  # noqa: N818 - the name STYLE.md gives it
+class VerificationFailed(RotatorError):  # noqa: N818 - a verdict on a key, not a fault of ours
     """A key did not pass ``GET /v1/models`` within its activation window."""
 
     def __init__(self, fingerprint: str, outcome: str, detail: str) -> None:

@@ -1,6 +1,7 @@
 """Logging: structlog everywhere, JSON in production, console on a TTY, and redaction in depth.
 
-Layers that keep a plaintext key out of every log line (OPS.md):
+Layers that keep a plaintext key out of every log line
+(docs/security.md#what-never-leaks-plaintext-keys):
 
 1. :class:`rotator.secret.Secret` renders as ``***`` wherever it is formatted.
 2. :func:`redact` masks values under secret-sounding key names (``api_key``, ``token`` …).

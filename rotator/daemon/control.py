@@ -80,7 +80,7 @@ class RateLimitedError(RuntimeError):
 
 
 class DaemonControl(Protocol):
-    """What ``/api/v1`` may ask of the daemon (CONTRACT.md "HTTP API of rotator run")."""
+    """What ``/api/v1`` may ask of the daemon (docs/http-api.md#the-on-demand-api)."""
 
     health: Health
 

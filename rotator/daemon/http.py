@@ -1,4 +1,4 @@
-"""The daemon's HTTP server: health, metrics and the on-demand API (CONTRACT.md "HTTP API").
+"""The daemon's HTTP server: health, metrics and the on-demand API (docs/http-api.md).
 
 =======  ========================================  ===========  =================================
 method   path                                      auth         answers

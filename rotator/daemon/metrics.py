@@ -1,4 +1,4 @@
-"""Prometheus metrics of the daemon (OPS.md "Prometheus metrics", cert-manager style).
+"""Prometheus metrics of the daemon (docs/http-api.md#metrics, cert-manager style).
 
 :class:`Metrics` owns a private :class:`~prometheus_client.CollectorRegistry` (never the global
 default one) holding:

@@ -49,7 +49,7 @@ IN_FLIGHT_ELSEWHERE = "a rotation of this target is running in another rotator p
 
 @dataclass(frozen=True, slots=True)
 class TargetStatus:
-    """One row of ``rotator status`` (CONTRACT.md fields)."""
+    """One row of ``rotator status`` (its fields: docs/cli.md#rotator-status)."""
 
     target: str
     state: str  # idle | rotating | draining | stuck | failing

@@ -1,12 +1,13 @@
 """Recovery: finish or undo every interrupted rotation (``rotator recover``, and at start).
 
-The rule (DESIGN.md): a rotation that never announced a promotion is rolled back — its new key
-was never visible, and its plaintext is gone with the crashed process. A rotation that may have
-promoted moves forward: every destination is read, and if any serves the new key its plaintext
-is taken from there and the remaining destinations are promoted. If none serves it, nothing
-became visible and the rotation is rolled back after all; if some cannot be read, it stays
-``stuck`` and is tried again later. Keys named with a target's prefix that no rotation or state
-accounts for are orphans: reported, and deleted only when asked (``--sweep-orphans``).
+The rule (docs/overview.md#what-happens-when-something-fails): a rotation that never announced a
+promotion is rolled back — its new key was never visible, and its plaintext is gone with the
+crashed process. A rotation that may have promoted moves forward: every destination is read, and if
+any serves the new key its plaintext is taken from there and the remaining destinations are
+promoted. If none serves it, nothing became visible and the rotation is rolled back after all; if
+some cannot be read, it stays ``stuck`` and is tried again later. Keys named with a target's prefix
+that no rotation or state accounts for are orphans: reported, and deleted only when asked
+(``--sweep-orphans``).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Grace and revocation (DESIGN.md steps 7-8): old keys are deleted only when nothing serves them.
+"""Grace and revocation (docs/overview.md): old keys are deleted only when nothing serves them.
 
 A replaced key is a :class:`rotator.contracts.RetiringKey` with a persisted deadline. When it is
 due, every destination of its target is read: the key is revoked only if no destination serves it

@@ -1,4 +1,4 @@
-"""One rotation of one target: DESIGN.md steps 1-6, each journaled before its side effect.
+"""One rotation of one target, plan to promote (docs/overview.md), each step journaled first.
 
 :class:`RotationRun` holds the phases as idempotent methods so the same code serves a fresh
 rotation (:meth:`RotationRun.execute`) and recovery after a crash (:mod:`rotator.engine.recovery`),
@@ -59,7 +59,7 @@ INCONCLUSIVE = frozenset({VerifyOutcome.UNAVAILABLE, VerifyOutcome.RATE_LIMITED}
 
 @dataclass(frozen=True, slots=True)
 class RotationResult:
-    """What ``rotate --json`` prints for one target (CONTRACT.md)."""
+    """What ``rotate --json`` prints for one target (docs/cli.md#rotator-rotate)."""
 
     target: str
     rotation_id: str | None

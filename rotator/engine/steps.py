@@ -1,7 +1,7 @@
 """The rotation's states and outcomes, and how journal steps are named.
 
 A rotation moves through :class:`Step` in order; each step is journaled *before* the side effect
-it announces (DESIGN.md "The rotation protocol"), so after a crash the last journaled step says
+it announces (docs/overview.md#the-rotation-protocol), so after a crash the last journaled step says
 what may have happened::
 
     planned ─▶ created ─▶ verified ─▶ staged ─▶ readback_ok ─▶ promoting ─▶ promoted ─▶ done
@@ -12,7 +12,8 @@ what may have happened::
 
 Per-destination progress is journaled as ``<step>:<destination tag>`` entries (``staging``,
 ``staged``, ``promoting``, ``promoted``), the tag being a short hash of the destination's name so
-the journal survives a reordered configuration.
+the journal survives a reordered configuration. Each step, when it is written and the facts it
+records: docs/overview.md#the-journal.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ class DestStep(enum.StrEnum):
 
 
 class Outcome(enum.StrEnum):
-    """What ``rotate`` reports per target (CONTRACT.md)."""
+    """What ``rotate`` reports per target (the outcomes of docs/cli.md#conventions)."""
 
     ROTATED = "rotated"  # new key served everywhere, old key revoked
     PROMOTED = "promoted"  # new key served everywhere, old key revoked at revoke_due_at

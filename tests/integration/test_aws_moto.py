@@ -62,7 +62,7 @@ def test_moto_fix_plain_get_serves_the_new_awscurrent(aws: AwsHarness) -> None:
 
 async def test_promotion_leaves_awscurrent_awsprevious_and_no_awspending(aws: AwsHarness) -> None:
     """After a rotation the new version is AWSCURRENT alone, the old one AWSPREVIOUS, and no
-    version carries AWSPENDING (CONTRACT.md)."""
+    version carries AWSPENDING (docs/configuration.md, "AWS Secrets Manager destination")."""
     path = aws.new_path()
     aws.seed(path, {"api_key": OLD})
     dest = aws.destination(path)

@@ -1,5 +1,5 @@
 """The Kubernetes manifests: rendered by ``kubectl kustomize``, valid for the API server, and
-holding to OPS.md ("Running more than one instance", "Kubernetes manifests").
+holding to docs/deploy/kubernetes.md and docs/overview.md#running-more-than-one-instance.
 
 Built-in kinds are validated by ``kubernetes-validate --strict`` against the oldest and newest
 Kubernetes versions it knows here. It has no schema for prometheus-operator's custom resources
@@ -218,7 +218,7 @@ def test_the_crd_schema_refuses_a_misspelled_or_missing_field(
 
 
 # --------------------------------------------------------------------------------------------
-# Policy: OPS.md's pod, probes, shutdown and RBAC rules
+# Policy: the pod, probes, shutdown and RBAC rules of docs/deploy/kubernetes.md
 # --------------------------------------------------------------------------------------------
 
 
@@ -637,8 +637,8 @@ def anchors(markdown: str) -> set[str]:
 
 def test_every_alert_is_documented_and_links_an_existing_runbook() -> None:
     """Each alert has a severity, a summary, a description and a runbook_url naming a file of
-    this repository (and an existing heading when it has an anchor); the alerts OPS.md asks
-    for are there."""
+    this repository (and an existing heading when it has an anchor); the alerts
+    docs/deploy/kubernetes.md#metrics-dashboard-and-alerts lists are there."""
     rule = one(render("base"), "PrometheusRule")
     alerts = {r["alert"]: r for g in rule["spec"]["groups"] for r in g["rules"]}
     assert {

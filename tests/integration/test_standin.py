@@ -1,7 +1,8 @@
 """The Mistral stand-in, checked over real sockets against Mistral's documentation.
 
-Every call here is a raw ``httpx`` request written from ``mistral-api.md``, never rotator's own
-client, so a client bug cannot hide behind a matching stand-in bug.
+Every call here is a raw ``httpx`` request written from Mistral's public OpenAPI spec and admin
+guides (as the stand-in's module docstring says), never rotator's own client, so a client bug
+cannot hide behind a matching stand-in bug.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""An independent checker of DESIGN.md's invariants I1-I6 against the real servers and state DB.
+"""An independent checker of the invariants I1-I6 (docs/overview.md#the-invariants) against the
+real servers and state DB.
 
 It reads what consumers read (not what rotator says), the stand-in's own record of every key
 (deleted ones included) and the state database, and returns one line per violation. It never

@@ -1,4 +1,5 @@
-"""DESIGN.md's invariants I1-I6, checked while a daemon may be rotating at that very moment.
+"""The invariants I1-I6 (docs/overview.md#the-invariants), checked while a daemon may be
+rotating at that very moment.
 
 :class:`~tests.support.invariants.InvariantChecker` checks a world at rest. This checker reads the
 same sources — what consumers read (Vault's latest version, AWS's plain ``GetSecretValue``), the

@@ -53,7 +53,7 @@ def _load_with_stores(tmp_path: Path, text: str) -> Config:
 
 
 def test_minimal_config_has_contract_defaults(tmp_path: Path) -> None:
-    """Only mistral.admin_key and user_id are required; everything else has CONTRACT defaults."""
+    """Only mistral.admin_key and user_id are required; everything else has documented defaults."""
     config = _load(tmp_path, MINIMAL)
     assert config.mistral.admin_url == "https://api.mistral.ai"
     assert config.mistral.admin_path_prefix == "/v1/admin"

@@ -30,7 +30,7 @@ ROTATION_ID = "5f0c8a52-8a4e-4d36-9a43-2f1f4b3c2d11"
 KEY_ID = "7a1e7e1c-0b8e-4f59-a3d4-6c2a1f9f0e21"
 PLAINTEXT = "Zq3vN8xR2mK7pL4wT9yB6cH1jF5dS0gA"  # shaped like a Mistral key; must never be exposed
 
-# OPS.md "Prometheus metrics": family name (as the parser names it) → (type, labels).
+# docs/http-api.md#metrics: family name (as the parser names it) → (type, labels).
 EXPECTED = {
     "rotator_key_last_rotation_timestamp_seconds": ("gauge", {"target"}),
     "rotator_key_next_rotation_timestamp_seconds": ("gauge", {"target"}),
@@ -156,7 +156,8 @@ def populated() -> Metrics:
 
 
 def test_exposed_families_have_the_documented_names_types_and_labels() -> None:
-    """Every OPS.md metric is exposed with its type and labels, and nothing else (no _created)."""
+    """Every metric of docs/http-api.md is exposed with its type and labels, and nothing else
+    (no _created)."""
     assert families(populated()) == EXPECTED
 
 

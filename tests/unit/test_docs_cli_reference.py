@@ -26,7 +26,7 @@ from rotator.engine.steps import Outcome
 DOC = Path(__file__).resolve().parents[2] / "docs" / "cli.md"
 EXIT_INTERRUPTED = 130
 SUCCESSFUL = {Outcome.ROTATED, Outcome.PROMOTED, Outcome.PLANNED}
-"""What ``rotator rotate`` exits 0 on (CONTRACT.md); every other outcome exits 1."""
+"""What ``rotator rotate`` exits 0 on (docs/cli.md#conventions); every other outcome exits 1."""
 _HEADING = re.compile(r"^#{2,3} `(rotator[a-z -]*)`")
 _OPTION_HEADER = re.compile(r"^\|\s*option\s*\|")
 _FIRST_CELL = re.compile(r"^\|([^|]*)\|")

@@ -1,5 +1,5 @@
 """Recovery from every journaled state: a rotation killed at each journal step boundary is rolled
-back (nothing was served yet) or promoted (something was) by a new engine, as DESIGN.md says."""
+back (nothing was served yet) or promoted (something was) by a new engine (docs/overview.md)."""
 
 from __future__ import annotations
 

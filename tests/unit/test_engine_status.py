@@ -116,7 +116,7 @@ async def test_status_follows_the_life_of_a_target(worlds: Worlds) -> None:
 
 
 async def test_status_as_dict_uses_utc_z_timestamps(worlds: Worlds) -> None:
-    """The JSON form (``status --json``) carries CONTRACT.md's fields with ``Z`` timestamps."""
+    """The JSON form (``status --json``) carries docs/cli.md's fields with ``Z`` timestamps."""
     world = worlds(BOTH, policy={"schedule": "every 30d", "max_age": "10d"}, options=ADOPT)
     world.seed("t1")
     engine = await world.engine()

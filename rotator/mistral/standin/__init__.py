@@ -1,6 +1,7 @@
 """A local stand-in for Mistral's Admin API and ``GET /v1/models``, served over real HTTP.
 
-It follows Mistral's *documented* API (``mistral-api.md``), not any client of ours, and models
+It follows Mistral's *documented* API (its public OpenAPI spec, ``openapi-public-doc.yaml`` in
+``mistralai/platform-docs-public``, and its admin guides), not any client of ours, and models
 the documented unknowns as switches: activation and revocation delays, billing, spending limits,
 an organization expiration policy, whether deleted keys stay listed. Faults (status codes,
 hangs, dropped connections, latency, fail-after-create) are injected per operation through the
