@@ -35,8 +35,8 @@ import hvac.exceptions
 import requests
 from chaos_world import World, through
 
-from rotator.mistral.standin import FaultKind, FaultWhen, Operation
 from rotator.secret import fingerprint_of
+from rotator_dev.standin import FaultKind, FaultWhen, Operation
 from tests.support.faultproxy import Match
 from tests.support.stack import FIELD, TargetSpec
 

@@ -13,8 +13,8 @@ from typing import Any
 from world import RESULTS, table
 
 from rotator.clock import SystemClock
-from rotator.mistral.standin import KeyFacts
 from rotator.state import SqlStateStore
+from rotator_dev.standin import KeyFacts
 
 INTERRUPTED = "undone by recovery"
 """How a rotation rolled back by recovery (its process died) says so in its error."""

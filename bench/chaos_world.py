@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 from world import start_standin
 
-from rotator.mistral.standin import (
+from rotator_dev.standin import (
     DEFAULT_ADMIN_KEY,
     DEFAULT_WORKSPACE_ID,
     SEED_USER_ID,

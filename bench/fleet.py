@@ -37,7 +37,7 @@ from world import (
 )
 from world import parser as bench_parser
 
-from rotator.mistral.standin import DEFAULT_ADMIN_KEY, DEFAULT_WORKSPACE_ID, SEED_USER_ID
+from rotator_dev.standin import DEFAULT_ADMIN_KEY, DEFAULT_WORKSPACE_ID, SEED_USER_ID
 
 BASELINE = Path(__file__).with_name("baseline_sequential.py")
 TARGET_SPEEDUP = 5.0

@@ -42,15 +42,15 @@ if str(ROOT) not in sys.path:  # the test suite's server starters live in tests/
 
 from rotator.contracts import ManagedKey  # noqa: E402
 from rotator.logs import configure_logging  # noqa: E402
-from rotator.mistral.standin import (  # noqa: E402
+from rotator.secret import fingerprint_of  # noqa: E402
+from rotator.state import SqlStateStore  # noqa: E402
+from rotator_dev.standin import (  # noqa: E402
     DEFAULT_ADMIN_KEY,
     DEFAULT_WORKSPACE_ID,
     SEED_USER_ID,
     Operation,
     StandinControl,
 )
-from rotator.secret import fingerprint_of  # noqa: E402
-from rotator.state import SqlStateStore  # noqa: E402
 from tests.support import servers  # noqa: E402
 from tests.support.servers import ServerProcess  # noqa: E402
 

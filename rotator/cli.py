@@ -560,15 +560,22 @@ def dev_standin(
 ) -> None:
     """Run the local Mistral stand-in (Admin API + /v1/models) until Ctrl-C.
 
-    Exits 2 for a bad --host or an empty --admin-key, 1 if the address cannot be listened on.
+    Exits 2 for a bad --host or an empty --admin-key, 1 if the address cannot be listened on
+    or the dev kit (rotator_dev) is not installed (the wheel and the image leave it out).
     """
     import errno
     import socket
 
-    try:
-        from rotator.mistral.standin import run_standin
-    except ModuleNotFoundError:  # the container image leaves the dev kit out (.dockerignore)
-        print("rotator: the dev kit is not installed here (not in the image)", file=sys.stderr)
+    try:  # the one import of the dev kit; the wheel and the image leave it out
+        from rotator_dev.standin import run_standin
+    except ModuleNotFoundError as exc:
+        if exc.name not in {"rotator_dev", "rotator_dev.standin"}:
+            raise
+        print(
+            "rotator: the dev kit (rotator_dev) is not installed here; it comes with a checkout"
+            " of the repository, not with the wheel or the image",
+            file=sys.stderr,
+        )
         raise typer.Exit(EXIT_FAILED) from None
 
     if not admin_key:

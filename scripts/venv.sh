@@ -23,4 +23,12 @@ if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp_want" ]; then
   rm -f "$log"
   echo "$stamp_want" > "$venv/.stamp"
 fi
+# The dev kit (rotator_dev/: the Mistral stand-in, the demo, the in-memory destination) is not
+# part of the rotator distribution, so the editable install maps rotator/ alone; a link in
+# site-packages makes it importable by .venv's python from any directory (`rotator dev standin`,
+# scripts/demo, the tests' subprocesses). Checked on every run: a venv made before it gets it too.
+for site in "$venv"/lib/python3*/site-packages; do
+  [ "$(readlink "$site/rotator_dev")" = "$root/rotator_dev" ] ||
+    ln -sfn "$root/rotator_dev" "$site/rotator_dev"
+done
 export PATH="$venv/bin:$PATH"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from rotator.logs import configure_logging
-from rotator.mistral.standin import (
+from rotator_dev.standin import (
     DEFAULT_ADMIN_KEY,
     DEFAULT_WORKSPACE_ID,
     SEED_USER_ID,

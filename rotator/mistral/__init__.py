@@ -1,1 +1,1 @@
-"""Mistral: the Admin API client, the key verifier and the local stand-in."""
+"""Mistral: the Admin API client and the key verifier (the stand-in: rotator_dev.standin)."""

@@ -22,9 +22,9 @@ from pathlib import Path
 import psutil
 import pytest
 
-from rotator.dev.processes import port_in_use
 from rotator.logs import scrub
 from rotator.secret import MASK
+from rotator_dev.demo.processes import port_in_use
 from tests.support.servers import free_port
 
 pytestmark = pytest.mark.e2e

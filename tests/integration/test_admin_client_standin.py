@@ -10,7 +10,9 @@ import pytest
 from rotator.clock import FakeClock
 from rotator.errors import AuthError, PermanentError, TransientError
 from rotator.mistral.admin import AmbiguousCreate, AuthHeader, MistralAdminClient
-from rotator.mistral.standin import (
+from rotator.retry import RetryPolicy
+from rotator.secret import Secret
+from rotator_dev.standin import (
     ARCHIVED_WORKSPACE_ID,
     SEED_USER_EMAIL,
     FaultKind,
@@ -18,8 +20,6 @@ from rotator.mistral.standin import (
     Operation,
     StandinHandle,
 )
-from rotator.retry import RetryPolicy
-from rotator.secret import Secret
 
 pytestmark = pytest.mark.integration
 

@@ -497,7 +497,7 @@ def test_build_context_holds_what_the_build_copies(dockerfile: Dockerfile, tmp_p
             assert (tmp_path / source).exists(), f"COPY {source}: excluded by .dockerignore"
     assert "rotator/probe.py" in context
     assert "rotator/cli.py" in context
-    dev_kit = ("rotator/dev/", "rotator/mistral/standin/")
+    dev_kit = ("rotator_dev/", "rotator/dev/", "rotator/mistral/standin/")
     assert [n for n in context if n.startswith(dev_kit)] == [], "the dev kit stays out"
     for name in context:
         assert not name.startswith((".git/", ".venv/", "var/", "tests/", "docs/", "bench/")), name

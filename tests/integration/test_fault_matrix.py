@@ -45,7 +45,8 @@ from rotator.engine.engine import Engine
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
-from rotator.mistral.standin import (
+from rotator.secret import fingerprint_of
+from rotator_dev.standin import (
     DEFAULT_ADMIN_KEY,
     DEFAULT_WORKSPACE_ID,
     SEED_USER_ID,
@@ -53,8 +54,7 @@ from rotator.mistral.standin import (
     StandinHandle,
     StandinServer,
 )
-from rotator.mistral.standin.records import KeyFacts
-from rotator.secret import fingerprint_of
+from rotator_dev.standin.records import KeyFacts
 from tests.support.faultproxy import (
     FaultProxy,
     Match,

@@ -26,8 +26,8 @@ import yaml
 
 from rotator.clock import SystemClock
 from rotator.contracts import ManagedKey, RetiringKey
-from rotator.mistral.standin import StandinHandle
 from rotator.state import SqlStateStore
+from rotator_dev.standin import StandinHandle
 
 pytestmark = pytest.mark.integration
 

@@ -17,14 +17,14 @@ from typing import Any
 import httpx
 import pytest
 
-from rotator.mistral.standin import (
+from rotator.secret import fingerprint_of
+from rotator_dev.standin import (
     ARCHIVED_WORKSPACE_ID,
     BATCH_WORKSPACE_ID,
     SEED_USER_EMAIL,
     StandinControlError,
     StandinHandle,
 )
-from rotator.secret import fingerprint_of
 
 pytestmark = pytest.mark.integration
 

@@ -14,7 +14,7 @@ import httpx
 import pytest
 import structlog
 
-from rotator.mistral.standin import (
+from rotator_dev.standin import (
     DEFAULT_ADMIN_KEY,
     DEFAULT_WORKSPACE_ID,
     SEED_USER_ID,
@@ -108,7 +108,7 @@ def test_stop_ends_a_hang_in_progress_with_an_answer() -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_run_standin_prints_its_url_and_stops_cleanly_on_a_signal(sig: signal.Signals) -> None:
     """The foreground runner prints one URL line, serves, and exits 0 on Ctrl-C or SIGTERM."""
-    code = "from rotator.mistral.standin import run_standin; run_standin('127.0.0.1', 0, 'cli-key')"
+    code = "from rotator_dev.standin import run_standin; run_standin('127.0.0.1', 0, 'cli-key')"
     process = subprocess.Popen(
         [sys.executable, "-c", code],
         stdout=subprocess.PIPE,

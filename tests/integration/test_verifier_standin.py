@@ -11,9 +11,9 @@ import pytest
 from rotator.clock import Clock, FakeClock, SystemClock
 from rotator.mistral.admin import MistralAdminClient
 from rotator.mistral.models import CreatedKey, VerifyOutcome
-from rotator.mistral.standin import Operation, StandinHandle
 from rotator.mistral.verify import MistralVerifier, SpendLimitProbe
 from rotator.secret import Secret
+from rotator_dev.standin import Operation, StandinHandle
 
 pytestmark = pytest.mark.integration
 

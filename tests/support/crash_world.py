@@ -25,8 +25,8 @@ import httpx
 
 from rotator.clock import SystemClock
 from rotator.contracts import Rotation, TargetState
-from rotator.mistral.standin import StandinControl
 from rotator.state import SqlStateStore
+from rotator_dev.standin import StandinControl
 from tests.support.crash_runner import ChildRun, CrashRunner, Launcher
 from tests.support.crash_seam import CrashPoint
 from tests.support.harness import MotoEnv

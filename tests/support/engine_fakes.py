@@ -6,7 +6,7 @@ and a switch to fail each operation). :class:`StepHookStore` wraps a real state 
 hook around every ``append_step`` — the seam where a test kills the "process" with
 :class:`Crash` (a ``BaseException``, so no ``except Exception`` in the engine can swallow it) or
 changes the world mid-rotation. :class:`EngineWorld` binds them to in-memory destinations
-(:mod:`rotator.destinations.memory`: ``vault`` stores behave like KV v2, ``aws`` ones have a
+(:mod:`rotator_dev.memory`: ``vault`` stores behave like KV v2, ``aws`` ones have a
 pending state) and a real SQLite state store, and builds engines on them as restarted processes
 would.
 """
@@ -32,13 +32,13 @@ from rotator.clock import FakeClock
 from rotator.config import Config, Target, parse_config
 from rotator.contracts import Destination, JournalEntry, JsonValue, StateStore
 from rotator.destinations._common import MANAGED_BY
-from rotator.destinations.memory import MemoryDestination, MemoryStore
 from rotator.engine.context import Alert, Deps
 from rotator.engine.engine import Engine
 from rotator.errors import TransientError
 from rotator.mistral.models import ApiKey, CreatedKey, User, VerifyOutcome, VerifyResult, Workspace
 from rotator.secret import Secret, fingerprint_of
 from rotator.state import SqlStateStore
+from rotator_dev.memory import MemoryDestination, MemoryStore
 
 WORKSPACE = "0b6c6a4e-5f2f-4a0e-9a55-3c1d7f0e9b11"
 USER = "9c0ab39f-0cd0-46cd-bd30-8bf2d50be5ce"

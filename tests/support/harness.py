@@ -26,13 +26,13 @@ from rotator.config import VaultDestination as VaultDestinationConfig
 from rotator.contracts import Destination
 from rotator.destinations.aws import AwsDestination
 from rotator.destinations.aws_api import Boto3SecretsManager
-from rotator.destinations.memory import MemoryDestination, MemoryStore
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.destinations.vault import VaultDestination
 from rotator.destinations.vault_api import HvacApi
 from rotator.destinations.vault_auth import StaticToken, VaultSession
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
+from rotator_dev.memory import MemoryDestination, MemoryStore
 from tests.support.servers import AWS_REGION, HOST, ROOT_TOKEN, free_port
 
 if TYPE_CHECKING:

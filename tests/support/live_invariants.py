@@ -53,9 +53,9 @@ import requests
 
 from rotator.clock import SystemClock
 from rotator.contracts import Rotation, TargetState
-from rotator.mistral.standin import KeyFacts
 from rotator.secret import fingerprint_of
 from rotator.state import SqlStateStore
+from rotator_dev.standin import KeyFacts
 from tests.support.invariants import key_shaped
 from tests.support.stack import FIELD, OTHER_FIELDS, Stack, TargetSpec
 

@@ -19,7 +19,7 @@ import httpx
 import yaml
 
 from rotator.config import Config, parse_config
-from rotator.mistral.standin import StandinHandle
+from rotator_dev.standin import StandinHandle
 from tests.support.harness import PREFIX, MotoEnv, OpenBaoEnv
 from tests.support.servers import AWS_REGION
 

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from rotator.mistral.standin import StandinHandle
+from rotator_dev.standin import StandinHandle
 from tests.support.harness import MotoEnv, OpenBaoEnv
 from tests.support.invariants import InvariantChecker
 from tests.support.stack import Stack

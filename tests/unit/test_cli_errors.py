@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import io
 import socket
+import sys
 from pathlib import Path
 
 import pytest
@@ -220,6 +221,20 @@ def test_standin_on_a_port_in_use_is_one_line_exit_1() -> None:
         code, out, err = run_cli("dev", "standin", "--port", str(port))
     assert (code, out) == (1, "")
     assert err == f"rotator: cannot listen on 127.0.0.1:{port}: Address already in use\n"
+
+
+def test_standin_without_the_dev_kit_is_one_line_exit_1(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where rotator_dev is not installed (the wheel, the image), `rotator dev standin` says so
+    in one line and exits 1, no traceback."""
+    for name in [m for m in sys.modules if m == "rotator_dev" or m.startswith("rotator_dev.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "rotator_dev", None)  # None: the import fails, as if absent
+    code, out, err = run_cli("dev", "standin", "--port", "0")
+    assert (code, out) == (1, "")
+    assert err == (
+        "rotator: the dev kit (rotator_dev) is not installed here; it comes with a checkout"
+        " of the repository, not with the wheel or the image\n"
+    )
 
 
 @pytest.mark.parametrize(

@@ -24,7 +24,7 @@ from rotator.daemon.metrics import failure_reason
 from rotator.daemon.runner import Daemon
 from rotator.destinations.vault_api import HvacApi
 from rotator.errors import ConfigError, RotatorError, TransientError
-from rotator.mistral.standin import StandinHandle
+from rotator_dev.standin import StandinHandle
 from tests.unit.test_daemon_runner import FAST, TOKEN, NeverLeads, Running, World, eventually
 from tests.unit.test_daemon_serving import drip
 

@@ -20,7 +20,7 @@ from rotator.clock import SystemClock
 from rotator.config import Config
 from rotator.engine.due import plan_fire
 from rotator.engine.steps import Outcome
-from rotator.mistral.standin import StandinHandle
+from rotator_dev.standin import StandinHandle
 from tests.unit.test_daemon_runner import FAST, Running, World, eventually, store_of
 
 

@@ -29,14 +29,14 @@ from rotator.daemon.control import RateLimitedError, RotationInFlightError, Unkn
 from rotator.daemon.leader import Elector, SoleElector, Timing
 from rotator.daemon.runner import Daemon, Timings
 from rotator.daemon.systemd import SystemdNotifier
-from rotator.destinations.memory import MemoryDestination, MemoryStore
 from rotator.engine.context import Deps
 from rotator.engine.engine import Engine
 from rotator.mistral.factory import admin_client, verifier
-from rotator.mistral.standin import StandinHandle
 from rotator.render import iso
 from rotator.secret import Secret
 from rotator.state import SqlStateStore
+from rotator_dev.memory import MemoryDestination, MemoryStore
+from rotator_dev.standin import StandinHandle
 
 FIELD = "api_key"
 TOKEN = "test-admin-token"

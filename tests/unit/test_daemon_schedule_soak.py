@@ -55,13 +55,13 @@ from rotator.daemon.notify import Notifier
 from rotator.daemon.runner import Daemon, Timings
 from rotator.daemon.scheduler import Fire, Jobs, jitter_offset
 from rotator.daemon.serving import SwappableApp
-from rotator.destinations.memory import MemoryDestination, MemoryStore
 from rotator.engine.context import Deps
 from rotator.engine.engine import Engine
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
 from rotator.secret import fingerprint_of
 from rotator.state import SqlStateStore
+from rotator_dev.memory import MemoryDestination, MemoryStore
 from tests.support.engine_fakes import (
     FIELD,
     OTHER_FIELDS,

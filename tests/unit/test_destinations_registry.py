@@ -24,12 +24,12 @@ from rotator.config import (
 from rotator.contracts import Destination
 from rotator.destinations import registry
 from rotator.destinations.aws import AwsDestination
-from rotator.destinations.memory import MemoryDestination, MemoryStore
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.destinations.vault import VaultDestination
 from rotator.errors import ConfigError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
+from rotator_dev.memory import MemoryDestination, MemoryStore
 
 
 @pytest.fixture

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from rotator.dev.view import EventView, duration, status_line
 from rotator.logs import scrub
+from rotator_dev.demo.view import EventView, duration, status_line
 
 RID = "4e78c468-edc4-4cfc-a187-0e1de5f3b64a"
 AT = "2026-11-27T13:10:33.066000Z"

@@ -1,7 +1,7 @@
 """The stand-in's organization as a pure in-memory model: no HTTP, no event loop.
 
 :class:`StandinState` holds workspaces, members, keys, the organization switches
-(:class:`~rotator.mistral.standin.records.Settings`), the armed faults, request counters and the
+(:class:`~rotator_dev.standin.records.Settings`), the armed faults, request counters and the
 clock. Every public method is atomic under one lock, so the HTTP app, a test thread and a
 benchmark may share an instance.
 
@@ -24,9 +24,10 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any, TypeVar
 
 from rotator.clock import Clock
-from rotator.mistral.standin.clock import StandinClock
-from rotator.mistral.standin.faults import FaultBook, Operation
-from rotator.mistral.standin.records import (
+from rotator.secret import Secret, fingerprint_of
+from rotator_dev.standin.clock import StandinClock
+from rotator_dev.standin.faults import FaultBook, Operation
+from rotator_dev.standin.records import (
     ANALYTICS_WORKSPACE_ID,
     ARCHIVED_WORKSPACE_ID,
     BATCH_WORKSPACE_ID,
@@ -42,7 +43,6 @@ from rotator.mistral.standin.records import (
     Verdict,
     WorkspaceRecord,
 )
-from rotator.secret import Secret, fingerprint_of
 
 _R = TypeVar("_R", WorkspaceRecord, MemberRecord)
 

@@ -13,8 +13,8 @@ from typing import Any
 
 import httpx
 
-from rotator.mistral.standin.faults import FaultKind, FaultWhen, Operation
-from rotator.mistral.standin.records import KeyFacts, Settings
+from rotator_dev.standin.faults import FaultKind, FaultWhen, Operation
+from rotator_dev.standin.records import KeyFacts, Settings
 
 
 class StandinControlError(RuntimeError):

@@ -16,10 +16,10 @@ from types import FrameType, TracebackType
 
 import uvicorn
 
-from rotator.mistral.standin.app import create_app
-from rotator.mistral.standin.asgi import StandinASGI
-from rotator.mistral.standin.records import DEFAULT_ADMIN_KEY
-from rotator.mistral.standin.state import StandinState
+from rotator_dev.standin.app import create_app
+from rotator_dev.standin.asgi import StandinASGI
+from rotator_dev.standin.records import DEFAULT_ADMIN_KEY
+from rotator_dev.standin.state import StandinState
 
 _START_TIMEOUT_SECONDS = 10.0
 _GRACEFUL_SHUTDOWN_SECONDS = 3

@@ -5,10 +5,11 @@ per target of the demo configuration, a key "made by hand" written to Vault and 
 ``adopt_existing`` it); ``rotator run`` in the background, its JSON log in ``<dir>/logs``; one
 on-demand rotation of the first target through the daemon's API, so the first rotation comes at
 once (every target then follows its schedule); and a consumer thread that uses the keys the way
-services do (:class:`~rotator.dev.apps.Consumer`).
+services do (:class:`~rotator_dev.demo.apps.Consumer`).
 
-Shown (:mod:`rotator.dev.view`): one line per rotation event, and every few seconds a status line
-from ``/metrics`` and the consumer's count of calls and failures. Fingerprints only, never a key.
+Shown (:mod:`rotator_dev.demo.view`): one line per rotation event, and every few seconds a status
+line from ``/metrics`` and the consumer's count of calls and failures. Fingerprints only, never a
+key.
 
 Stop: Ctrl-C (exit 130), SIGTERM (143), SIGHUP (129), or ``--for`` seconds after the first
 rotation (exit 0). The consumer stops first, then the daemon gets SIGTERM and finishes any rotation
@@ -16,7 +17,7 @@ in flight, then the stand-ins stop; a second Ctrl-C kills what is left at once. 
 says what happened. A child that fails to start or dies: exit 1 naming its log; an invalid
 configuration: exit 2.
 
-Environment (:mod:`rotator.dev.settings`): ``ROTATOR_DEMO_MISTRAL_PORT`` (18080),
+Environment (:mod:`rotator_dev.demo.settings`): ``ROTATOR_DEMO_MISTRAL_PORT`` (18080),
 ``ROTATOR_DEMO_VAULT_PORT`` (18200), ``ROTATOR_DEMO_AWS_PORT`` (18500), ``ROTATOR_DEMO_HTTP_PORT``
 (the daemon's, 9402), ``ROTATOR_DEMO_DIR`` (``./var/demo``), ``ROTATOR_DEMO_DURATION`` (seconds,
 like ``--for``). The demo writes ``<ROTATOR_DEMO_DIR>/env``: sourced in another shell, the CLI
@@ -40,13 +41,13 @@ import httpx
 from botocore.exceptions import BotoCoreError, ClientError
 
 from rotator.config import Config, load_config
-from rotator.dev.apps import AppStores, Consumer, LegacyKey, seed_legacy_keys
-from rotator.dev.processes import Child, LogTail, StartError, port_in_use, spawn, wait_ready
-from rotator.dev.settings import Settings, demo_environment, port_variable, write_env_file
-from rotator.dev.view import EventView, clock, line, status_line
 from rotator.durations import format_duration
 from rotator.errors import ConfigError
 from rotator.logs import scrub
+from rotator_dev.demo.apps import AppStores, Consumer, LegacyKey, seed_legacy_keys
+from rotator_dev.demo.processes import Child, LogTail, StartError, port_in_use, spawn, wait_ready
+from rotator_dev.demo.settings import Settings, demo_environment, port_variable, write_env_file
+from rotator_dev.demo.view import EventView, clock, line, status_line
 
 STATUS_EVERY = 15.0
 """Seconds between two status lines."""

@@ -1,14 +1,14 @@
 """The control API under ``/_standin/``: how tests, the demo and benchmarks steer the stand-in.
 
 No Mistral authentication; every request must come from a loopback address (403 otherwise).
-Bodies are JSON; a bad one is a FastAPI-shaped 422. :class:`~rotator.mistral.standin.client.
+Bodies are JSON; a bad one is a FastAPI-shaped 422. :class:`~rotator_dev.standin.client.
 StandinControl` is the typed client for these routes.
 
 | method and path | body / query | effect |
 | --- | --- | --- |
 | POST /reset | | back to the seed organization, real time, no faults, zero counters |
 | GET, POST /clock | ``{now?, frozen?, advance_seconds?}`` | read, set, freeze or move the clock |
-| GET, POST /settings | any of :class:`~rotator.mistral.standin.records.Settings` | switches |
+| GET, POST /settings | any of :class:`~rotator_dev.standin.records.Settings` | switches |
 | GET, POST /workspaces | ``{name, uuid?, description?, icon?}`` | list (with switches) / add |
 | POST /workspaces/{uuid}/archive | | archive |
 | POST /workspaces/{uuid}/spend-limit | ``{reached}`` | the monthly-limit switch |
@@ -30,10 +30,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from rotator.mistral.standin import wire
-from rotator.mistral.standin.faults import Fault, FaultKind, FaultWhen, Operation
-from rotator.mistral.standin.records import StandinHTTPError, iso_utc
-from rotator.mistral.standin.state import StandinState
+from rotator_dev.standin import wire
+from rotator_dev.standin.faults import Fault, FaultKind, FaultWhen, Operation
+from rotator_dev.standin.records import StandinHTTPError, iso_utc
+from rotator_dev.standin.state import StandinState
 
 Handler = Callable[[Request, StandinState], Awaitable[Response]]
 

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from rotator.mistral.standin.records import KeyFacts, StandinHTTPError, iso_utc
 from rotator.secret import Secret
+from rotator_dev.standin.records import KeyFacts, StandinHTTPError, iso_utc
 
 _M = TypeVar("_M", bound=BaseModel)
 

@@ -18,10 +18,10 @@ Never for production: it keeps keys in memory and its control API has no authent
 
 from __future__ import annotations
 
-from rotator.mistral.standin.app import create_app
-from rotator.mistral.standin.client import StandinControl, StandinControlError, StandinHandle
-from rotator.mistral.standin.faults import Fault, FaultKind, FaultWhen, Operation
-from rotator.mistral.standin.records import (
+from rotator_dev.standin.app import create_app
+from rotator_dev.standin.client import StandinControl, StandinControlError, StandinHandle
+from rotator_dev.standin.faults import Fault, FaultKind, FaultWhen, Operation
+from rotator_dev.standin.records import (
     ANALYTICS_WORKSPACE_ID,
     ARCHIVED_WORKSPACE_ID,
     BATCH_WORKSPACE_ID,
@@ -32,8 +32,8 @@ from rotator.mistral.standin.records import (
     KeyFacts,
     Settings,
 )
-from rotator.mistral.standin.server import StandinServer, run_standin
-from rotator.mistral.standin.state import StandinState
+from rotator_dev.standin.server import StandinServer, run_standin
+from rotator_dev.standin.state import StandinState
 
 __all__ = [
     "ANALYTICS_WORKSPACE_ID",

@@ -21,7 +21,7 @@ Behaviour where Mistral's documentation is silent (each is a choice a client mus
   next billing cycle) when the key's workspace reached its spending limit.
 
 Every Mistral-facing request is counted per operation and may be hit by an injected fault
-(:mod:`rotator.mistral.standin.faults`) before or after the operation runs.
+(:mod:`rotator_dev.standin.faults`) before or after the operation runs.
 """
 
 from __future__ import annotations
@@ -36,12 +36,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Mount, Route
 
-from rotator.mistral.standin import wire
-from rotator.mistral.standin.asgi import drop_connection
-from rotator.mistral.standin.control import control_routes
-from rotator.mistral.standin.faults import Fault, FaultKind, FaultWhen, Operation
-from rotator.mistral.standin.records import Access, StandinHTTPError
-from rotator.mistral.standin.state import StandinState
+from rotator_dev.standin import wire
+from rotator_dev.standin.asgi import drop_connection
+from rotator_dev.standin.control import control_routes
+from rotator_dev.standin.faults import Fault, FaultKind, FaultWhen, Operation
+from rotator_dev.standin.records import Access, StandinHTTPError
+from rotator_dev.standin.state import StandinState
 
 ADMIN_PREFIXES = ("/v1/admin", "/api/admin")
 _HANG_POLL_SECONDS = 0.02
@@ -263,8 +263,8 @@ def _routes(state: StandinState) -> list[BaseRoute]:
 def create_app(state: StandinState) -> Starlette:
     """The stand-in as a Starlette app over ``state``.
 
-    Serve it wrapped in :class:`~rotator.mistral.standin.asgi.StandinASGI` under uvicorn (as
-    :class:`~rotator.mistral.standin.server.StandinServer` does): the wrapper writes the request
+    Serve it wrapped in :class:`~rotator_dev.standin.asgi.StandinASGI` under uvicorn (as
+    :class:`~rotator_dev.standin.server.StandinServer` does): the wrapper writes the request
     log and is what lets a ``drop`` fault close the connection.
     """
     return Starlette(
