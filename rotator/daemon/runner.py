@@ -56,7 +56,7 @@ from rotator.daemon.control import (
     UnknownTargetError,
 )
 from rotator.daemon.http import build_app
-from rotator.daemon.leader import Elector, LeadershipLost, build_elector
+from rotator.daemon.leader import Elector, build_elector
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.notify import Notifier
 from rotator.daemon.scheduler import Fire, FirePlan, Jobs, RotationJobs, plan_fire
@@ -68,7 +68,7 @@ from rotator.engine.engine import Engine, TargetStatus
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
-from rotator.errors import ConfigError, RotatorError, exit_status
+from rotator.errors import ConfigError, LeadershipLost, RotatorError, exit_status
 from rotator.logs import scrub
 from rotator.render import iso
 

@@ -32,6 +32,7 @@ from rotator.contracts import (
 from rotator.engine.context import Alert, Deps, RotationState, TargetContext
 from rotator.engine.steps import DestStep, Outcome, Step, dest_step, dest_tag
 from rotator.errors import (
+    AmbiguousCreate,
     BackendError,
     ConflictError,
     PermanentError,
@@ -39,7 +40,6 @@ from rotator.errors import (
     TransientError,
     VerificationFailed,
 )
-from rotator.mistral.admin import AmbiguousCreate
 from rotator.mistral.models import VerifyOutcome
 from rotator.render import iso
 from rotator.retry import RetryPolicy, retry_async
