@@ -20,7 +20,7 @@ import structlog
 from rotator.config import Config
 from rotator.contracts import KeyIssuer
 from rotator.errors import RotatorError
-from rotator.mistral.models import Workspace
+from rotator.keys import Workspace
 from rotator.render import plural
 
 log = structlog.get_logger(__name__)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Protocol, TypeAlias
 
-from rotator.mistral.models import ApiKey, CreatedKey, User, VerifyResult, Workspace
+from rotator.keys import ApiKey, CreatedKey, User, VerifyResult, Workspace
 from rotator.secret import Secret
 
 
@@ -70,7 +70,7 @@ class KeyVerifier(Protocol):
     """Proves a key works for inference with ``GET /v1/models``."""
 
     async def check(self, secret: Secret) -> VerifyResult:
-        """One call, classified (see :class:`rotator.mistral.models.VerifyOutcome`). Never raises
+        """One call, classified (see :class:`rotator.keys.VerifyOutcome`). Never raises
         for HTTP or network failures: they are outcomes."""
         ...
 

@@ -35,8 +35,8 @@ import structlog
 from rotator.config import Config, Target
 from rotator.contracts import StateStore, TargetState
 from rotator.errors import RotatorError
+from rotator.keys import ApiKey, Workspace
 from rotator.logs import scrub
-from rotator.mistral.models import ApiKey, Workspace
 from rotator.render import iso, plural, table
 
 log = structlog.get_logger(__name__)

@@ -18,7 +18,14 @@ import structlog
 from rotator.config import Config
 from rotator.contracts import CurrentValue, TargetState
 from rotator.durations import format_duration
-from rotator.engine.context import Alert, Deps, RotationState, TargetContext
+from rotator.engine.context import (
+    Alert,
+    Deps,
+    RotationState,
+    TargetContext,
+    gather_bases,
+    served_key,
+)
 from rotator.engine.due import compliant as is_compliant
 from rotator.engine.due import plan_fire
 from rotator.engine.recovery import (
@@ -26,20 +33,18 @@ from rotator.engine.recovery import (
     find_orphans,
     recover_rotation,
 )
-from rotator.engine.revocation import RevocationResult, masked, revoke_due
+from rotator.engine.revocation import RevocationResult, revoke_due
 from rotator.engine.rotation import (
     RotationResult,
     RotationRun,
     expiration_for,
-    gather_bases,
     key_name,
     record_failed_attempt,
-    served_key,
 )
 from rotator.engine.steps import Outcome, Step, dest_tag
 from rotator.errors import ConflictError, PermanentError, RotatorError
+from rotator.keys import ApiKey, masked
 from rotator.logs import scrub
-from rotator.mistral.models import ApiKey
 from rotator.render import iso, plural
 
 log = structlog.get_logger(__name__)

@@ -34,6 +34,7 @@ from rotator.errors import (
     RequestNotSentError,
     TransientError,
 )
+from rotator.keys import ApiKey, CreatedKey, User, Workspace
 from rotator.mistral._http import (
     BACKEND,
     USER_AGENT,
@@ -41,7 +42,6 @@ from rotator.mistral._http import (
     OnCall,
     transport_error,
 )
-from rotator.mistral.models import ApiKey, CreatedKey, User, Workspace
 from rotator.retry import RetryPolicy, parse_retry_after, retry_async
 from rotator.secret import Secret
 

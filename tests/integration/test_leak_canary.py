@@ -33,8 +33,8 @@ from rotator.engine.context import Alert
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome
 from rotator.engine.wiring import build_engine
+from rotator.keys import CreatedKey
 from rotator.logs import configure_logging
-from rotator.mistral.models import CreatedKey
 from rotator.secret import fingerprint_of
 from tests.support.engine_fakes import StepHookStore
 from tests.support.invariants import InvariantChecker, key_shaped
