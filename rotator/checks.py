@@ -13,29 +13,16 @@ CloudTrail records them as failed calls.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 
 import structlog
 
 from rotator.config import Config
-from rotator.contracts import KeyIssuer
+from rotator.contracts import CheckResult, KeyIssuer
 from rotator.errors import RotatorError
 from rotator.keys import Workspace
 from rotator.render import plural
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One verdict: what was checked, whether it passed, and a one-line detail."""
-
-    subject: str
-    ok: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 IssuerFactory = Callable[[Config], Awaitable[KeyIssuer]]
