@@ -165,8 +165,8 @@ def _with_engine(
     The configured webhooks hear the engine's alerts (stuck, failed, refused revocations) from
     the CLI as from the daemon; deliveries in flight get a few seconds before the command exits.
     """
+    from rotator.app.wiring import build_engine
     from rotator.daemon.notify import Notifier
-    from rotator.engine.wiring import build_engine
 
     cfg = _load(ctx, config)
 

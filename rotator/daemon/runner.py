@@ -45,6 +45,7 @@ from pathlib import Path
 import structlog
 from starlette.applications import Starlette
 
+from rotator.app.wiring import build_engine
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, load_config
 from rotator.contracts import TargetState
@@ -67,7 +68,6 @@ from rotator.engine.context import Alert
 from rotator.engine.engine import Engine, TargetStatus
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
-from rotator.engine.wiring import build_engine
 from rotator.errors import ConfigError, LeadershipLost, RotatorError, exit_status
 from rotator.logs import scrub
 from rotator.render import iso
@@ -345,11 +345,13 @@ class Daemon:
         )
 
     async def _build_engine(self, cfg: Config) -> Engine:
-        engine = await build_engine(
-            cfg, clock=self.clock, on_alert=self.alert, on_call=self.metrics.observe_call
+        return await build_engine(
+            cfg,
+            clock=self.clock,
+            on_alert=self.alert,
+            on_call=self.metrics.observe_call,
+            before_step=self._ensure_leading,
         )
-        engine.deps.before_step = self._ensure_leading
-        return engine
 
     async def _ensure_leading(self) -> None:
         """Before every journaled step: still the leader? (raises ``LeadershipLost`` if not)."""

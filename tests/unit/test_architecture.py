@@ -32,8 +32,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "rotator"
 
@@ -182,7 +180,6 @@ def test_the_walk_sees_function_level_and_relative_imports() -> None:
     assert len(edges) > 50
 
 
-@pytest.mark.xfail(reason="issue 13: the layers are being fenced", strict=True)
 def test_imports_point_down_without_cycles() -> None:
     edges = graph()
     report = summary(edges)

@@ -1,8 +1,11 @@
-"""Builds an :class:`Engine` from a configuration: the one place backends are wired together."""
+"""Builds an :class:`Engine` from a configuration: the one place backends are wired together.
+
+The composition root: it alone imports the engine and the concrete backends (state store,
+Mistral clients, destination registry) together. The faces call :func:`build_engine`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, Target
@@ -25,12 +28,15 @@ async def build_engine(
     clock: Clock | None = None,
     on_alert: AlertHook | None = None,
     on_call: OnCall | None = None,
+    before_step: Callable[[], Awaitable[None]] | None = None,
     create_state: bool = True,
 ) -> Engine:
     """An engine on ``cfg``'s state store (migrated), Mistral clients and destinations.
 
     ``on_call`` is handed to both Mistral clients (the metrics hook, see
-    :data:`rotator.mistral._http.OnCall`).
+    :data:`rotator.mistral._http.OnCall`). ``on_alert`` hears the engine's alerts;
+    ``before_step`` runs before every journaled step (the daemon's leadership check: it raises
+    ``LeadershipLost`` to stop a rotation).
 
     ``create_state=False`` (the read-only commands): a missing SQLite state file is a
     ``ConfigError`` ("no state at PATH") instead of being created.
@@ -75,6 +81,7 @@ async def build_engine(
         destinations=destinations,
         on_alert=on_alert,
         pool=pool,
+        before_step=before_step,
     )
     return Engine(cfg, deps)
 
