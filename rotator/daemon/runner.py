@@ -216,9 +216,9 @@ class Daemon:
 
     async def rotation_view(self, rotation_id: str) -> dict[str, object] | None:
         engine = self._engine()
-        rotation = await engine.deps.store.get_rotation(rotation_id)
+        rotation = await engine.get_rotation(rotation_id)
         if rotation is not None:
-            steps = await engine.deps.store.journal(rotation_id)
+            steps = await engine.journal(rotation_id)
             return {
                 "rotation_id": rotation.rotation_id,
                 "target": rotation.target,
@@ -478,10 +478,10 @@ class Daemon:
 
     async def _plan_all(self) -> None:
         """Register every target (its first-seen anchor) and place every job afresh."""
-        store = self._engine().deps.store
+        engine = self._engine()
         self.jobs.clear()
         for target in self.cfg.targets:
-            await store.register_target(target.name)
+            await engine.register_target(target.name)
         await self._replan(set())
 
     async def _replan(self, ran: set[str]) -> None:
@@ -492,7 +492,7 @@ class Daemon:
         engine = self._engine()
         if not self._leading():
             return
-        states = {s.target: s for s in await engine.deps.store.list_targets()}
+        states = {s.target: s for s in await engine.list_targets()}
         if engine is not self.engine or not self._leading():
             return  # a reload or a loss of leadership happened meanwhile: theirs to plan
         now = self.clock.now()
@@ -595,7 +595,7 @@ class Daemon:
             seconds = round(self.clock.monotonic() - started, 3)
             level("rotation_result", origin=origin, seconds=seconds, **_loggable(result))
             journal = (
-                await engine.deps.store.journal(result.rotation_id)
+                await engine.journal(result.rotation_id)
                 if result.rotation_id and result.outcome in _FAILED
                 else []
             )
@@ -627,7 +627,7 @@ class Daemon:
 
     async def _still_due(self, engine: Engine, name: str) -> bool:
         """A scheduled fire re-checks state (another process may have rotated meanwhile)."""
-        plan = self._plan_of(engine, name, await engine.deps.store.get_target(name))
+        plan = self._plan_of(engine, name, await engine.get_target(name))
         if plan.fire_at <= self.clock.now() + timedelta(seconds=1):
             return True
         log.info("rotation_not_due", **plan.as_log())
@@ -666,7 +666,7 @@ class Daemon:
         """Seconds to the earliest future grace deadline, at most ``revoke_every``."""
         every = self.timings.revoke_every
         try:
-            states = await self._engine().deps.store.list_targets()
+            states = await self._engine().list_targets()
         except RotatorError:
             return every
         now = self.clock.now()
@@ -798,7 +798,7 @@ class Daemon:
         problems = self.health.problems
         unusable = "the state store cannot be read and written"
         while True:
-            probe = asyncio.ensure_future(self._engine().deps.store.probe())
+            probe = asyncio.ensure_future(self._engine().probe_store())
             if not (await asyncio.wait({probe}, timeout=self.timings.readiness_every))[0]:
                 problems["store"] = unusable  # a store that takes this long is not usable now
                 await asyncio.wait({probe})
@@ -823,7 +823,7 @@ class Daemon:
                 rows, states = await self._status_and_states()
                 self.metrics.refresh(self.cfg, rows, states, now=self.clock.now())
                 self._notify_overdue(rows)
-                await audit_head.publish(self._engine().deps.store)
+                await audit_head.publish(self._engine())
             except Exception as exc:  # noqa: BLE001 - metrics never stop the daemon
                 log.warning("metrics_refresh_failed", error=scrub(str(exc)))
             await _wait_event(self._metrics_wake, self.timings.metrics_every, clear=True)
@@ -847,7 +847,7 @@ class Daemon:
 
     async def _status_and_states(self) -> tuple[list[TargetStatus], list[TargetState]]:
         engine = self._engine()
-        states = await engine.deps.store.list_targets()
+        states = await engine.list_targets()
         rows = await engine.status(states)
         by_name = {s.target: s for s in states}
         planned = [  # the engine's plan, and this daemon's floor where it has one
