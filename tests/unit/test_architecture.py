@@ -11,19 +11,20 @@ contracts and never import each other):
 ===== ============ =============================================================
 rank  group        modules
 ===== ============ =============================================================
+6     dev          dev/, mistral/standin/, destinations/memory (leaving for
+                   rotator_dev; they may import anything, nothing imports them
+                   but ``rotator dev standin``: see ``ALLOWED``)
 5     faces        cli, __main__, daemon/, probe, report, checks
 4     app          app/ (the composition root: builds the engine from config)
 3     engine       engine/ (rotation, revocation, recovery; talks to contracts)
 3     backends     mistral/, destinations/, state/ (implement the contracts)
 2     contracts    contracts (the protocols and records both sides share)
-1     vocabulary   errors, secret, clock, durations, schedule, logs, retry, render,
-                   pool, config, keys, checking, the package itself
-0     dev          dev/, mistral/standin/, destinations/memory (leaving for
-                   rotator_dev; they may import anything, nothing may import them)
+1     vocabulary   errors, secret, keys, clock, durations, schedule, logs, retry,
+                   render, pool, config, the package itself
 ===== ============ =============================================================
 
 ``config`` is vocabulary: it imports only other vocabulary and almost every layer reads
-it, so it sits below the contracts.
+it, so it sits below the contracts. docs/design/20261206-import-layers.md explains the table.
 """
 
 from __future__ import annotations
@@ -178,6 +179,19 @@ def test_the_walk_sees_function_level_and_relative_imports() -> None:
     edges = graph()
     assert "rotator.daemon.runner" in edges["rotator.cli"]  # imported inside a function
     assert len(edges) > 50
+
+
+def test_faces_use_the_engine_api_not_its_deps() -> None:
+    """The faces drive the engine through its methods; ``engine.deps`` is the root's business."""
+    found = modules()
+    reaches = [
+        f"{name}:{node.lineno}"
+        for name, path in found.items()
+        if layer(name)[1] == "faces"
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8")))
+        if isinstance(node, ast.Attribute) and node.attr == "deps"
+    ]
+    assert not reaches, f"faces reaching into engine.deps: {reaches}"
 
 
 def test_imports_point_down_without_cycles() -> None:
