@@ -25,7 +25,7 @@ from typer._click.exceptions import ClickException, UsageError
 
 from rotator import __version__
 from rotator.config import Config, load_config
-from rotator.errors import ConfigError, RotatorError
+from rotator.errors import ConfigError, RotatorError, UnreadableAuditRowError
 from rotator.logs import LogFormat, configure_logging, scrub
 
 if TYPE_CHECKING:
@@ -438,8 +438,6 @@ def history(
     verify = verify or anchor != AuditAnchor()
 
     async def work(engine: Engine) -> tuple[list[dict[str, object]], str | None, bool]:
-        from rotator.state.audit import UnreadableAuditRowError
-
         verdict = await engine.verify_audit(anchor) if verify else None
         try:
             events = await engine.audit_events(target, limit=limit)

@@ -15,6 +15,7 @@
     ├── VerificationFailed     a key did not pass GET /v1/models within its window
     ├── ConflictError          someone else changed or owns what we were about to write (CAS,
     │                          a foreign manager, an AWSPENDING we did not stage)
+    ├── UnreadableAuditRowError  an audit row holds values rotator never writes (tampering)
     └── LeadershipLost         this daemon is no longer (or never was) the leader: stop rotating
 
 Messages are built from non-secret facts only (ids, fingerprints, status codes). Backend error
@@ -129,3 +130,19 @@ class ConflictError(RotatorError):
 
 class LeadershipLost(RotatorError):  # noqa: N818 - a state, like ConflictError's peers
     """This instance was the leader and no longer is (or never was): stop rotating."""
+
+
+class UnreadableAuditRowError(RotatorError):
+    """An audit row whose stored values rotator never writes: it was edited in the database."""
+
+    def __init__(self, seq: int, what: str) -> None:
+        self.seq = seq
+        self.what = what
+        super().__init__(
+            f"audit {self.problem} (the audit log was altered: see rotator history --verify)"
+        )
+
+    @property
+    def problem(self) -> str:
+        """The verdict's problem: ``row N cannot be read: …``."""
+        return f"row {self.seq} cannot be read: {self.what}"
