@@ -51,17 +51,11 @@ async def run_checks(
     ]
     if config_only:
         return results
-    results += await _check_mistral(cfg, issuer_factory or _default_issuer)
-    from rotator.destinations.checks import check_destinations
+    from rotator.app.wiring import check_destinations, check_issuer
 
+    results += await _check_mistral(cfg, issuer_factory or check_issuer)
     results += await check_destinations(cfg)
     return results
-
-
-async def _default_issuer(cfg: Config) -> KeyIssuer:
-    from rotator.mistral.factory import admin_client
-
-    return admin_client(cfg.mistral)
 
 
 async def _check_mistral(cfg: Config, factory: IssuerFactory) -> list[CheckResult]:

@@ -9,7 +9,9 @@ from collections.abc import Awaitable, Callable, Sequence
 
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, Target
-from rotator.contracts import Destination
+from rotator.contracts import Destination, KeyIssuer
+from rotator.destinations._common import add_call_observer
+from rotator.destinations.checks import check_destinations
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.engine.context import AlertHook, Deps
 from rotator.engine.engine import Engine
@@ -20,6 +22,8 @@ from rotator.mistral.factory import admin_client, verifier
 from rotator.pool import BlockingPool
 from rotator.state import SqlStateStore
 from rotator.state.database import StateUrlError
+
+__all__ = ["build_engine", "check_destinations", "check_issuer", "observe_destination_calls"]
 
 
 async def build_engine(
@@ -92,3 +96,14 @@ async def _resolve_user(cfg: Config, admin: MistralAdminClient) -> str:
     if user is None:
         raise ConfigError(cfg.source, "mistral.user_email", f"no organization member {email!r}")
     return user.uuid
+
+
+def observe_destination_calls(on_call: OnCall) -> Callable[[], None]:
+    """Have ``on_call`` told of every destination call in this process (the metrics hook, like
+    the Mistral clients' ``on_call``); returns the function that stops it (idempotent)."""
+    return add_call_observer(on_call)
+
+
+async def check_issuer(cfg: Config) -> KeyIssuer:
+    """The Admin API client ``rotator check`` asks (no user lookup, no state)."""
+    return admin_client(cfg.mistral)

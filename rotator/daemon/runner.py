@@ -45,7 +45,7 @@ from pathlib import Path
 import structlog
 from starlette.applications import Starlette
 
-from rotator.app.wiring import build_engine
+from rotator.app.wiring import build_engine, observe_destination_calls
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, load_config
 from rotator.contracts import TargetState
@@ -63,7 +63,6 @@ from rotator.daemon.notify import Notifier
 from rotator.daemon.scheduler import Fire, FirePlan, Jobs, RotationJobs, plan_fire
 from rotator.daemon.serving import HttpServer, Server, ServerLimits, SwappableApp, bind
 from rotator.daemon.systemd import SystemdNotifier
-from rotator.destinations._common import add_call_observer
 from rotator.engine.context import Alert
 from rotator.engine.engine import Engine, TargetStatus
 from rotator.engine.rotation import RotationResult
@@ -261,7 +260,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        stop_observing = add_call_observer(self.metrics.observe_call)
+        stop_observing = observe_destination_calls(self.metrics.observe_call)
         try:
             await self._run()
         except Exception as exc:
