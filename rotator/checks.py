@@ -13,29 +13,16 @@ CloudTrail records them as failed calls.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from dataclasses import asdict, dataclass
 
 import structlog
 
 from rotator.config import Config
-from rotator.contracts import KeyIssuer
+from rotator.contracts import CheckResult, KeyIssuer
 from rotator.errors import RotatorError
-from rotator.mistral.models import Workspace
+from rotator.keys import Workspace
 from rotator.render import plural
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(frozen=True, slots=True)
-class CheckResult:
-    """One verdict: what was checked, whether it passed, and a one-line detail."""
-
-    subject: str
-    ok: bool
-    detail: str
-
-    def as_dict(self) -> dict[str, object]:
-        return asdict(self)
 
 
 IssuerFactory = Callable[[Config], Awaitable[KeyIssuer]]
@@ -64,17 +51,11 @@ async def run_checks(
     ]
     if config_only:
         return results
-    results += await _check_mistral(cfg, issuer_factory or _default_issuer)
-    from rotator.destinations.checks import check_destinations
+    from rotator.app.wiring import check_destinations, check_issuer
 
+    results += await _check_mistral(cfg, issuer_factory or check_issuer)
     results += await check_destinations(cfg)
     return results
-
-
-async def _default_issuer(cfg: Config) -> KeyIssuer:
-    from rotator.mistral.factory import admin_client
-
-    return admin_client(cfg.mistral)
 
 
 async def _check_mistral(cfg: Config, factory: IssuerFactory) -> list[CheckResult]:

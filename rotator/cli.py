@@ -25,7 +25,7 @@ from typer._click.exceptions import ClickException, UsageError
 
 from rotator import __version__
 from rotator.config import Config, load_config
-from rotator.errors import ConfigError, RotatorError
+from rotator.errors import ConfigError, RotatorError, UnreadableAuditRowError
 from rotator.logs import LogFormat, configure_logging, scrub
 
 if TYPE_CHECKING:
@@ -165,8 +165,8 @@ def _with_engine(
     The configured webhooks hear the engine's alerts (stuck, failed, refused revocations) from
     the CLI as from the daemon; deliveries in flight get a few seconds before the command exits.
     """
+    from rotator.app.wiring import build_engine
     from rotator.daemon.notify import Notifier
-    from rotator.engine.wiring import build_engine
 
     cfg = _load(ctx, config)
 
@@ -261,8 +261,8 @@ async def _wait_for_revocation(
     for result in results:
         final = result
         if result.outcome is Outcome.PROMOTED and result.revoke_due_at is not None:
-            delay = (result.revoke_due_at - engine.deps.clock.now()).total_seconds()
-            await engine.deps.clock.sleep(max(0.0, delay))
+            delay = (result.revoke_due_at - engine.clock.now()).total_seconds()
+            await engine.clock.sleep(max(0.0, delay))
             revoked = [
                 r.key_id
                 for r in await engine.revoke_due()
@@ -293,7 +293,7 @@ def recover(
 
     async def work(engine: Engine) -> dict[str, list[dict[str, object]]]:
         results, orphans = await engine.recover(sweep_orphans=sweep_orphans)
-        still_open = await engine.deps.store.open_rotations()
+        still_open = await engine.open_rotations()
         return {
             "rotations": [r.as_dict() for r in results],
             "orphans": [o.as_dict() for o in orphans],
@@ -364,7 +364,7 @@ def status(
 
     async def work(engine: Engine) -> list[dict[str, object]]:
         rows = []
-        now = engine.deps.clock.now()
+        now = engine.clock.now()
         from rotator.render import age
 
         for st in await engine.status():
@@ -438,11 +438,9 @@ def history(
     verify = verify or anchor != AuditAnchor()
 
     async def work(engine: Engine) -> tuple[list[dict[str, object]], str | None, bool]:
-        from rotator.state.audit import UnreadableAuditRowError
-
-        verdict = await engine.deps.store.verify_audit(anchor) if verify else None
+        verdict = await engine.verify_audit(anchor) if verify else None
         try:
-            events = await engine.deps.store.audit_events(target, limit=limit)
+            events = await engine.audit_events(target, limit=limit)
         except UnreadableAuditRowError:
             if verdict is None or verdict.ok:
                 raise
@@ -497,9 +495,9 @@ def report(
     async def work(engine: Engine) -> str:
         found = await build_report(
             engine.cfg,
-            issuer=engine.deps.issuer,
-            store=engine.deps.store,
-            now=engine.deps.clock.now(),
+            issuer=engine,
+            store=engine,
+            now=engine.clock.now(),
             unused_days=unused_days,
         )
         if as_json:

@@ -10,11 +10,11 @@ key in an exception, a log line or a return value other than a :class:`rotator.s
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Protocol, TypeAlias
 
-from rotator.mistral.models import ApiKey, CreatedKey, User, VerifyResult, Workspace
+from rotator.keys import ApiKey, CreatedKey, User, VerifyResult, Workspace
 from rotator.secret import Secret
 
 
@@ -70,7 +70,7 @@ class KeyVerifier(Protocol):
     """Proves a key works for inference with ``GET /v1/models``."""
 
     async def check(self, secret: Secret) -> VerifyResult:
-        """One call, classified (see :class:`rotator.mistral.models.VerifyOutcome`). Never raises
+        """One call, classified (see :class:`rotator.keys.VerifyOutcome`). Never raises
         for HTTP or network failures: they are outcomes."""
         ...
 
@@ -255,6 +255,20 @@ class AccessCheck:
     def line(self) -> str:
         """The line ``rotator check`` prints."""
         return f"{'ok  ' if self.ok else 'FAIL'} {self.destination}: {self.check}: {self.detail}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """One line of ``rotator check``: what was checked, whether it passed, a one-line detail.
+
+    Built by :mod:`rotator.checks` and by the destination backends' checks alike."""
+
+    subject: str
+    ok: bool
+    detail: str
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
 
 
 class Destination(Protocol):

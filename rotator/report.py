@@ -33,10 +33,10 @@ from typing import Protocol
 import structlog
 
 from rotator.config import Config, Target
-from rotator.contracts import StateStore, TargetState
+from rotator.contracts import TargetState
 from rotator.errors import RotatorError
+from rotator.keys import ApiKey, Workspace
 from rotator.logs import scrub
-from rotator.mistral.models import ApiKey, Workspace
 from rotator.render import iso, plural, table
 
 log = structlog.get_logger(__name__)
@@ -79,6 +79,12 @@ class KeyListing(Protocol):
     async def list_keys(self, *, workspace_id: str | None = None) -> list[ApiKey]: ...
 
     async def list_workspaces(self) -> list[Workspace]: ...
+
+
+class TargetListing(Protocol):
+    """What the report reads from the state store (a subset of ``StateStore``)."""
+
+    async def list_targets(self) -> list[TargetState]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,7 +252,7 @@ async def build_report(
     cfg: Config,
     *,
     issuer: KeyListing,
-    store: StateStore,
+    store: TargetListing,
     now: datetime,
     unused_days: int = DEFAULT_UNUSED_DAYS,
 ) -> Report:

@@ -11,17 +11,24 @@ kept from those lines is checked later with ``rotator history --expect-count N -
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Protocol
 
 import structlog
 
 from rotator.clock import Clock
-from rotator.contracts import AuditHead, StateStore
+from rotator.contracts import AuditHead
 from rotator.daemon.metrics import Metrics
 
 log = structlog.get_logger(__name__)
 
 PUBLISH_EVERY = timedelta(hours=1)
 """An unchanged head is logged again this often, so every log window holds one."""
+
+
+class HeadSource(Protocol):
+    """Where the head is read (the engine, or a ``StateStore``)."""
+
+    async def audit_head(self) -> AuditHead: ...
 
 
 class AuditHeadPublisher:
@@ -33,7 +40,7 @@ class AuditHeadPublisher:
         self._every = every
         self._logged: tuple[AuditHead, datetime] | None = None
 
-    async def publish(self, store: StateStore) -> AuditHead:
+    async def publish(self, store: HeadSource) -> AuditHead:
         """Publish ``store``'s current head (metrics always, the log line when due)."""
         head = await store.audit_head()
         self._metrics.set_audit_head(head.rows, head.head_hash)

@@ -49,7 +49,7 @@ import structlog
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config
 from rotator.daemon.control import Health
-from rotator.errors import ConfigError, RotatorError
+from rotator.errors import ConfigError, LeadershipLost
 
 if TYPE_CHECKING:
     import psycopg
@@ -61,10 +61,6 @@ OnChange = Callable[[bool], None]
 
 MIGRATION_LOCK_KEY = 0x726F7461746F72
 """The advisory lock migrations take (``rotator.state.migrations``); the leader's differs."""
-
-
-class LeadershipLost(RotatorError):  # noqa: N818 - a state, like ConflictError's peers
-    """This instance was the leader and no longer is (or never was): stop rotating."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,7 @@ from pathlib import Path
 import structlog
 from starlette.applications import Starlette
 
+from rotator.app.wiring import build_engine, observe_destination_calls
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, load_config
 from rotator.contracts import TargetState
@@ -56,19 +57,17 @@ from rotator.daemon.control import (
     UnknownTargetError,
 )
 from rotator.daemon.http import build_app
-from rotator.daemon.leader import Elector, LeadershipLost, build_elector
+from rotator.daemon.leader import Elector, build_elector
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.notify import Notifier
 from rotator.daemon.scheduler import Fire, FirePlan, Jobs, RotationJobs, plan_fire
 from rotator.daemon.serving import HttpServer, Server, ServerLimits, SwappableApp, bind
 from rotator.daemon.systemd import SystemdNotifier
-from rotator.destinations._common import add_call_observer
 from rotator.engine.context import Alert
 from rotator.engine.engine import Engine, TargetStatus
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
-from rotator.engine.wiring import build_engine
-from rotator.errors import ConfigError, RotatorError, exit_status
+from rotator.errors import ConfigError, LeadershipLost, RotatorError, exit_status
 from rotator.logs import scrub
 from rotator.render import iso
 
@@ -216,9 +215,9 @@ class Daemon:
 
     async def rotation_view(self, rotation_id: str) -> dict[str, object] | None:
         engine = self._engine()
-        rotation = await engine.deps.store.get_rotation(rotation_id)
+        rotation = await engine.get_rotation(rotation_id)
         if rotation is not None:
-            steps = await engine.deps.store.journal(rotation_id)
+            steps = await engine.journal(rotation_id)
             return {
                 "rotation_id": rotation.rotation_id,
                 "target": rotation.target,
@@ -261,7 +260,7 @@ class Daemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        stop_observing = add_call_observer(self.metrics.observe_call)
+        stop_observing = observe_destination_calls(self.metrics.observe_call)
         try:
             await self._run()
         except Exception as exc:
@@ -345,11 +344,13 @@ class Daemon:
         )
 
     async def _build_engine(self, cfg: Config) -> Engine:
-        engine = await build_engine(
-            cfg, clock=self.clock, on_alert=self.alert, on_call=self.metrics.observe_call
+        return await build_engine(
+            cfg,
+            clock=self.clock,
+            on_alert=self.alert,
+            on_call=self.metrics.observe_call,
+            before_step=self._ensure_leading,
         )
-        engine.deps.before_step = self._ensure_leading
-        return engine
 
     async def _ensure_leading(self) -> None:
         """Before every journaled step: still the leader? (raises ``LeadershipLost`` if not)."""
@@ -476,10 +477,10 @@ class Daemon:
 
     async def _plan_all(self) -> None:
         """Register every target (its first-seen anchor) and place every job afresh."""
-        store = self._engine().deps.store
+        engine = self._engine()
         self.jobs.clear()
         for target in self.cfg.targets:
-            await store.register_target(target.name)
+            await engine.register_target(target.name)
         await self._replan(set())
 
     async def _replan(self, ran: set[str]) -> None:
@@ -490,7 +491,7 @@ class Daemon:
         engine = self._engine()
         if not self._leading():
             return
-        states = {s.target: s for s in await engine.deps.store.list_targets()}
+        states = {s.target: s for s in await engine.list_targets()}
         if engine is not self.engine or not self._leading():
             return  # a reload or a loss of leadership happened meanwhile: theirs to plan
         now = self.clock.now()
@@ -593,7 +594,7 @@ class Daemon:
             seconds = round(self.clock.monotonic() - started, 3)
             level("rotation_result", origin=origin, seconds=seconds, **_loggable(result))
             journal = (
-                await engine.deps.store.journal(result.rotation_id)
+                await engine.journal(result.rotation_id)
                 if result.rotation_id and result.outcome in _FAILED
                 else []
             )
@@ -625,7 +626,7 @@ class Daemon:
 
     async def _still_due(self, engine: Engine, name: str) -> bool:
         """A scheduled fire re-checks state (another process may have rotated meanwhile)."""
-        plan = self._plan_of(engine, name, await engine.deps.store.get_target(name))
+        plan = self._plan_of(engine, name, await engine.get_target(name))
         if plan.fire_at <= self.clock.now() + timedelta(seconds=1):
             return True
         log.info("rotation_not_due", **plan.as_log())
@@ -664,7 +665,7 @@ class Daemon:
         """Seconds to the earliest future grace deadline, at most ``revoke_every``."""
         every = self.timings.revoke_every
         try:
-            states = await self._engine().deps.store.list_targets()
+            states = await self._engine().list_targets()
         except RotatorError:
             return every
         now = self.clock.now()
@@ -796,7 +797,7 @@ class Daemon:
         problems = self.health.problems
         unusable = "the state store cannot be read and written"
         while True:
-            probe = asyncio.ensure_future(self._engine().deps.store.probe())
+            probe = asyncio.ensure_future(self._engine().probe_store())
             if not (await asyncio.wait({probe}, timeout=self.timings.readiness_every))[0]:
                 problems["store"] = unusable  # a store that takes this long is not usable now
                 await asyncio.wait({probe})
@@ -821,7 +822,7 @@ class Daemon:
                 rows, states = await self._status_and_states()
                 self.metrics.refresh(self.cfg, rows, states, now=self.clock.now())
                 self._notify_overdue(rows)
-                await audit_head.publish(self._engine().deps.store)
+                await audit_head.publish(self._engine())
             except Exception as exc:  # noqa: BLE001 - metrics never stop the daemon
                 log.warning("metrics_refresh_failed", error=scrub(str(exc)))
             await _wait_event(self._metrics_wake, self.timings.metrics_every, clear=True)
@@ -845,7 +846,7 @@ class Daemon:
 
     async def _status_and_states(self) -> tuple[list[TargetStatus], list[TargetState]]:
         engine = self._engine()
-        states = await engine.deps.store.list_targets()
+        states = await engine.list_targets()
         rows = await engine.status(states)
         by_name = {s.target: s for s in states}
         planned = [  # the engine's plan, and this daemon's floor where it has one

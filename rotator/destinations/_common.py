@@ -8,6 +8,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
+from typing import TypeVar
 
 import structlog
 
@@ -17,6 +18,8 @@ from rotator.logs import scrub
 from rotator.secret import Secret
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 MANAGED_BY = "managed-by"
 MARK_KEYS = (MANAGED_BY, "key_id", "rotation_id", "fingerprint", "version")
@@ -257,3 +260,20 @@ def log_rolled_back(staged: StagedValue, changed: bool) -> None:
         rotation_id=staged.rotation_id,
         changed=changed,
     )
+
+
+class StoreConnections:
+    """One connection per store (a logged-in Vault session, a boto3 client), shared by every
+    destination of that store so a store logs in once. Thread-safe."""
+
+    def __init__(self) -> None:
+        self._by_store: dict[str, object] = {}
+        self._lock = threading.Lock()
+
+    def get(self, store: str, connect: Callable[[], T]) -> T:
+        """The connection of ``store``, made with ``connect()`` the first time."""
+        with self._lock:
+            if store not in self._by_store:
+                self._by_store[store] = connect()
+            found: T = self._by_store[store]  # type: ignore[assignment]
+            return found

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from rotator.clock import Clock
 from rotator.config import AwsDestination as AwsDestinationConfig
@@ -34,6 +33,7 @@ from rotator.config import AwsSecretsManagerStore
 from rotator.contracts import OWNER, AccessCheck, CurrentValue, PromotedValue, StagedValue
 from rotator.destinations._common import (
     MANAGED_BY,
+    StoreConnections,
     check_rotation_id,
     check_staged_secret,
     current_from_marks,
@@ -57,9 +57,6 @@ from rotator.destinations.aws_api import (
 from rotator.errors import AuthError, BackendError, ConflictError, PermanentError, TransientError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
-
-if TYPE_CHECKING:
-    from rotator.destinations.registry import StoreConnections
 
 PROBE_VALUE = "rotator check: write probe (never stored)"
 

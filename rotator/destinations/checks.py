@@ -8,9 +8,9 @@ Nothing is changed (AWS's write probes are write calls that AWS refuses; see
 
 from __future__ import annotations
 
-from rotator.checks import CheckResult
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config
+from rotator.contracts import CheckResult
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.errors import RotatorError
 from rotator.pool import BlockingPool

@@ -6,34 +6,16 @@ function and one config model; registering its ``type`` here is the only other c
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from rotator.clock import Clock
 from rotator.contracts import Destination
 from rotator.destinations import aws, vault
+from rotator.destinations._common import StoreConnections
 from rotator.errors import ConfigError
 from rotator.pool import BlockingPool
 
-T = TypeVar("T")
-
-
-class StoreConnections:
-    """One connection per store (a logged-in Vault session, a boto3 client), shared by every
-    destination of that store so a store logs in once. Thread-safe."""
-
-    def __init__(self) -> None:
-        self._by_store: dict[str, object] = {}
-        self._lock = threading.Lock()
-
-    def get(self, store: str, connect: Callable[[], T]) -> T:
-        """The connection of ``store``, made with ``connect()`` the first time."""
-        with self._lock:
-            if store not in self._by_store:
-                self._by_store[store] = connect()
-            found: T = self._by_store[store]  # type: ignore[assignment]
-            return found
+__all__ = ["DestinationFactory", "StoreConnections", "build_destination", "register", "store_types"]
 
 
 class DestinationFactory(Protocol):

@@ -9,13 +9,13 @@ the rotation. Semantics are those of :class:`rotator.contracts.Destination`.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
 
 from rotator.clock import Clock
 from rotator.config import AppRoleAuth, KubernetesAuth, TokenAuth, VaultStore
 from rotator.config import VaultDestination as VaultDestinationConfig
 from rotator.contracts import AccessCheck, CurrentValue, PromotedValue, StagedValue
 from rotator.destinations._common import (
+    StoreConnections,
     check_rotation_id,
     check_staged_secret,
     current_from_marks,
@@ -40,9 +40,6 @@ from rotator.destinations.vault_auth import (
 from rotator.errors import AuthError, BackendError, ConflictError, PermanentError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
-
-if TYPE_CHECKING:
-    from rotator.destinations.registry import StoreConnections
 
 
 class VaultDestination:

@@ -7,6 +7,7 @@ rebuilt from the journal after a crash by :func:`RotationState.from_journal`.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -14,6 +15,7 @@ from datetime import date, datetime
 from rotator.clock import Clock
 from rotator.config import Target
 from rotator.contracts import (
+    CurrentValue,
     Destination,
     JournalEntry,
     JsonValue,
@@ -155,3 +157,14 @@ class RotationState:
     def promotion_began(self) -> bool:
         """True once any promotion was announced: the new key may be visible to consumers."""
         return bool(self.promoting or self.promoted)
+
+
+def served_key(current: CurrentValue) -> str | None:
+    """The fingerprint of what a destination serves now, None when it serves nothing."""
+    return current.secret.fingerprint if current.secret is not None else None
+
+
+async def gather_bases(ctx: TargetContext) -> dict[str, CurrentValue]:
+    """What every destination serves now (read concurrently)."""
+    currents = await asyncio.gather(*(d.read_current() for d in ctx.destinations))
+    return {d.name: c for d, c in zip(ctx.destinations, currents, strict=True)}

@@ -15,10 +15,27 @@ from datetime import datetime
 
 import structlog
 
+from rotator.clock import Clock
 from rotator.config import Config
-from rotator.contracts import CurrentValue, TargetState
+from rotator.contracts import (
+    AuditAnchor,
+    AuditEvent,
+    AuditHead,
+    AuditVerdict,
+    CurrentValue,
+    JournalEntry,
+    Rotation,
+    TargetState,
+)
 from rotator.durations import format_duration
-from rotator.engine.context import Alert, Deps, RotationState, TargetContext
+from rotator.engine.context import (
+    Alert,
+    Deps,
+    RotationState,
+    TargetContext,
+    gather_bases,
+    served_key,
+)
 from rotator.engine.due import compliant as is_compliant
 from rotator.engine.due import plan_fire
 from rotator.engine.recovery import (
@@ -26,20 +43,18 @@ from rotator.engine.recovery import (
     find_orphans,
     recover_rotation,
 )
-from rotator.engine.revocation import RevocationResult, masked, revoke_due
+from rotator.engine.revocation import RevocationResult, revoke_due
 from rotator.engine.rotation import (
     RotationResult,
     RotationRun,
     expiration_for,
-    gather_bases,
     key_name,
     record_failed_attempt,
-    served_key,
 )
 from rotator.engine.steps import Outcome, Step, dest_tag
 from rotator.errors import ConflictError, PermanentError, RotatorError
+from rotator.keys import ApiKey, Workspace, masked
 from rotator.logs import scrub
-from rotator.mistral.models import ApiKey
 from rotator.render import iso, plural
 
 log = structlog.get_logger(__name__)
@@ -461,6 +476,54 @@ class Engine:
                 )
             )
         return rows
+
+    # -- what the faces read (they never reach into ``deps``) ---------------------------------
+
+    @property
+    def clock(self) -> Clock:
+        """The clock the engine runs on (the CLI's ``--wait`` sleeps on it)."""
+        return self.deps.clock
+
+    async def get_target(self, name: str) -> TargetState | None:
+        return await self.deps.store.get_target(name)
+
+    async def list_targets(self) -> list[TargetState]:
+        return await self.deps.store.list_targets()
+
+    async def register_target(self, name: str) -> TargetState:
+        """Record ``name`` as managed (its first-seen time anchors its schedule); idempotent."""
+        return await self.deps.store.register_target(name)
+
+    async def get_rotation(self, rotation_id: str) -> Rotation | None:
+        return await self.deps.store.get_rotation(rotation_id)
+
+    async def open_rotations(self, target: str | None = None) -> list[Rotation]:
+        return await self.deps.store.open_rotations(target)
+
+    async def journal(self, rotation_id: str) -> list[JournalEntry]:
+        return await self.deps.store.journal(rotation_id)
+
+    async def audit_events(
+        self, target: str | None = None, *, limit: int | None = None
+    ) -> list[AuditEvent]:
+        return await self.deps.store.audit_events(target, limit=limit)
+
+    async def verify_audit(self, anchor: AuditAnchor | None = None) -> AuditVerdict:
+        return await self.deps.store.verify_audit(anchor)
+
+    async def audit_head(self) -> AuditHead:
+        return await self.deps.store.audit_head()
+
+    async def probe_store(self) -> None:
+        """Read and write the state store once (readiness); raises when it cannot."""
+        await self.deps.store.probe()
+
+    async def list_keys(self, *, workspace_id: str | None = None) -> list[ApiKey]:
+        """The Admin API's key listing (every workspace's, or one's)."""
+        return await self.deps.issuer.list_keys(workspace_id=workspace_id)
+
+    async def list_workspaces(self) -> list[Workspace]:
+        return await self.deps.issuer.list_workspaces()
 
     async def close(self) -> None:
         close = getattr(self.deps.issuer, "aclose", None)

@@ -20,12 +20,11 @@ from typing import assert_never
 import structlog
 
 from rotator.contracts import Rotation
-from rotator.engine.context import Deps, RotationState, TargetContext
-from rotator.engine.revocation import masked
-from rotator.engine.rotation import RotationResult, RotationRun, gather_bases, served_key
+from rotator.engine.context import Deps, RotationState, TargetContext, gather_bases, served_key
+from rotator.engine.rotation import RotationResult, RotationRun
 from rotator.engine.steps import Outcome, Step
 from rotator.errors import RotatorError
-from rotator.mistral.models import ApiKey
+from rotator.keys import ApiKey, masked
 from rotator.secret import Secret
 
 log = structlog.get_logger(__name__)

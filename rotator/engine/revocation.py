@@ -16,10 +16,9 @@ from datetime import datetime, timedelta
 import structlog
 
 from rotator.contracts import RetiringKey
-from rotator.engine.context import Alert, Deps, TargetContext
-from rotator.engine.rotation import gather_bases, served_key
+from rotator.engine.context import Alert, Deps, TargetContext, gather_bases, served_key
 from rotator.errors import RotatorError
-from rotator.mistral.models import ApiKey
+from rotator.keys import ApiKey, masked
 
 log = structlog.get_logger(__name__)
 
@@ -48,11 +47,6 @@ class RevocationResult:
             "outcome": self.outcome,
             "detail": self.detail,
         }
-
-
-def masked(value: str) -> str:
-    """The Admin API's ``hidden_key`` form of a plaintext: first 4 + ``...`` + last 4."""
-    return f"{value[:4]}...{value[-4:]}"
 
 
 async def revoke_now(deps: Deps, ctx: TargetContext, keys: Sequence[RetiringKey]) -> list[str]:

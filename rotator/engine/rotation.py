@@ -14,7 +14,6 @@ nothing became visible, and the rotation rolls back after all.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -29,9 +28,17 @@ from rotator.contracts import (
     RetiringKey,
     StagedValue,
 )
-from rotator.engine.context import Alert, Deps, RotationState, TargetContext
+from rotator.engine.context import (
+    Alert,
+    Deps,
+    RotationState,
+    TargetContext,
+    served_key,
+)
+from rotator.engine.revocation import revoke_now
 from rotator.engine.steps import DestStep, Outcome, Step, dest_step, dest_tag
 from rotator.errors import (
+    AmbiguousCreate,
     BackendError,
     ConflictError,
     PermanentError,
@@ -39,8 +46,7 @@ from rotator.errors import (
     TransientError,
     VerificationFailed,
 )
-from rotator.mistral.admin import AmbiguousCreate
-from rotator.mistral.models import VerifyOutcome
+from rotator.keys import VerifyOutcome
 from rotator.render import iso
 from rotator.retry import RetryPolicy, retry_async
 from rotator.secret import Secret
@@ -121,11 +127,6 @@ async def record_failed_attempt(deps: Deps, ctx: TargetContext, *, stuck: bool =
         else failure_backoff(failures, policy.failure_backoff)
     )
     await deps.store.record_failure(ctx.name, backoff_until=deps.clock.now() + delay)
-
-
-def served_key(current: CurrentValue) -> str | None:
-    """The fingerprint of what a destination serves now, None when it serves nothing."""
-    return current.secret.fingerprint if current.secret is not None else None
 
 
 class RotationRun:
@@ -342,8 +343,6 @@ class RotationRun:
 
     async def finish_promoted(self) -> RotationResult:
         """The new key is served everywhere: make it current, retire the old, maybe revoke."""
-        from rotator.engine.revocation import revoke_now
-
         assert self.st.key_id is not None
         assert self.st.fingerprint is not None
         now = self.deps.clock.now()
@@ -550,12 +549,6 @@ class RotationRun:
         if self.st.secret is None:
             raise PermanentError("engine", "rotate", "the new key's plaintext is not available")
         return self.st.secret
-
-
-async def gather_bases(ctx: TargetContext) -> dict[str, CurrentValue]:
-    """What every destination serves now (read concurrently)."""
-    currents = await asyncio.gather(*(d.read_current() for d in ctx.destinations))
-    return {d.name: c for d, c in zip(ctx.destinations, currents, strict=True)}
 
 
 def expiration_for(now: datetime, key_expiration: timedelta | None) -> date | None:

@@ -18,7 +18,7 @@ import structlog
 
 from rotator import __version__
 from rotator.clock import Clock
-from rotator.errors import BackendError, PermanentError, TransientError
+from rotator.errors import BackendError, PermanentError, RequestNotSentError, TransientError
 
 BACKEND = "mistral"
 USER_AGENT = f"rotator/{__version__}"
@@ -29,10 +29,6 @@ the HTTP status code as text, or one of ``timeout``, ``connect_error``, ``networ
 ``protocol_error``, ``error`` when no answer came."""
 
 log = structlog.get_logger(__name__)
-
-
-class RequestNotSentError(TransientError):
-    """The connection could not be opened: the server never saw the request."""
 
 
 def status_label(exc: httpx.HTTPError) -> str:

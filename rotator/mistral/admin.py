@@ -26,16 +26,22 @@ import httpx
 import structlog
 
 from rotator.clock import Clock, SystemClock
-from rotator.errors import AuthError, BackendError, PermanentError, TransientError
+from rotator.errors import (
+    AmbiguousCreate,
+    AuthError,
+    BackendError,
+    PermanentError,
+    RequestNotSentError,
+    TransientError,
+)
+from rotator.keys import ApiKey, CreatedKey, User, Workspace
 from rotator.mistral._http import (
     BACKEND,
     USER_AGENT,
     HttpBackend,
     OnCall,
-    RequestNotSentError,
     transport_error,
 )
-from rotator.mistral.models import ApiKey, CreatedKey, User, Workspace
 from rotator.retry import RetryPolicy, parse_retry_after, retry_async
 from rotator.secret import Secret
 
@@ -47,27 +53,6 @@ MAX_PAGES = 1000
 """A pager that has not ended after this many pages is treated as a malformed server."""
 
 log = structlog.get_logger(__name__)
-
-
-class AmbiguousCreate(TransientError):  # noqa: N818 - the name the engine matches on
-    """A create failed ambiguously and its outcome could not be ruled out.
-
-    ``key_id`` names the key that the failed call created (found by its unique name): its
-    plaintext is lost, so the caller must delete it and create again, under a new name (a
-    deleted key may stay listed). ``key_id`` is None when the lookup itself failed: a key named
-    ``name`` may exist, so look it up before creating.
-    """
-
-    def __init__(
-        self, *, name: str, key_id: str | None, status: int | None, retry_after: float | None
-    ) -> None:
-        self.key_id = key_id
-        self.name = name
-        if key_id is None:
-            message = f"outcome unknown for key named {name!r}; look it up before creating again"
-        else:
-            message = f"created key {key_id} ({name!r}) but its plaintext was lost; delete it"
-        super().__init__(BACKEND, "create_key", message, status=status, retry_after=retry_after)
 
 
 class MistralAdminClient(HttpBackend):

@@ -25,13 +25,13 @@ import structlog
 
 from rotator.clock import Clock, SystemClock
 from rotator.errors import BackendError
+from rotator.keys import VerifyOutcome, VerifyResult
 from rotator.mistral._http import (
     USER_AGENT,
     HttpBackend,
     OnCall,
     transport_reason,
 )
-from rotator.mistral.models import VerifyOutcome, VerifyResult
 from rotator.retry import parse_retry_after, uniform01
 from rotator.secret import Secret
 

@@ -6,8 +6,8 @@ PostgreSQL; :mod:`rotator.state.migrations` owns the schema.
 
 from __future__ import annotations
 
+from rotator.errors import SchemaError, SchemaTooNewError
 from rotator.state.migrations import LATEST as LATEST_SCHEMA
-from rotator.state.migrations import SchemaError, SchemaTooNewError
 from rotator.state.store import SqlStateStore
 
 __all__ = ["LATEST_SCHEMA", "SchemaError", "SchemaTooNewError", "SqlStateStore"]

@@ -32,7 +32,7 @@ from sqlalchemy import Select, String, Text, cast, select, type_coerce
 from sqlalchemy.orm import Session
 
 from rotator.contracts import AuditAnchor, AuditEvent, AuditHead, AuditVerdict, JsonValue
-from rotator.errors import RotatorError
+from rotator.errors import UnreadableAuditRowError
 from rotator.secret import Secret
 from rotator.state import records
 from rotator.state.migrations import GENESIS_HASH
@@ -71,22 +71,6 @@ class ChainKey:
 
     def __repr__(self) -> str:
         return f"ChainKey(id={self.id})"
-
-
-class UnreadableAuditRowError(RotatorError):
-    """An audit row whose stored values rotator never writes: it was edited in the database."""
-
-    def __init__(self, seq: int, what: str) -> None:
-        self.seq = seq
-        self.what = what
-        super().__init__(
-            f"audit {self.problem} (the audit log was altered: see rotator history --verify)"
-        )
-
-    @property
-    def problem(self) -> str:
-        """The verdict's problem: ``row N cannot be read: …``."""
-        return f"row {self.seq} cannot be read: {self.what}"
 
 
 def decode(stored: Any) -> AuditRow:

@@ -26,7 +26,7 @@ BUSY_TIMEOUT_S = 30.0
 
 class StateUrlError(ConfigError):
     """``state.url`` names no usable state (exit 2). Callers that know the configuration file
-    report :attr:`problem` under its name (see :func:`rotator.engine.wiring.build_engine`)."""
+    report :attr:`problem` under its name (see :func:`rotator.app.wiring.build_engine`)."""
 
     def __init__(self, problem: str) -> None:
         super().__init__("state.url", "", problem)

@@ -40,7 +40,7 @@ from sqlalchemy import (
     text,
 )
 
-from rotator.errors import ConfigError
+from rotator.errors import SchemaError, SchemaTooNewError
 from rotator.state.models import (
     FINGERPRINT,
     HMAC_KEY_ID,
@@ -61,14 +61,6 @@ GENESIS_HASH = "0" * 64
 """The "previous hash" of the first audit row."""
 
 _LOCK_KEY = 0x726F7461746F72  # "rotator": the advisory lock id that serialises migrators
-
-
-class SchemaError(ConfigError):
-    """The state database cannot be used by this rotator; the message says why and what to do."""
-
-
-class SchemaTooNewError(SchemaError):
-    """The database was migrated by a newer rotator than this one."""
 
 
 @dataclass(frozen=True, slots=True)

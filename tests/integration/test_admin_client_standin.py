@@ -8,8 +8,8 @@ from datetime import timedelta
 import pytest
 
 from rotator.clock import FakeClock
-from rotator.errors import AuthError, PermanentError, TransientError
-from rotator.mistral.admin import AmbiguousCreate, AuthHeader, MistralAdminClient
+from rotator.errors import AmbiguousCreate, AuthError, PermanentError, TransientError
+from rotator.mistral.admin import AuthHeader, MistralAdminClient
 from rotator.retry import RetryPolicy
 from rotator.secret import Secret
 from rotator_dev.standin import (

@@ -20,6 +20,7 @@ import uvicorn
 from prometheus_client.parser import text_string_to_metric_families
 from starlette.applications import Starlette
 
+from rotator.app.wiring import build_engine
 from rotator.daemon.control import (
     Health,
     RotationInFlightError,
@@ -30,7 +31,6 @@ from rotator.daemon.metrics import Metrics
 from rotator.destinations._common import add_call_observer
 from rotator.engine.engine import Engine, TargetStatus
 from rotator.engine.steps import Outcome
-from rotator.engine.wiring import build_engine
 from rotator.secret import Secret
 from tests.support.stack import FIELD, Stack
 

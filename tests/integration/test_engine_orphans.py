@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from rotator.app.wiring import build_engine
 from rotator.config import parse_config
 from rotator.engine.steps import Outcome
-from rotator.engine.wiring import build_engine
 from tests.support.invariants import InvariantChecker
 from tests.support.stack import Stack
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rotator.app.wiring import build_engine
 from rotator.engine.steps import Outcome
-from rotator.engine.wiring import build_engine
 from tests.support.invariants import InvariantChecker
 from tests.support.stack import Stack
 

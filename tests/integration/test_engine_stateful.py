@@ -26,11 +26,11 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_state_machine_as_test
 
+from rotator.app.wiring import build_engine
 from rotator.clock import FakeClock
 from rotator.config import Config
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome
-from rotator.engine.wiring import build_engine
 from rotator.state import SqlStateStore
 from tests.support.engine_fakes import Crash, StepHookStore
 from tests.support.harness import MotoEnv, OpenBaoEnv

@@ -38,13 +38,13 @@ from typing import TYPE_CHECKING, Any, Literal, cast
 import httpx
 import pytest
 
+from rotator.app.wiring import build_engine
 from rotator.clock import SystemClock
 from rotator.config import Config, parse_config
 from rotator.contracts import JournalEntry, StateStore
 from rotator.engine.engine import Engine
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
-from rotator.engine.wiring import build_engine
 from rotator.secret import fingerprint_of
 from rotator_dev.standin import (
     DEFAULT_ADMIN_KEY,

@@ -26,15 +26,15 @@ from typing import Any, TypeVar
 
 import pytest
 
+from rotator.app.wiring import build_engine
 from rotator.cli import main as cli_main
 from rotator.clock import FakeClock
 from rotator.contracts import KeyIssuer
 from rotator.engine.context import Alert
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome
-from rotator.engine.wiring import build_engine
+from rotator.keys import CreatedKey
 from rotator.logs import configure_logging
-from rotator.mistral.models import CreatedKey
 from rotator.secret import fingerprint_of
 from tests.support.engine_fakes import StepHookStore
 from tests.support.invariants import InvariantChecker, key_shaped

@@ -9,8 +9,8 @@ from datetime import timedelta
 import pytest
 
 from rotator.clock import Clock, FakeClock, SystemClock
+from rotator.keys import CreatedKey, VerifyOutcome
 from rotator.mistral.admin import MistralAdminClient
-from rotator.mistral.models import CreatedKey, VerifyOutcome
 from rotator.mistral.verify import MistralVerifier, SpendLimitProbe
 from rotator.secret import Secret
 from rotator_dev.standin import Operation, StandinHandle

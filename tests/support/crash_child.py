@@ -103,9 +103,9 @@ def run_job(job: Job) -> int:
 
 
 async def _engine_job(job: Job) -> dict[str, Any]:
+    from rotator.app.wiring import build_engine
     from rotator.config import load_config
     from rotator.contracts import KeyIssuer, StateStore
-    from rotator.engine.wiring import build_engine
 
     engine = await build_engine(load_config(Path(job.config)))
     before = [await engine.rotate(job.target) for _ in range(job.rotations_before)]

@@ -26,7 +26,7 @@ from tests.support.crash_child import Job, child_main
 
 PRELOAD = (
     "rotator.cli",
-    "rotator.engine.wiring",
+    "rotator.app.wiring",
     "rotator.destinations.aws",
     "rotator.destinations.aws_api",
     "rotator.destinations.vault",

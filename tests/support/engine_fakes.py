@@ -35,7 +35,7 @@ from rotator.destinations._common import MANAGED_BY
 from rotator.engine.context import Alert, Deps
 from rotator.engine.engine import Engine
 from rotator.errors import TransientError
-from rotator.mistral.models import ApiKey, CreatedKey, User, VerifyOutcome, VerifyResult, Workspace
+from rotator.keys import ApiKey, CreatedKey, User, VerifyOutcome, VerifyResult, Workspace
 from rotator.secret import Secret, fingerprint_of
 from rotator.state import SqlStateStore
 from rotator_dev.memory import MemoryDestination, MemoryStore

@@ -13,9 +13,9 @@ import pytest
 from structlog.testing import capture_logs
 
 from rotator.clock import FakeClock
-from rotator.errors import AuthError, BackendError, PermanentError, TransientError
-from rotator.mistral.admin import AmbiguousCreate, AuthHeader, MistralAdminClient
-from rotator.mistral.models import ApiKey
+from rotator.errors import AmbiguousCreate, AuthError, BackendError, PermanentError, TransientError
+from rotator.keys import ApiKey
+from rotator.mistral.admin import AuthHeader, MistralAdminClient
 from rotator.retry import RetryPolicy
 from rotator.secret import Secret
 

@@ -27,7 +27,8 @@ from starlette.routing import Route
 
 from rotator.clock import FakeClock
 from rotator.daemon.control import Health
-from rotator.daemon.leader import KubernetesLeaseElector, LeadershipLost, Timing
+from rotator.daemon.leader import KubernetesLeaseElector, Timing
+from rotator.errors import LeadershipLost
 from tests.support.electors import Changes, leading
 
 NAMESPACE = "rotator-system"

@@ -32,7 +32,7 @@ async def test_recovered_interruption_pauses_briefly_and_alerts_nobody(worlds: W
 async def test_a_lost_leadership_stops_the_rotation_at_a_journaled_point(worlds: Worlds) -> None:
     """`before_step` raising (the daemon lost its lease) stops the rotation before the next
     step's side effect: nothing more is written, and recovery finishes the job."""
-    from rotator.daemon.leader import LeadershipLost
+    from rotator.errors import LeadershipLost
 
     world = worlds(BOTH, options={"adopt_existing": True})
     legacy = world.seed("t1")

@@ -17,7 +17,7 @@ from rotator.clock import FakeClock
 from rotator.config import Config, parse_config
 from rotator.contracts import ManagedKey, RetiringKey
 from rotator.errors import PermanentError
-from rotator.mistral.models import ApiKey, Workspace
+from rotator.keys import ApiKey, Workspace
 from rotator.report import Report, build_report
 from rotator.state import SqlStateStore
 

@@ -12,7 +12,7 @@ from structlog.testing import capture_logs
 
 from rotator.clock import FakeClock
 from rotator.errors import TransientError
-from rotator.mistral.models import VerifyOutcome, VerifyResult
+from rotator.keys import VerifyOutcome, VerifyResult
 from rotator.mistral.verify import MistralVerifier, SpendLimitProbe
 from rotator.secret import Secret
 

@@ -1,12 +1,17 @@
-"""Builds an :class:`Engine` from a configuration: the one place backends are wired together."""
+"""Builds an :class:`Engine` from a configuration: the one place backends are wired together.
+
+The composition root: it alone imports the engine and the concrete backends (state store,
+Mistral clients, destination registry) together. The faces call :func:`build_engine`."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, Target
-from rotator.contracts import Destination
+from rotator.contracts import Destination, KeyIssuer
+from rotator.destinations._common import add_call_observer
+from rotator.destinations.checks import check_destinations
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.engine.context import AlertHook, Deps
 from rotator.engine.engine import Engine
@@ -18,6 +23,8 @@ from rotator.pool import BlockingPool
 from rotator.state import SqlStateStore
 from rotator.state.database import StateUrlError
 
+__all__ = ["build_engine", "check_destinations", "check_issuer", "observe_destination_calls"]
+
 
 async def build_engine(
     cfg: Config,
@@ -25,12 +32,15 @@ async def build_engine(
     clock: Clock | None = None,
     on_alert: AlertHook | None = None,
     on_call: OnCall | None = None,
+    before_step: Callable[[], Awaitable[None]] | None = None,
     create_state: bool = True,
 ) -> Engine:
     """An engine on ``cfg``'s state store (migrated), Mistral clients and destinations.
 
     ``on_call`` is handed to both Mistral clients (the metrics hook, see
-    :data:`rotator.mistral._http.OnCall`).
+    :data:`rotator.mistral._http.OnCall`). ``on_alert`` hears the engine's alerts;
+    ``before_step`` runs before every journaled step (the daemon's leadership check: it raises
+    ``LeadershipLost`` to stop a rotation).
 
     ``create_state=False`` (the read-only commands): a missing SQLite state file is a
     ``ConfigError`` ("no state at PATH") instead of being created.
@@ -75,6 +85,7 @@ async def build_engine(
         destinations=destinations,
         on_alert=on_alert,
         pool=pool,
+        before_step=before_step,
     )
     return Engine(cfg, deps)
 
@@ -85,3 +96,14 @@ async def _resolve_user(cfg: Config, admin: MistralAdminClient) -> str:
     if user is None:
         raise ConfigError(cfg.source, "mistral.user_email", f"no organization member {email!r}")
     return user.uuid
+
+
+def observe_destination_calls(on_call: OnCall) -> Callable[[], None]:
+    """Have ``on_call`` told of every destination call in this process (the metrics hook, like
+    the Mistral clients' ``on_call``); returns the function that stops it (idempotent)."""
+    return add_call_observer(on_call)
+
+
+async def check_issuer(cfg: Config) -> KeyIssuer:
+    """The Admin API client ``rotator check`` asks (no user lookup, no state)."""
+    return admin_client(cfg.mistral)

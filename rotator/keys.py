@@ -1,4 +1,8 @@
-"""Records exchanged with Mistral's Admin API and the key verifier (no plaintext outside Secret)."""
+"""Records exchanged with Mistral's Admin API and the key verifier (no plaintext outside Secret),
+and :func:`masked`, the Admin API's ``hidden_key`` form of a plaintext.
+
+Vocabulary: the contracts, the engine and the Mistral client all speak it; it imports only
+:mod:`rotator.secret`."""
 
 from __future__ import annotations
 
@@ -72,3 +76,8 @@ class VerifyResult:
     @property
     def ok(self) -> bool:
         return self.outcome is VerifyOutcome.OK
+
+
+def masked(value: str) -> str:
+    """The Admin API's ``hidden_key`` form of a plaintext: first 4 + ``...`` + last 4."""
+    return f"{value[:4]}...{value[-4:]}"
