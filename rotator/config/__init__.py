@@ -1,0 +1,145 @@
+"""rotator's configuration: the pydantic models of the YAML file and :func:`load_config`.
+
+The file format is part of the external contract (docs/configuration.md): names
+and meanings here change only with a compatibility path. Every model is frozen and rejects
+unknown keys. Secret-bearing fields hold :class:`~rotator.secret.Secret` and may be given inline
+(``admin_key: ${MISTRAL_ADMIN_KEY}``) or as a file (``admin_key_file: /run/secrets/…``), never
+both.
+
+:func:`load_config` (and :func:`parse_config` for an already-parsed mapping) is the only way in
+from outside: it reads YAML, expands ``${NAME}`` from the environment, validates, and turns
+every problem into one :class:`~rotator.errors.ConfigError` line, ``file: field.path: problem``,
+that never contains a secret.
+
+The package, by concern (each module imports only those before it, and vocabulary outside):
+
+- :mod:`~rotator.config.fields`: the field types and their validators, reading ``*_file``
+  secrets, and ``_Model``, the base of every schema;
+- :mod:`~rotator.config.stores`: the ``stores:`` schemas (Vault and its auth methods, AWS
+  Secrets Manager) and the destination schemas that name a store;
+- :mod:`~rotator.config.wording`: field paths (:func:`format_loc`) and the one-line
+  :class:`~rotator.errors.ConfigError` a pydantic error becomes, scrubbed of secrets;
+- :mod:`~rotator.config.model`: the other schemas (mistral, state, audit, server, policy,
+  targets, engine, notifications, leader) and :class:`Config`;
+- :mod:`~rotator.config.loader`: :func:`load_config`, :func:`parse_config`,
+  :func:`read_listen`: the file read with limits, YAML, ``${NAME}`` expansion.
+
+Everything importable from ``rotator.config`` before the split still is, from here.
+"""
+
+from __future__ import annotations
+
+from rotator.config.fields import (
+    LOC_KEY,
+    MAX_SECRET_FILE_BYTES,
+    STORE_NAME,
+    HttpUrl,
+    KeyNamePrefix,
+    KvPath,
+    SecretValue,
+    TargetName,
+    Text,
+    UuidText,
+)
+from rotator.config.fields import _Model as _Model
+from rotator.config.loader import (
+    CONFIG_ENV,
+    MAX_DEPTH,
+    MAX_FILE_BYTES,
+    MAX_VALUES,
+    RELOAD_TIMEOUT_S,
+    load_config,
+    parse_config,
+    read_listen,
+)
+from rotator.config.model import (
+    DEFAULT_NOTIFY_EVENTS,
+    MIN_AUDIT_KEY_CHARS,
+    POLICY_FIELDS,
+    POSTGRES_EXTRA,
+    AuditSettings,
+    Config,
+    EngineSettings,
+    LeaderSettings,
+    MistralSettings,
+    NotificationSettings,
+    NotifyEvent,
+    Policy,
+    ServerSettings,
+    StateSettings,
+    Target,
+    Webhook,
+    import_postgres_driver,
+    merge_policy,
+    policy_problem,
+    state_url_problem,
+)
+from rotator.config.stores import (
+    STORE_KINDS,
+    AppRoleAuth,
+    AwsDestination,
+    AwsSecretsManagerStore,
+    Destination,
+    KubernetesAuth,
+    Store,
+    TokenAuth,
+    VaultAuth,
+    VaultDestination,
+    VaultStore,
+)
+from rotator.config.wording import format_loc
+from rotator.schedule import Schedule
+
+__all__ = [
+    "CONFIG_ENV",
+    "DEFAULT_NOTIFY_EVENTS",
+    "LOC_KEY",
+    "MAX_DEPTH",
+    "MAX_FILE_BYTES",
+    "MAX_SECRET_FILE_BYTES",
+    "MAX_VALUES",
+    "MIN_AUDIT_KEY_CHARS",
+    "POLICY_FIELDS",
+    "POSTGRES_EXTRA",
+    "RELOAD_TIMEOUT_S",
+    "STORE_KINDS",
+    "STORE_NAME",
+    "AppRoleAuth",
+    "AuditSettings",
+    "AwsDestination",
+    "AwsSecretsManagerStore",
+    "Config",
+    "Destination",
+    "EngineSettings",
+    "HttpUrl",
+    "KeyNamePrefix",
+    "KubernetesAuth",
+    "KvPath",
+    "LeaderSettings",
+    "MistralSettings",
+    "NotificationSettings",
+    "NotifyEvent",
+    "Policy",
+    "Schedule",
+    "SecretValue",
+    "ServerSettings",
+    "StateSettings",
+    "Store",
+    "Target",
+    "TargetName",
+    "Text",
+    "TokenAuth",
+    "UuidText",
+    "VaultAuth",
+    "VaultDestination",
+    "VaultStore",
+    "Webhook",
+    "format_loc",
+    "import_postgres_driver",
+    "load_config",
+    "merge_policy",
+    "parse_config",
+    "policy_problem",
+    "read_listen",
+    "state_url_problem",
+]
