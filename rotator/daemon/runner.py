@@ -253,7 +253,8 @@ class Daemon:
 
         Raises ``ConfigError`` or a backend error if the daemon cannot start (no READY=1 then;
         ``daemon_stopped`` logs the status ``rotator run`` exits with: 2 for a ``ConfigError``,
-        such as a port in use, 1 for anything else, such as a corrupt state store).
+        such as a port in use or a state file that is not a database, 1 for anything else, such
+        as a state store that cannot be reached).
         """
         loop = asyncio.get_running_loop()
         if handle_signals:
@@ -495,6 +496,7 @@ class Daemon:
         if engine is not self.engine or not self._leading():
             return  # a reload or a loss of leadership happened meanwhile: theirs to plan
         now = self.clock.now()
+        refresh = bool(ran)  # a run ended, or a job moved: the gauges follow
         for name in engine.contexts:
             if name in self._tasks:
                 continue
@@ -504,12 +506,12 @@ class Daemon:
                 plan = self._plan_of(engine, name, states.get(name))
             if self.jobs.planned(name) != plan.fire_at:
                 self.jobs.plan(plan)
-                ran.add(name)  # the next-rotation gauge follows the plan
+                refresh = True
                 log.info("rotation_planned", **plan.as_log())
         for name in set(self.jobs.targets()) - set(engine.contexts):
             self.jobs.drop(name)
         self.jobs.wakeup()
-        if ran:
+        if refresh:
             self._metrics_wake.set()
 
     async def _planner_loop(self) -> None:
