@@ -105,6 +105,13 @@ class CurrentValue:
     ``key_id``, ``rotation_id`` and ``fingerprint`` are the ownership marks found (Vault:
     ``custom_metadata``; AWS: the secret's tags, which carry only ``managed-by``).
     ``pending_version`` is the version holding AWSPENDING (AWS), None elsewhere.
+
+    ``document`` is the whole stored value ``secret`` is part of, as read with it (Vault: the
+    version's data as a JSON object; AWS: the ``SecretString``), None when there is none, and
+    ``metadata`` every mark found, rotator's and others' (Vault: all ``custom_metadata``; AWS:
+    all tags): with them :meth:`Destination.stage` and :meth:`Destination.promote` keep the other
+    fields and marks (I6) without reading the version again — versions never change, and every
+    write on them is a compare-and-swap. Neither takes part in ``==``.
     """
 
     exists: bool
@@ -115,6 +122,8 @@ class CurrentValue:
     rotation_id: str | None = None
     fingerprint: str | None = None
     pending_version: str | None = None
+    document: Secret | None = field(default=None, repr=False, compare=False)
+    metadata: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     @property
     def foreign(self) -> bool:
@@ -135,6 +144,11 @@ class StagedValue:
     written — always for Vault (KV v2 has no pending state), and for an AWS secret that has no
     current value yet (its first version would be served at once, so it is written at promotion).
     ``base_marks`` are the ownership marks that were on the secret, restored by a roll back.
+
+    ``base`` is the :class:`CurrentValue` the value was staged on, kept in this process's memory
+    only: never journaled (:meth:`to_record` leaves it out, :meth:`from_record` gives None) and
+    not part of ``==``. A promotion in the same process writes over it instead of reading the
+    destination again; after a restart it is None and the promotion reads.
     """
 
     destination: str
@@ -144,6 +158,7 @@ class StagedValue:
     base_version: str | None
     version: str | None
     base_marks: dict[str, str] = field(default_factory=dict)
+    base: CurrentValue | None = field(default=None, repr=False, compare=False)
 
     @property
     def pending(self) -> bool:
@@ -277,14 +292,20 @@ class Destination(Protocol):
     The engine drives a rotation through these methods in order (the steps stage, read-back and
     promote of docs/overview.md#the-rotation-protocol):
     :meth:`read_current` (plan) → :meth:`stage` → :meth:`read_back` (pending values) →
-    :meth:`promote` → :meth:`read_back` / :meth:`read_current` (verify what consumers read);
+    :meth:`promote` → :meth:`read_current` (verify what consumers read);
     :meth:`roll_back` undoes a rotation in this destination.
+
+    What the plan read is not read again on the way: :meth:`stage` works from ``base`` and
+    :meth:`promote` from the staged value, because every write is a compare-and-swap on the
+    planned version (Vault ``cas``, AWS ``RemoveFromVersionId``), which refuses it if anything
+    changed since. docs/overview.md#what-each-call-is-for lists every call and what it protects.
 
     Ownership: what rotator writes carries ``managed-by: rotator`` (Vault ``custom_metadata``
     with ``key_id``, ``rotation_id``, ``fingerprint`` and the data ``version`` they describe; AWS:
-    a tag when rotator creates the secret). A secret marked ``managed-by`` anything else is never
-    written: :meth:`stage`, :meth:`promote` and :meth:`roll_back` raise ``ConflictError``. Fields of
-    the secret other than the managed one are always preserved (invariant I6).
+    a tag when rotator creates the secret). A secret marked ``managed-by`` anything else (as
+    the plan read it, or a read of the method itself) is never written: :meth:`stage`,
+    :meth:`promote` and :meth:`roll_back` raise ``ConflictError``. Fields of the secret other
+    than the managed one are always preserved (invariant I6).
 
     Errors, for every method: ``TransientError`` (network down, timeouts, 5xx, throttling: retry
     later), ``AuthError`` (401/403 or a missing capability; one line naming the path and what is
@@ -312,24 +333,34 @@ class Destination(Protocol):
         """Prepare ``secret`` (Mistral key ``key_id``) for promotion, invisible to consumers.
 
         ``base`` is what :meth:`read_current` returned when the rotation was planned; its
-        ``version`` is the compare-and-swap base for this stage and for :meth:`promote`.
+        ``version`` is the compare-and-swap base for :meth:`promote`, and the returned value
+        carries it (``StagedValue.base``). Nothing read at plan is read again: the other fields
+        of the new value come from ``base.document``, ownership from ``base``'s marks.
         ``rotation_id`` is 32-64 characters of letters, digits and ``-`` (a UUID string): AWS
         uses it as the ``ClientRequestToken``.
 
         AWS: writes a new version labelled AWSPENDING whose ``VersionId`` is the rotation id
-        (other JSON fields copied from the base version). If the secret has no current value yet,
-        or does not exist (and ``create_missing`` is set), nothing is written: the first version
-        would be served at once, so it is written by :meth:`promote`.
-        Vault: writes nothing (KV v2 has no pending state); it checks that the token holds the
-        capabilities a promotion needs on the data and metadata paths, and the CAS version.
+        (other JSON fields copied from ``base.document``), one ``PutSecretValue``. If the secret
+        has no current value yet, or does not exist (and ``create_missing`` is set), nothing is
+        written: the first version would be served at once, so it is written by :meth:`promote`.
+        Vault: writes nothing (KV v2 has no pending state). Unless ``base`` carries rotator's
+        marks for its very version (rotator's own last promotion wrote it, data and metadata,
+        which proved the permissions), it asks ``sys/capabilities-self`` whether the token may
+        write the data and metadata paths, so that a missing permission fails before anything
+        is visible.
+
+        A write by someone else since the plan is not looked for here: :meth:`promote`'s
+        compare-and-swap refuses it (AWS: an AWSPENDING someone puts between the plan and this
+        put loses its label to ours, the check-then-act race of the AWS module docstring).
 
         Idempotent per rotation id: staging again with the same rotation id and the same secret
         returns an equal ``StagedValue`` and writes nothing new, so there is never more than one
-        pending version (I5). Raises ``ConflictError`` when the current version is no longer
-        ``base.version``, the secret is another manager's, another AWSPENDING exists, or the
-        rotation id was used for a different value; ``PermanentError`` when the secret does not
-        exist and ``create_missing`` is off, or the existing value is not a JSON object while a
-        ``field`` is configured; ``AuthError`` when a needed permission is missing.
+        pending version (I5). Raises ``ConflictError`` when ``base`` shows another manager's
+        mark or another AWSPENDING, or the rotation id was used for a different value (it may
+        also raise it when it sees the current version is no longer ``base.version``);
+        ``PermanentError`` when the secret does not exist and ``create_missing`` is off, or the
+        existing value is not a JSON object while a ``field`` is configured; ``AuthError`` when
+        a needed permission is missing.
         """
         ...
 
@@ -345,12 +376,16 @@ class Destination(Protocol):
 
         AWS: moves AWSCURRENT to the staged version with ``RemoveFromVersionId`` =
         ``staged.base_version`` (compare-and-swap; AWSPREVIOUS follows the old version), then
-        removes AWSPENDING from it, so a finished rotation leaves no AWSPENDING behind. A secret
-        without a current value gets its first version here (created first if missing).
+        removes AWSPENDING from it, so a finished rotation leaves no AWSPENDING behind: two
+        ``UpdateSecretVersionStage`` calls, and a ``DescribeSecret`` only when a move is refused
+        (to tell a retry whose first move landed from a concurrent writer). A secret without a
+        current value gets its first version here (created first if missing).
         Vault: writes the new version with ``cas`` = ``staged.base_version`` (0 to create), the
         other fields of that version preserved, then updates the secret's ``custom_metadata``
-        with the ownership marks of this rotation (other metadata keys preserved). If the process
-        dies between the two, calling again completes the metadata.
+        with the ownership marks of this rotation (other metadata keys preserved). The version
+        and marks written over are ``staged.base``'s when it is set (no read: the check-and-set
+        refuses the write if the secret changed since), else read first. If the process dies
+        between the two writes, calling again completes the metadata.
 
         Idempotent: once promoted, promoting again changes nothing and returns the same record.
         Raises ``ConflictError`` if the current version moved away from ``staged.base_version``
@@ -395,6 +430,10 @@ JsonValue: TypeAlias = (
 ``StagedValue.to_record()`` fits as it is)."""
 
 Facts: TypeAlias = "Mapping[str, JsonValue]"
+
+JournalSteps: TypeAlias = "Sequence[tuple[str, Facts | None]]"
+"""Journal steps written together: (step, facts) pairs in order (see
+:meth:`StateStore.append_steps`)."""
 
 TERMINAL_STATES = frozenset({"done", "rolled_back", "stuck"})
 """The rotation states that close a rotation (the terminal states of docs/http-api.md)."""
@@ -616,14 +655,28 @@ class StateStore(Protocol):
         ...
 
     async def record_promotion(
-        self, target: str, key: ManagedKey, *, retire: Sequence[RetiringKey] = ()
+        self,
+        target: str,
+        key: ManagedKey,
+        *,
+        retire: Sequence[RetiringKey] = (),
+        steps: JournalSteps = (),
+        state: str | None = None,
+        outcome: str | None = None,
     ) -> TargetState:
         """Make ``key`` the target's current key once it is served everywhere: sets
         ``last_rotated_at`` to now, clears failures and backoff, schedules each ``retire`` entry
         for revocation (an entry for the same key id is replaced) and forgets ``adopted_key_id``
         if that key is retired. Idempotent: promoting the current key again only (re)schedules
         ``retire`` and keeps ``last_rotated_at``. Raises ``ValueError`` if a ``retire`` entry names
-        another target or the key being promoted. Audit event ``key.promoted``."""
+        another target or the key being promoted. Audit event ``key.promoted``.
+
+        In the same transaction, for the rotation ``key.rotation_id`` (``ValueError`` if it is
+        None while any of these is given): ``steps`` and ``state`` are journaled as
+        :meth:`append_steps` journals them, and then, with ``outcome``, the rotation is closed
+        as :meth:`finish_rotation` closes it with state ``done`` (audit event
+        ``rotation.finished`` after ``key.promoted``). A new step for a finished rotation raises
+        ``ConflictError`` and nothing of the call is written."""
         ...
 
     async def adopt_key(self, target: str, key_id: str | None) -> TargetState:
@@ -670,14 +723,16 @@ class StateStore(Protocol):
         emergency: bool = False,
         new_key_name: str | None = None,
         old_key_ids: Sequence[str] = (),
+        steps: JournalSteps = (),
     ) -> Rotation:
-        """Open a rotation for ``target`` (created in the store if new), started now.
+        """Open a rotation for ``target`` (created in the store if new), started now, with its
+        first journal ``steps`` (numbered from 1) written in the same transaction.
 
         At most one open rotation per target exists at any time, enforced by the database even
         between processes: if another is open, raises ``ConflictError`` naming it. Idempotent
-        for a given ``rotation_id``: starting it again returns the stored rotation unchanged
-        (``ConflictError`` if that id belongs to another target). Without ``rotation_id`` a new
-        UUID is drawn. Audit event ``rotation.started``."""
+        for a given ``rotation_id``: starting it again returns the stored rotation unchanged,
+        ``steps`` ignored (``ConflictError`` if that id belongs to another target). Without
+        ``rotation_id`` a new UUID is drawn. Audit event ``rotation.started``."""
         ...
 
     async def update_rotation(
@@ -695,13 +750,21 @@ class StateStore(Protocol):
         ...
 
     async def finish_rotation(
-        self, rotation_id: str, *, state: str, outcome: str, error: str | None = None
+        self,
+        rotation_id: str,
+        *,
+        state: str,
+        outcome: str,
+        error: str | None = None,
+        steps: JournalSteps = (),
     ) -> Rotation:
         """Close the rotation now with a terminal ``state`` (one of :data:`TERMINAL_STATES`,
         else ``ValueError``) and an ``outcome`` (``rotated``, ``promoted``, ``rolled_back``,
-        ``stuck`` …); the target may then start another. Idempotent when finished again with the
-        same state and outcome; ``ConflictError`` if it was finished differently. Audit event
-        ``rotation.finished``."""
+        ``stuck`` …); the target may then start another. ``steps``, its last journal steps, are
+        journaled first in the same transaction (as :meth:`append_steps` does, without a state).
+        Idempotent when finished again with the same state and outcome (and steps journaled
+        before); ``ConflictError`` if it was finished differently, or a step is new to a
+        finished rotation. Audit event ``rotation.finished``."""
         ...
 
     async def get_rotation(self, rotation_id: str) -> Rotation | None:
@@ -732,6 +795,32 @@ class StateStore(Protocol):
         entry unchanged (first write wins; ``facts`` and ``state`` are ignored). Steps of a
         rotation are numbered in the order they were first journaled. A new step for a finished
         rotation raises ``ConflictError`` (a late writer never reopens or moves it)."""
+        ...
+
+    async def append_steps(
+        self,
+        rotation_id: str,
+        steps: JournalSteps,
+        *,
+        state: str | None = None,
+        new_key_id: str | None = None,
+        new_key_fingerprint: str | None = None,
+        error: str | None = None,
+    ) -> list[JournalEntry]:
+        """Journal several steps of the rotation in one transaction, in order, each as
+        :meth:`append_step` would (stamped now, numbered in the order first journaled; a step
+        journaled before, or earlier in ``steps``, is returned as stored and its facts ignored);
+        returns one entry per element of ``steps``.
+
+        With at least one step new, in the same transaction: the rotation's ``state`` is set to
+        ``state`` and its ``new_key_id``, ``new_key_fingerprint`` and ``error`` to the values
+        given (None leaves a field unchanged), as :meth:`update_rotation` sets them. A batch of
+        steps all journaled before changes nothing (a replay never moves a rotation back).
+        Raises ``ValueError`` for an empty ``steps``, ``LookupError`` for an unknown rotation,
+        ``ConflictError`` (writing nothing) if a step is new and the rotation is finished.
+
+        The engine writes what it learned since its last write together with the step that
+        announces its next side effect, so one transaction precedes each side effect."""
         ...
 
     async def try_lock_target(self, target: str) -> TargetLock | None:

@@ -19,7 +19,7 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Concatenate, ParamSpec, TypeVar, cast
 
-from sqlalchemy import Select, Table, bindparam, delete, insert, select
+from sqlalchemy import Connection, Select, Table, bindparam, delete, insert, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import URL
 from sqlalchemy.exc import (
@@ -40,6 +40,7 @@ from rotator.contracts import (
     AuditVerdict,
     Facts,
     JournalEntry,
+    JournalSteps,
     ManagedKey,
     RetiringKey,
     Rotation,
@@ -202,7 +203,14 @@ class SqlStateStore:
 
     @_offloaded
     def record_promotion(
-        self, target: str, key: ManagedKey, *, retire: Sequence[RetiringKey] = ()
+        self,
+        target: str,
+        key: ManagedKey,
+        *,
+        retire: Sequence[RetiringKey] = (),
+        steps: JournalSteps = (),
+        state: str | None = None,
+        outcome: str | None = None,
     ) -> TargetState:
         target = guard.ident(target, "target", TARGET)
         key = guard.managed_key(key)
@@ -212,9 +220,16 @@ class SqlStateStore:
                 raise ValueError(f"retire: key {entry.key_id} belongs to target {entry.target}")
             if entry.key_id == key.key_id:
                 raise ValueError(f"retire: key {entry.key_id} is the key being promoted")
+        batch = _clean_steps(steps)
+        state = guard.optional_ident(state, "state", LABEL)
+        outcome = guard.optional_ident(outcome, "outcome", LABEL)
+        if key.rotation_id is None and (batch or state or outcome):
+            raise ValueError("steps, state and outcome need the key's rotation_id")
         now = self._clock.now()
         with self._tx() as s:
             row = _lock_target(s, target, now)
+            if key.rotation_id is not None and batch:
+                _journal(s.connection(), key.rotation_id, batch, now=now, state=state)
             changed = row.key_id != key.key_id
             if changed:
                 row.key_id, row.key_fingerprint = key.key_id, key.fingerprint
@@ -249,6 +264,9 @@ class SqlStateStore:
                     },
                 )
             s.flush()
+            if outcome is not None:
+                assert key.rotation_id is not None
+                self._finish(s, key.rotation_id, state="done", outcome=outcome, error=None, now=now)
             return _target_state(s, row)
 
     @_offloaded
@@ -355,12 +373,14 @@ class SqlStateStore:
         emergency: bool = False,
         new_key_name: str | None = None,
         old_key_ids: Sequence[str] = (),
+        steps: JournalSteps = (),
     ) -> Rotation:
         target = guard.ident(target, "target", TARGET)
         rotation_id = guard.rotation_id(rotation_id or str(uuid.uuid4()))
         state = guard.ident(state, "state", LABEL)
         new_key_name = guard.optional_ident(new_key_name, "new_key_name", NAME)
         old_ids = guard.idents(old_key_ids, "old_key_ids", ID)
+        batch = _clean_steps(steps)
         now = self._clock.now()
         with self._tx() as s:
             existing = s.get(RotationRow, rotation_id)
@@ -400,6 +420,8 @@ class SqlStateStore:
                     "old_key_ids": list(old_ids),
                 },
             )
+            if batch:
+                _journal(s.connection(), rotation_id, batch, now=now)
             return records.rotation(row)
 
     @_offloaded
@@ -435,41 +457,63 @@ class SqlStateStore:
 
     @_offloaded
     def finish_rotation(
-        self, rotation_id: str, *, state: str, outcome: str, error: str | None = None
+        self,
+        rotation_id: str,
+        *,
+        state: str,
+        outcome: str,
+        error: str | None = None,
+        steps: JournalSteps = (),
     ) -> Rotation:
         if state not in TERMINAL_STATES:
             raise ValueError(f"state {state!r} is not terminal: one of {sorted(TERMINAL_STATES)}")
         outcome = guard.ident(outcome, "outcome", LABEL)
         error = guard.error_text(error)
+        batch = _clean_steps(steps)
         now = self._clock.now()
         with self._tx() as s:
-            row = _lock_rotation(s, rotation_id)
-            if row.finished_at is not None:
-                if (row.state, row.outcome) == (state, outcome):
-                    return records.rotation(row)
-                raise ConflictError(
-                    f"rotation {rotation_id} already finished as {row.state}/{row.outcome}"
-                )
-            row.state, row.outcome, row.finished_at = state, outcome, now
-            if error is not None:
-                row.error = error
-            audit.append(
-                s,
-                key=self._audit_key,
-                at=now,
-                event="rotation.finished",
-                target=row.target,
-                rotation_id=rotation_id,
-                facts={
-                    "state": state,
-                    "outcome": outcome,
-                    "new_key_id": row.new_key_id,
-                    "new_key_fingerprint": row.new_key_fingerprint,
-                    "old_key_ids": list(row.old_key_ids),
-                    "error": row.error,
-                },
+            if batch:
+                _journal(s.connection(), rotation_id, batch, now=now)
+            return self._finish(s, rotation_id, state=state, outcome=outcome, error=error, now=now)
+
+    def _finish(
+        self,
+        s: Session,
+        rotation_id: str,
+        *,
+        state: str,
+        outcome: str,
+        error: str | None,
+        now: datetime,
+    ) -> Rotation:
+        """Close the rotation in the session's transaction (see :meth:`finish_rotation`)."""
+        row = _lock_rotation(s, rotation_id)
+        if row.finished_at is not None:
+            if (row.state, row.outcome) == (state, outcome):
+                return records.rotation(row)
+            raise ConflictError(
+                f"rotation {rotation_id} already finished as {row.state}/{row.outcome}"
             )
-            return records.rotation(row)
+        row.state, row.outcome, row.finished_at = state, outcome, now
+        if error is not None:
+            row.error = error
+        audit.append(
+            s,
+            key=self._audit_key,
+            at=now,
+            event="rotation.finished",
+            target=row.target,
+            rotation_id=rotation_id,
+            facts={
+                "state": state,
+                "outcome": outcome,
+                "new_key_id": row.new_key_id,
+                "new_key_fingerprint": row.new_key_fingerprint,
+                "old_key_ids": list(row.old_key_ids),
+                "error": row.error,
+            },
+        )
+        return records.rotation(row)
 
     @_offloaded
     def get_rotation(self, rotation_id: str) -> Rotation | None:
@@ -506,35 +550,37 @@ class SqlStateStore:
         *,
         state: str | None = None,
     ) -> JournalEntry:
-        step = guard.ident(str(step) if isinstance(step, str) else step, "step", LABEL)
-        clean = guard.facts(facts)
+        batch = _clean_steps([(step, facts)])
         state = guard.optional_ident(state, "state", LABEL)
-        now = self._clock.now()
         # Core statements on one connection, not the ORM: this runs before every side effect of
         # every rotation, and a unit of work per step cost more CPU than the rest of the step.
         with self._engine.begin() as conn:
-            rotation = conn.execute(_STEP_ROTATION, {"rid": rotation_id}).one_or_none()
-            if rotation is None:
-                raise LookupError(f"no rotation {rotation_id}")
-            steps = conn.execute(_STEP_NAMES, {"rid": rotation_id}).all()
-            same = sorted(seq for seq, name in steps if name == step)
-            if rotation.finished_at is not None and not same:
-                # A late writer (a process that lost this rotation to recovery elsewhere) must not
-                # add steps, nor move the state of a closed rotation.
-                raise ConflictError(
-                    f"rotation {rotation_id} is finished ({rotation.state}); step {step!r} refused"
-                )
-            if same:
-                existing = conn.execute(_STEP_ENTRY, {"rid": rotation_id, "seq": same[0]}).one()
-                return records.journal_entry(existing)  # type: ignore[arg-type]
-            seq = len(steps) + 1
-            conn.execute(
-                _STEP_INSERT,
-                {"rotation_id": rotation_id, "seq": seq, "step": step, "at": now, "facts": clean},
-            )
-            if state is not None:
-                conn.execute(_STEP_STATE, {"rid": rotation_id, "state": state})
-            return JournalEntry(rotation_id=rotation_id, seq=seq, step=step, at=now, facts=clean)
+            return _journal(conn, rotation_id, batch, now=self._clock.now(), state=state)[0]
+
+    @_offloaded
+    def append_steps(
+        self,
+        rotation_id: str,
+        steps: JournalSteps,
+        *,
+        state: str | None = None,
+        new_key_id: str | None = None,
+        new_key_fingerprint: str | None = None,
+        error: str | None = None,
+    ) -> list[JournalEntry]:
+        batch = _clean_steps(steps)
+        if not batch:
+            raise ValueError("append_steps needs at least one step")
+        changes = {
+            "state": guard.optional_ident(state, "state", LABEL),
+            "new_key_id": guard.optional_ident(new_key_id, "new_key_id", ID),
+            "new_key_fingerprint": guard.optional_ident(
+                new_key_fingerprint, "new_key_fingerprint", FINGERPRINT
+            ),
+            "error": guard.error_text(error),
+        }
+        with self._engine.begin() as conn:
+            return _journal(conn, rotation_id, batch, now=self._clock.now(), changes=changes)
 
     async def try_lock_target(self, target: str) -> TargetLock | None:
         """This process's lock on ``target`` (see :mod:`rotator.state.locks`), or None if another
@@ -638,6 +684,65 @@ _STEP_STATE = (
     .where(_ROTATIONS.c.rotation_id == bindparam("rid"))
     .values(state=bindparam("state"))
 )
+
+
+def _clean_steps(steps: JournalSteps) -> list[tuple[str, dict[str, Any]]]:
+    """``steps`` with each name and its facts checked (see the StateStore docstring)."""
+    return [
+        (guard.ident(str(step) if isinstance(step, str) else step, "step", LABEL), guard.facts(f))
+        for step, f in steps
+    ]
+
+
+def _journal(
+    conn: Connection,
+    rotation_id: str,
+    steps: Sequence[tuple[str, dict[str, Any]]],
+    *,
+    now: datetime,
+    state: str | None = None,
+    changes: dict[str, Any] | None = None,
+) -> list[JournalEntry]:
+    """Journal ``steps`` (checked) of a rotation on ``conn``, in its transaction: each step once
+    (first write wins), numbered on; with at least one new step, ``state`` and the non-None
+    ``changes`` are set on the rotation. A new step for a finished rotation: ``ConflictError``."""
+    rotation = conn.execute(_STEP_ROTATION, {"rid": rotation_id}).one_or_none()
+    if rotation is None:
+        raise LookupError(f"no rotation {rotation_id}")
+    known: dict[str, int] = {}
+    for seq, name in sorted(conn.execute(_STEP_NAMES, {"rid": rotation_id}).all()):
+        known.setdefault(name, seq)
+    last = max(known.values(), default=0)
+    entries: list[JournalEntry] = []
+    added = False
+    for step, facts in steps:
+        if step in known:
+            stored = conn.execute(_STEP_ENTRY, {"rid": rotation_id, "seq": known[step]}).one()
+            entries.append(records.journal_entry(stored))  # type: ignore[arg-type]
+            continue
+        if rotation.finished_at is not None:
+            # A late writer (a process that lost this rotation to recovery elsewhere) must not
+            # add steps, nor move the state of a closed rotation.
+            raise ConflictError(
+                f"rotation {rotation_id} is finished ({rotation.state}); step {step!r} refused"
+            )
+        last += 1
+        known[step] = last
+        conn.execute(
+            _STEP_INSERT,
+            {"rotation_id": rotation_id, "seq": last, "step": step, "at": now, "facts": facts},
+        )
+        entries.append(JournalEntry(rotation_id, last, step, now, facts))
+        added = True
+    fields = {k: v for k, v in (changes or {}).items() if v is not None}
+    if state is not None:
+        fields["state"] = state
+    if added and list(fields) == ["state"]:
+        conn.execute(_STEP_STATE, {"rid": rotation_id, "state": fields["state"]})
+    elif added and fields:
+        where = _ROTATIONS.c.rotation_id == rotation_id
+        conn.execute(_ROTATIONS.update().where(where).values(**fields))
+    return entries
 
 
 def _lock_target(session: Session, target: str, now: datetime) -> TargetRow:

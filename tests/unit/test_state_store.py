@@ -9,7 +9,9 @@ import stat
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,8 @@ from sqlalchemy import insert, text
 from sqlalchemy.exc import IntegrityError
 
 from rotator.clock import FakeClock
-from rotator.errors import ConfigError, TransientError
+from rotator.contracts import RetiringKey
+from rotator.errors import ConfigError, ConflictError, TransientError
 from rotator.pool import BlockingPool
 from rotator.state import SqlStateStore
 from rotator.state import audit as audit_chain
@@ -28,13 +31,168 @@ from tests.state_fixtures import (
     START,
     TARGET,
     StoreContract,
+    key_id,
     key_shaped_secret,
+    managed_key,
     odd_secret,
     scripted_run,
 )
 
 
-class TestSqliteStore(StoreContract):
+class JournalBatchContract:
+    """The journal written several steps per transaction (``append_steps``, and the ``steps``
+    of ``start_rotation``, ``record_promotion`` and ``finish_rotation``): the engine writes
+    one transaction before each side effect. Mixed into a ``StoreContract`` test class, whose
+    ``store`` and ``clock`` fixtures it uses."""
+
+    async def test_append_steps_journals_a_batch_in_order_in_one_write(
+        self, store: SqlStateStore, clock: FakeClock
+    ) -> None:
+        """One entry per step, numbered on from the journal, stamped now, with its facts; the
+        state and the rotation's fields are set with them; a step repeated in the batch or
+        journaled before is returned as stored."""
+        rid = (await store.start_rotation(TARGET, steps=[("planned", {"n": 0})])).rotation_id
+        clock.advance(5)
+        entries = await store.append_steps(
+            rid,
+            [("created", {"key_id": "k1"}), ("verified", None), ("planned", {"n": 9})],
+            state="verified",
+            new_key_id="k1",
+            new_key_fingerprint="0123456789ab",
+        )
+        assert [(e.seq, e.step, e.facts) for e in entries] == [
+            (2, "created", {"key_id": "k1"}),
+            (3, "verified", {}),
+            (1, "planned", {"n": 0}),
+        ]
+        assert [e.at for e in entries] == [START + timedelta(seconds=5)] * 2 + [START]
+        assert await store.journal(rid) == [entries[2], entries[0], entries[1]]
+        rotation = await store.get_rotation(rid)
+        assert rotation is not None
+        assert (rotation.state, rotation.new_key_id, rotation.new_key_fingerprint) == (
+            "verified",
+            "k1",
+            "0123456789ab",
+        )
+        twice = await store.append_steps(rid, [("staged", {"a": 1}), ("staged", {"a": 2})])
+        assert [(e.seq, e.facts) for e in twice] == [(4, {"a": 1}), (4, {"a": 1})]
+
+    async def test_a_replayed_batch_changes_nothing(self, store: SqlStateStore) -> None:
+        """Steps all journaled before: the stored entries come back, and neither the state nor
+        a field moves (a replay never moves a rotation back)."""
+        rid = (await store.start_rotation(TARGET)).rotation_id
+        first = await store.append_steps(rid, [("created", {"key_id": "k1"})], state="created")
+        await store.append_steps(rid, [("promoting", None)], state="promoting")
+        again = await store.append_steps(
+            rid, [("created", {"key_id": "k2"})], state="created", new_key_id="k2", error="x"
+        )
+        assert again == first
+        rotation = await store.get_rotation(rid)
+        assert rotation is not None
+        assert (rotation.state, rotation.new_key_id, rotation.error) == ("promoting", None, None)
+
+    async def test_append_steps_refuses_what_append_step_refuses(
+        self, store: SqlStateStore
+    ) -> None:
+        """Empty batch: ValueError; unknown rotation: LookupError; a credential-shaped step or
+        facts: ValueError with nothing written; a new step for a finished rotation:
+        ConflictError with nothing of the batch written, while steps journaled before still
+        come back."""
+        rid = (await store.start_rotation(TARGET)).rotation_id
+        with pytest.raises(ValueError, match="at least one step"):
+            await store.append_steps(rid, [])
+        with pytest.raises(LookupError):
+            await store.append_steps(str(uuid.uuid4()), [("planned", None)])
+        secret = key_shaped_secret().reveal()
+        with pytest.raises(ValueError):
+            await store.append_steps(rid, [("created", None), ("verified", {"id": secret})])
+        assert await store.journal(rid) == []
+        await store.append_steps(rid, [("created", None)], state="created")
+        await store.finish_rotation(rid, state="rolled_back", outcome="rolled_back")
+        with pytest.raises(ConflictError, match="finished"):
+            await store.append_steps(rid, [("created", None), ("late", None)], state="late")
+        assert [e.step for e in await store.journal(rid)] == ["created"]
+        assert [e.step for e in await store.append_steps(rid, [("created", None)])] == ["created"]
+        assert (await store.get_rotation(rid)).state == "rolled_back"  # type: ignore[union-attr]
+
+    async def test_start_rotation_journals_its_first_steps(self, store: SqlStateStore) -> None:
+        """``steps`` are the rotation's first entries, written with it; starting it again
+        ignores them."""
+        rid = str(uuid.uuid4())
+        await store.start_rotation(TARGET, rotation_id=rid, steps=[("planned", {"k": "v"})])
+        await store.start_rotation(TARGET, rotation_id=rid, steps=[("other", None)])
+        assert [(e.seq, e.step, e.facts) for e in await store.journal(rid)] == [
+            (1, "planned", {"k": "v"})
+        ]
+
+    async def test_record_promotion_journals_and_closes_in_the_same_write(
+        self, store: SqlStateStore, clock: FakeClock
+    ) -> None:
+        """With steps and a state the rotation's journal moves with the promotion; with an
+        outcome the rotation is also closed as done (key.promoted, then rotation.finished)."""
+        old = key_id()
+        rid = (await store.start_rotation(TARGET, old_key_ids=[old])).rotation_id
+        key = managed_key(rid)
+        due = clock.now() + timedelta(hours=1)
+        retire = [RetiringKey(TARGET, old, None, due, rid)]
+        state = await store.record_promotion(
+            TARGET, key, retire=retire, steps=[("promoted", None)], state="promoted"
+        )
+        assert state.current == key
+        rotation = await store.get_rotation(rid)
+        assert rotation is not None
+        assert (rotation.state, rotation.open) == ("promoted", True)
+        again = await store.record_promotion(
+            TARGET, key, retire=retire, steps=[("promoted", None), ("done", {})], outcome="x"
+        )
+        assert again == state
+        rotation = await store.get_rotation(rid)
+        assert rotation is not None
+        assert (rotation.state, rotation.outcome, rotation.open) == ("done", "x", False)
+        assert [e.step for e in await store.journal(rid)] == ["promoted", "done"]
+        events = [e.event for e in await store.audit_events()]
+        assert events[:2] == ["rotation.finished", "key.promoted"]
+
+    async def test_record_promotion_with_steps_is_all_or_nothing(
+        self, store: SqlStateStore
+    ) -> None:
+        """Steps or an outcome without the key's rotation id: ValueError. A new step for a
+        finished rotation: ConflictError, and the key is not recorded either."""
+        with pytest.raises(ValueError, match="rotation_id"):
+            await store.record_promotion(TARGET, managed_key(None), steps=[("promoted", None)])
+        rid = (await store.start_rotation(TARGET)).rotation_id
+        await store.finish_rotation(rid, state="rolled_back", outcome="rolled_back")
+        with pytest.raises(ConflictError):
+            await store.record_promotion(TARGET, managed_key(rid), steps=[("promoted", None)])
+        target = await store.get_target(TARGET)
+        assert target is not None
+        assert target.current is None
+
+    async def test_finish_rotation_journals_its_last_steps(self, store: SqlStateStore) -> None:
+        """``steps`` are journaled before the rotation closes, in the same write; finishing
+        again the same way is idempotent, and a new step after the close is refused."""
+        rid = (await store.start_rotation(TARGET)).rotation_id
+        done = await store.finish_rotation(
+            rid, state="done", outcome="rotated", steps=[("done", {"revoked": ["a"]})]
+        )
+        assert (done.state, done.outcome, done.open) == ("done", "rotated", False)
+        assert [(e.step, e.facts) for e in await store.journal(rid)] == [
+            ("done", {"revoked": ["a"]})
+        ]
+        again = await store.finish_rotation(
+            rid, state="done", outcome="rotated", steps=[("done", None)]
+        )
+        assert again == done
+        with pytest.raises(ConflictError):
+            await store.finish_rotation(
+                rid, state="done", outcome="rotated", steps=[("late", None)]
+            )
+        with pytest.raises(ValueError, match="terminal"):
+            await store.finish_rotation(rid, state="promoting", outcome="x", steps=[("y", None)])
+        assert [e.step for e in await store.journal(rid)] == ["done"]
+
+
+class TestSqliteStore(StoreContract, JournalBatchContract):
     """The contract suite on a SQLite file per database."""
 
     @pytest.fixture
