@@ -71,8 +71,10 @@ def current_from_marks(
     version: str | None,
     marks: Mapping[str, str],
     pending_version: str | None = None,
+    document: Secret | None = None,
 ) -> CurrentValue:
-    """A ``CurrentValue`` for an existing secret carrying ``marks``."""
+    """A ``CurrentValue`` for an existing secret carrying ``marks`` (all of them kept as its
+    ``metadata``) and read as ``document``."""
     return CurrentValue(
         exists=True,
         secret=secret,
@@ -82,6 +84,18 @@ def current_from_marks(
         rotation_id=marks.get("rotation_id"),
         fingerprint=marks.get("fingerprint"),
         pending_version=pending_version,
+        document=document,
+        metadata=dict(marks),
+    )
+
+
+def stamped_by_rotator(current: CurrentValue) -> bool:
+    """Whether rotator's own marks describe the very version ``current`` is: rotator's last
+    promotion wrote both its data and its metadata (nobody wrote the secret since)."""
+    return (
+        current.version is not None
+        and current.managed_by == OWNER
+        and current.metadata.get("version") == current.version
     )
 
 

@@ -1,11 +1,13 @@
 """AWS Secrets Manager destination: a secret's ``SecretString``, whole or one JSON ``field``.
 
 Staging writes a version labelled AWSPENDING whose ``VersionId`` is the rotation id
-(``ClientRequestToken``), so a retry finds it instead of adding another. Promotion moves
-AWSCURRENT to it with ``RemoveFromVersionId`` = the version the rotation planned on (a
-compare-and-swap; AWSPREVIOUS follows) and then drops AWSPENDING. A secret with no current value
-(or none at all, with ``create_missing``) gets its first version at promotion: Secrets Manager
-serves a secret's first version at once, whatever its labels. Semantics are those of
+(``ClientRequestToken``), so a retry finds it instead of adding another; its other JSON fields
+come from the version the plan read (``CurrentValue.document``), which is not read again.
+Promotion moves AWSCURRENT to it with ``RemoveFromVersionId`` = the version the rotation planned
+on (a compare-and-swap; AWSPREVIOUS follows) and then drops AWSPENDING, reading the secret
+(``DescribeSecret``) only when a move is refused. A secret with no current value (or none at
+all, with ``create_missing``) gets its first version at promotion: Secrets Manager serves a
+secret's first version at once, whatever its labels. Semantics are those of
 :class:`rotator.contracts.Destination`.
 
 ``PutSecretValue`` takes no condition, so two of its uses are check-then-act:
@@ -14,12 +16,14 @@ serves a secret's first version at once, whatever its labels. Semantics are thos
   ``DescribeSecret`` and our put loses AWSCURRENT to ours. This is detected after the put (it
   now carries AWSPREVIOUS) and undone: ``ConflictError``, AWSCURRENT back on their version.
 - Staging (labelled AWSPENDING): if someone else puts a version labelled AWSPENDING between
-  stage's ``DescribeSecret`` and its ``PutSecretValue`` (one round trip), AWS moves AWSPENDING
-  to ours and their version is left with no label. ``DescribeSecret`` does not list unlabelled
-  versions, so rotator cannot see it (only ``ListSecretVersionIds``, one more IAM action,
-  could); their later promotion by version id is not stopped either. An AWSPENDING put *after*
-  ours is seen at promotion (``ConflictError``). The usual other writer is a Secrets Manager
-  rotation Lambda, which ``rotator check`` reports; see docs/design/20261127-aws-label-races.md.
+  the plan's ``DescribeSecret`` and stage's ``PutSecretValue`` (the time the new key takes to
+  be created and verified), AWS moves AWSPENDING to ours and their version is left with no
+  label. ``DescribeSecret`` does not list unlabelled versions, so rotator cannot see it (only
+  ``ListSecretVersionIds``, one more IAM action, could); their later promotion by version id is
+  not stopped either, and then makes ours fail its compare-and-swap. A put of AWSCURRENT since
+  the plan makes our promotion's compare-and-swap fail (``ConflictError``, rolled back). The
+  usual other writer is a Secrets Manager rotation Lambda, which ``rotator check`` reports; see
+  docs/design/20261127-aws-label-races.md.
 """
 
 from __future__ import annotations
@@ -42,7 +46,6 @@ from rotator.destinations._common import (
     log_rolled_back,
     log_staged,
     refuse_foreign,
-    refuse_moved,
     require_create_missing,
     with_field,
 )
@@ -147,61 +150,50 @@ class AwsDestination:
 
     def _current(self, described: SecretDescription) -> CurrentValue:
         version = described.holder(CURRENT)
-        secret = None
+        secret = document = None
         if version is not None:
             found = self._api.get_value(self._secret_id)  # plain: what consumers read
             if found is not None:
-                version = found.version_id
-                secret = field_of(self._name, found.value, self._field)
+                version, document = found.version_id, found.value
+                secret = field_of(self._name, document, self._field)
         return current_from_marks(
             secret=secret,
             version=version,
             marks=described.tags,
             pending_version=described.holder(PENDING),
+            document=document,
         )
 
     def _stage(
         self, secret: Secret, rotation_id: str, key_id: str, base: CurrentValue
     ) -> StagedValue:
-        def staged(base_version: str | None, version: str | None) -> StagedValue:
+        def staged(version: str | None) -> StagedValue:
             return StagedValue(
                 destination=self._name,
                 rotation_id=rotation_id,
                 key_id=key_id,
                 fingerprint=secret.fingerprint,
-                base_version=base_version,
+                base_version=base.version,
                 version=version,
+                base=base,
             )
 
-        described = self._describe()
-        if described is None:
-            if base.exists:
-                raise ConflictError(f"{self._name}: the secret was deleted since it was read")
+        # Everything is decided on the plan's read (``base``): a write since is refused by
+        # promote's compare-and-swap. The put is idempotent per rotation id (AWS keeps one
+        # version per ClientRequestToken, and refuses the token for other content).
+        if not base.exists:
             require_create_missing("aws", self._secret_id, self._create_missing)
-            return staged(None, None)  # created, with its value, at promotion
-        current = current_from_marks(
-            secret=None,
-            version=described.holder(CURRENT),
-            marks=described.tags,
-            pending_version=described.holder(PENDING),
-        )
-        refuse_foreign(self._name, current)
-        refuse_moved(self._name, current, base.version)
-        pending = current.pending_version
-        if pending == rotation_id:
-            self._require_same_value(rotation_id, secret)
-            return staged(current.version, rotation_id)
-        if pending is not None:
+            return staged(None)  # created, with its value, at promotion
+        refuse_foreign(self._name, base)
+        pending = base.pending_version
+        if pending not in (None, rotation_id):
             raise ConflictError(
                 f"{self._name}: AWSPENDING is on version {pending}, staged by someone else; "
                 "rotator will not replace it"
             )
-        if current.version is None:
-            return staged(None, None)  # the first version would be served at once
-        document = None
-        if self._field is not None:
-            found = self._api.get_value(self._secret_id, version_id=current.version)
-            document = found.value if found is not None else None
+        if base.version is None:
+            return staged(None)  # the first version would be served at once
+        document = base.document if self._field is not None else None
         written = self._api.put_value(
             self._secret_id,
             token=rotation_id,
@@ -211,18 +203,12 @@ class AwsDestination:
         if PENDING not in written.stages:
             # The token named a version we wrote before (and rolled back): AWS ignored the put.
             self._api.move_stage(self._secret_id, PENDING, to=written.version_id, away_from=None)
-        return staged(current.version, written.version_id)
-
-    def _require_same_value(self, version: str, secret: Secret) -> None:
-        found = self._api.get_value(self._secret_id, version_id=version)
-        value = field_of(self._name, found.value, self._field) if found else None
-        if value is None or value.fingerprint != secret.fingerprint:
-            raise ConflictError(
-                f"{self._name}: version {version} already holds another value for this rotation id"
-            )
+        return staged(written.version_id)
 
     def _promote(self, staged: StagedValue, secret: Secret) -> PromotedValue:
-        ours = staged.version or staged.rotation_id
+        if staged.version is not None:
+            return self._move_current(staged, staged.version)
+        ours = staged.rotation_id
         described = self._describe()
         if described is None:
             if staged.base_version is not None:
@@ -250,39 +236,47 @@ class AwsDestination:
                 f"{self._name}: AWSCURRENT is on {current or 'no version'}, staged against "
                 f"{staged.base_version or 'none'}: someone else wrote it in between"
             )
-        if staged.version is None:  # the secret's first value
-            self._api.put_value(
-                self._secret_id,
-                token=staged.rotation_id,
-                value=with_field(self._name, None, self._field, secret),
-                stages=[CURRENT],
-            )
-            self._refuse_first_value_race(described, ours)
-            return staged.promoted(ours)
-        if pending not in (None, ours):
-            raise ConflictError(
-                f"{self._name}: AWSPENDING moved to version {pending}; rotator will not promote"
-            )
+        # The secret's first value (nothing was staged: it would have been served at once).
+        self._api.put_value(
+            self._secret_id,
+            token=staged.rotation_id,
+            value=with_field(self._name, None, self._field, secret),
+            stages=[CURRENT],
+        )
+        self._refuse_first_value_race(described, ours)
+        return staged.promoted(ours)
+
+    def _move_current(self, staged: StagedValue, ours: str) -> PromotedValue:
+        """AWSCURRENT onto our staged version, compare-and-swap on the planned one, then
+        AWSPENDING off it. Nothing is read first: a refused move is told apart (a
+        ``DescribeSecret``) as our own earlier move, or someone else's write."""
         try:
             self._api.move_stage(self._secret_id, CURRENT, to=ours, away_from=staged.base_version)
         except PermanentError:
-            again = self._api.describe(self._secret_id)
-            if again is None or again.holder(CURRENT) != ours:
-                if again is not None and again.holder(CURRENT) != staged.base_version:
+            again = self._describe()
+            holder = again.holder(CURRENT) if again is not None else None
+            if holder != ours:
+                if again is None:
                     raise ConflictError(
-                        f"{self._name}: AWSCURRENT moved while promoting; nothing was changed"
+                        f"{self._name}: the secret was deleted since it was staged"
+                    ) from None
+                if holder != staged.base_version:
+                    raise ConflictError(
+                        f"{self._name}: AWSCURRENT moved to {holder or 'no version'} since "
+                        f"{staged.base_version} was planned on: someone else wrote it in "
+                        "between; nothing was changed"
                     ) from None
                 raise
-            # The move took effect and only its answer was lost: botocore's replay of it failed
-            # because RemoveFromVersionId no longer held AWSCURRENT. Finish the promotion.
-            pending = again.holder(PENDING)
-        if pending == ours:
-            self._drop_pending(ours)
+            # Ours already: this rotation promoted it before (a retry), or the move took effect
+            # and only its answer was lost (botocore's replay was refused because
+            # RemoveFromVersionId no longer held AWSCURRENT).
+        self._drop_pending(ours)
         return staged.promoted(ours)
 
     def _drop_pending(self, ours: str) -> None:
-        """Take AWSPENDING off our version. A removal whose answer was lost took effect, and
-        botocore's replay of it is refused (no AWSPENDING on ``ours`` any more): that is done."""
+        """Take AWSPENDING off our version. A refusal means it is not there (any more): a
+        removal whose answer was lost took effect and botocore's replay of it is refused, or
+        it was dropped before (a retry), or moved by someone else: that is done."""
         try:
             self._api.move_stage(self._secret_id, PENDING, to=None, away_from=ours)
         except PermanentError:

@@ -1,13 +1,15 @@
 """Vault / OpenBao KV v2 destination: one ``field`` of the secret at ``mount``/``path``.
 
 KV v2 has no pending state: :meth:`stage` writes nothing and only proves the promotion will be
-allowed (capabilities, CAS version, ownership). :meth:`promote` writes the new version with
-``cas`` = the version the rotation planned on, then stamps ``custom_metadata`` with the marks of
-the rotation. Semantics are those of :class:`rotator.contracts.Destination`.
+allowed (ownership and, unless rotator's own last promotion proved them, capabilities), from the
+plan's read. :meth:`promote` writes the new version with ``cas`` = the version the rotation
+planned on, over that version's data as the plan read it, then stamps ``custom_metadata`` with
+the marks of the rotation. Semantics are those of :class:`rotator.contracts.Destination`.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 
 from rotator.clock import Clock
@@ -27,6 +29,7 @@ from rotator.destinations._common import (
     refuse_foreign,
     refuse_moved,
     require_create_missing,
+    stamped_by_rotator,
     with_marks,
 )
 from rotator.destinations.vault_api import HvacApi, KvVersion, VaultApi
@@ -87,27 +90,25 @@ class VaultDestination:
         self, secret: Secret, *, rotation_id: str, key_id: str, base: CurrentValue
     ) -> StagedValue:
         check_rotation_id(rotation_id)
-        fingerprint = secret.fingerprint
+        refuse_foreign(self._name, base)
+        if not base.exists:
+            require_create_missing("vault", self.data_path, self._create_missing)
+        if not stamped_by_rotator(base):  # else rotator's last promotion proved the permissions
 
-        def stage(api: VaultApi) -> StagedValue:
-            latest = api.read_version(self._mount, self._path)
-            current = self._current(latest)
-            refuse_foreign(self._name, current)
-            refuse_moved(self._name, current, base.version)
-            if not current.exists:
-                require_create_missing("vault", self.data_path, self._create_missing)
-            self._require_capabilities(api, exists=current.exists)
-            return StagedValue(
-                destination=self._name,
-                rotation_id=rotation_id,
-                key_id=key_id,
-                fingerprint=fingerprint,
-                base_version=current.version,
-                version=None,
-                base_marks=our_marks(self._marks_of_version(latest)),
-            )
+            def require(api: VaultApi) -> None:
+                self._require_capabilities(api, exists=base.exists)
 
-        staged = await self._pool.run_blocking(self._session.call, stage)
+            await self._pool.run_blocking(self._session.call, require)
+        staged = StagedValue(
+            destination=self._name,
+            rotation_id=rotation_id,
+            key_id=key_id,
+            fingerprint=secret.fingerprint,
+            base_version=base.version,
+            version=None,
+            base_marks=our_marks(base.metadata),
+            base=base,
+        )
         log_staged(staged)
         return staged
 
@@ -126,22 +127,27 @@ class VaultDestination:
         check_staged_secret(staged, secret)
 
         def promote(api: VaultApi) -> PromotedValue:
+            base = staged.base
+            if base is not None and base.version == staged.base_version:
+                # The plan read the version written over: no read, the check-and-set guards it.
+                try:
+                    return self._write(api, staged, secret, _data_of(base), base.metadata)
+                except ConflictError:
+                    pass  # it moved: this rotation's earlier try, or someone else (read below)
             latest = api.read_version(self._mount, self._path)
             current = self._current(latest)
             refuse_foreign(self._name, current)
+            marks = self._marks_of_version(latest)
             if current.version != staged.base_version and self._is_ours(current, staged):
                 # A retry after the write: finish the metadata if the first try died before it.
                 assert current.version is not None
-                self._stamp(api, latest, staged, current.version)
+                self._stamp(api, marks, staged, current.version)
                 return staged.promoted(current.version)
             refuse_moved(self._name, current, staged.base_version)
             if not current.exists:
                 require_create_missing("vault", self.data_path, self._create_missing)
             data = dict(latest.data or {}) if latest else {}
-            data[self._field] = secret.reveal()
-            written = api.write(self._mount, self._path, data, cas=_cas(staged.base_version))
-            self._stamp(api, latest, staged, str(written))
-            return staged.promoted(str(written))
+            return self._write(api, staged, secret, data, marks)
 
         promoted = await self._pool.run_blocking(self._session.call, promote)
         log_promoted(promoted)
@@ -206,9 +212,12 @@ class VaultDestination:
     def _current(self, latest: KvVersion | None) -> CurrentValue:
         if latest is None:
             return CurrentValue(exists=False)
-        secret = self._field_of(latest.data) if latest.data is not None else None
+        data = latest.data
         return current_from_marks(
-            secret=secret, version=str(latest.version), marks=latest.custom_metadata
+            secret=self._field_of(data) if data is not None else None,
+            version=str(latest.version),
+            marks=latest.custom_metadata,
+            document=Secret(json.dumps(dict(data))) if data is not None else None,
         )
 
     def _field_of(self, data: Mapping[str, object]) -> Secret | None:
@@ -242,10 +251,24 @@ class VaultDestination:
                     return True
         return False
 
+    def _write(
+        self,
+        api: VaultApi,
+        staged: StagedValue,
+        secret: Secret,
+        data: dict[str, object],
+        marks: Mapping[str, str],
+    ) -> PromotedValue:
+        """Write ``data`` (the version ``staged.base_version`` holds) with the new key in its
+        field, check-and-set on that version, then stamp ``marks`` with this rotation's."""
+        data[self._field] = secret.reveal()
+        written = str(api.write(self._mount, self._path, data, cas=_cas(staged.base_version)))
+        self._stamp(api, marks, staged, written)
+        return staged.promoted(written)
+
     def _stamp(
-        self, api: VaultApi, latest: KvVersion | None, staged: StagedValue, version: str
+        self, api: VaultApi, existing: Mapping[str, str], staged: StagedValue, version: str
     ) -> None:
-        existing = self._marks_of_version(latest)
         wanted = marks_for(staged, version)
         if all(existing.get(k) == v for k, v in wanted.items()):
             return
@@ -323,6 +346,14 @@ def _version_number(version: str) -> int:
 
 def _cas(base_version: str | None) -> int:
     return _version_number(base_version) if base_version is not None else 0
+
+
+def _data_of(current: CurrentValue) -> dict[str, object]:
+    """The data of the version ``current`` was read from (empty if it has none)."""
+    if current.document is None:
+        return {}
+    data = json.loads(current.document.reveal())
+    return dict(data) if isinstance(data, dict) else {}
 
 
 def from_config(

@@ -60,7 +60,7 @@ class Deps:
     pool: BlockingPool | None = None
     """The thread pool the blocking backends run on; shut down with the engine."""
     before_step: Callable[[], Awaitable[None]] | None = None
-    """Called before every journaled step (the daemon re-checks its leadership here and raises
+    """Called before every journal write (the daemon re-checks its leadership here and raises
     if it was lost, so a deposed leader stops at a journaled point)."""
 
 

@@ -23,6 +23,7 @@ from rotator.contracts import (
     AuditHead,
     AuditVerdict,
     CurrentValue,
+    Facts,
     JournalEntry,
     Rotation,
     TargetState,
@@ -178,7 +179,8 @@ class Engine:
         try:
             bases = await gather_bases(ctx)
             self._refuse_foreign(bases)
-            old_keys = await self._old_keys(ctx, bases)
+            state = await self.deps.store.get_target(ctx.name)
+            old_keys = await self._old_keys(ctx, bases, state)
         except RotatorError as exc:
             # Nothing was created or written: a failed attempt like a rollback, for the CLI
             # and the daemon alike (counted, backed off, alerted).
@@ -186,17 +188,6 @@ class Engine:
             await self._alert(ctx, "rotation_failed", str(exc))
             return RotationResult(ctx.name, None, Outcome.ROLLED_BACK, error=str(exc))
         name = key_name(ctx.target.key_name_prefix, self.deps.clock.now(), rotation_id)
-        try:
-            await self.deps.store.start_rotation(
-                ctx.name,
-                rotation_id=rotation_id,
-                emergency=emergency,
-                new_key_name=name,
-                old_key_ids=old_keys,
-            )
-        except ConflictError as exc:
-            return RotationResult(ctx.name, None, Outcome.SKIPPED, error=str(exc))
-        structlog.contextvars.bind_contextvars(rotation_id=rotation_id)
         st = RotationState(
             rotation_id=rotation_id,
             target=ctx.name,
@@ -204,24 +195,26 @@ class Engine:
             key_name=name,
             old_key_ids=tuple(old_keys),
         )
-        run = RotationRun(self.deps, ctx, st)
-        await run.journal(
-            Step.PLANNED,
-            {
-                "key_name": name,
-                "old_key_ids": list(old_keys),
-                "emergency": emergency,
-                "bases": {
-                    dest_tag(d): {
-                        "destination": d,
-                        "exists": c.exists,
-                        "version": c.version,
-                        "fingerprint": served_key(c),
-                    }
-                    for d, c in bases.items()
-                },
+        run = RotationRun(self.deps, ctx, st, target_state=state)
+        planned: Facts = {
+            "key_name": name,
+            "old_key_ids": list(old_keys),
+            "emergency": emergency,
+            "bases": {
+                dest_tag(d): {
+                    "destination": d,
+                    "exists": c.exists,
+                    "version": c.version,
+                    "fingerprint": served_key(c),
+                }
+                for d, c in bases.items()
             },
-        )
+        }
+        try:
+            await run.open(planned)
+        except ConflictError as exc:
+            return RotationResult(ctx.name, None, Outcome.SKIPPED, error=str(exc))
+        structlog.contextvars.bind_contextvars(rotation_id=rotation_id)
         return await run.execute(bases)
 
     @staticmethod
@@ -232,12 +225,13 @@ class Engine:
                     f"{dest}: managed by {current.managed_by!r}, not rotator; refusing to write"
                 )
 
-    async def _old_keys(self, ctx: TargetContext, bases: dict[str, CurrentValue]) -> list[str]:
-        """The keys this rotation replaces: the current managed key, an adopted one, and any
-        retiring key a destination serves again (a restored previous value). Each gets a fresh
-        grace at promotion: consumers may have read it since, so its earlier deadline no longer
-        protects them."""
-        state = await self.deps.store.get_target(ctx.name)
+    async def _old_keys(
+        self, ctx: TargetContext, bases: dict[str, CurrentValue], state: TargetState | None
+    ) -> list[str]:
+        """The keys this rotation replaces (``state``: the target's, as just read): the current
+        managed key, an adopted one, and any retiring key a destination serves again (a restored
+        previous value). Each gets a fresh grace at promotion: consumers may have read it since,
+        so its earlier deadline no longer protects them."""
         old: list[str] = []
         if state is not None and state.current is not None:
             old.append(state.current.key_id)

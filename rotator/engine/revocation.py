@@ -9,13 +9,13 @@ after its replacement; at ``max_grace`` it is revoked anyway and an alert says i
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import structlog
 
-from rotator.contracts import RetiringKey
+from rotator.contracts import CurrentValue, RetiringKey
 from rotator.engine.context import Alert, Deps, TargetContext, gather_bases, served_key
 from rotator.errors import RotatorError
 from rotator.keys import ApiKey, masked
@@ -49,9 +49,20 @@ class RevocationResult:
         }
 
 
-async def revoke_now(deps: Deps, ctx: TargetContext, keys: Sequence[RetiringKey]) -> list[str]:
-    """Revoke those of ``keys`` that may go now; returns the ids revoked (or already gone)."""
-    results = await _revoke(deps, ctx, keys)
+async def revoke_now(
+    deps: Deps,
+    ctx: TargetContext,
+    keys: Sequence[RetiringKey],
+    *,
+    served: Mapping[str, CurrentValue] | None = None,
+    current_fp: str | None = None,
+) -> list[str]:
+    """Revoke those of ``keys`` that may go now; returns the ids revoked (or already gone).
+
+    ``served`` (with ``current_fp``, the target's current key): every destination as the
+    rotation just read and proved it, which the decision then uses instead of reading them
+    again; by default they and the target's state are read."""
+    results = await _revoke(deps, ctx, keys, served=served, current_fp=current_fp)
     return [r.key_id for r in results if r.outcome in {"revoked", "already_gone"}]
 
 
@@ -85,14 +96,23 @@ async def revoke_due(deps: Deps, contexts: dict[str, TargetContext]) -> list[Rev
 
 
 async def _revoke(
-    deps: Deps, ctx: TargetContext, keys: Sequence[RetiringKey]
+    deps: Deps,
+    ctx: TargetContext,
+    keys: Sequence[RetiringKey],
+    *,
+    served: Mapping[str, CurrentValue] | None = None,
+    current_fp: str | None = None,
 ) -> list[RevocationResult]:
     if not keys:
         return []
-    state = await deps.store.get_target(ctx.name)
-    current_fp = state.current.fingerprint if state and state.current else None
-    currents = await gather_bases(ctx)
-    served = {served_key(c) for c in currents.values()}
+    currents: Mapping[str, CurrentValue]
+    if served is None:
+        state = await deps.store.get_target(ctx.name)
+        current_fp = state.current.fingerprint if state and state.current else None
+        currents = await gather_bases(ctx)
+    else:
+        currents = served
+    fingerprints = {served_key(c) for c in currents.values()}
     served_masks = {masked(c.secret.reveal()) for c in currents.values() if c.secret is not None}
     # The workspace listing (every key of it, page by page) is read only when a key's fingerprint
     # is unknown (an adopted key, matched by its masked form) or a delete answers 404: a managed
@@ -106,7 +126,7 @@ async def _revoke(
             ctx,
             key,
             current_fp=current_fp,
-            served=served,
+            served=fingerprints,
             served_masks=served_masks,
             listed=listed,
         )

@@ -10,10 +10,20 @@ happened the rotation only moves **forward**; if it cannot finish it is left ``s
 both keys valid) and retried by recovery. If a failure during promotion leaves it unclear
 whether anything was promoted, every destination is read: a new key served nowhere means
 nothing became visible, and the rotation rolls back after all.
+
+Write-ahead, in as few transactions as that takes: what a step learned (the new key's id, that
+it verified, a staged version) is noted in memory and written with the step that announces the
+next side effect, one transaction before each (docs/overview.md#the-journal). A crash loses
+only notes whose side effects recovery can find again (a created key, by its unique name).
+Nothing read at plan is read again before the promotion's compare-and-swap writes, and a
+read-back byte-equal to the verified key is not sent to ``GET /v1/models`` again: after the
+promotions every destination is read once as consumers read it, and the served key proved once
+(docs/overview.md#what-each-call-is-for).
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
@@ -23,16 +33,18 @@ from rotator.config import Policy
 from rotator.contracts import (
     CurrentValue,
     Destination,
+    Facts,
     ManagedKey,
-    PromotedValue,
     RetiringKey,
     StagedValue,
+    TargetState,
 )
 from rotator.engine.context import (
     Alert,
     Deps,
     RotationState,
     TargetContext,
+    gather_bases,
     served_key,
 )
 from rotator.engine.revocation import revoke_now
@@ -130,13 +142,25 @@ async def record_failed_attempt(deps: Deps, ctx: TargetContext, *, stuck: bool =
 
 
 class RotationRun:
-    """Drives one rotation; every method is safe to call again after a crash."""
+    """Drives one rotation; every method is safe to call again after a crash.
 
-    def __init__(self, deps: Deps, ctx: TargetContext, state: RotationState) -> None:
+    ``target_state`` is the target's state as the plan read it (None: read it when needed)."""
+
+    def __init__(
+        self,
+        deps: Deps,
+        ctx: TargetContext,
+        state: RotationState,
+        *,
+        target_state: TargetState | None = None,
+    ) -> None:
         self.deps = deps
         self.ctx = ctx
         self.st = state
+        self.target_state = target_state
         self.log = log.bind(target=ctx.name, rotation_id=state.rotation_id)
+        self._notes: list[tuple[str, Facts | None]] = []
+        self._fields: dict[str, str] = {}
 
     # -- the whole forward path ------------------------------------------------------------------
 
@@ -151,18 +175,54 @@ class RotationRun:
             return await self.roll_back(str(exc))
         return await self.promote_and_finish()
 
-    async def journal(self, step: str, facts: dict[str, object] | None = None) -> None:
-        if self.deps.before_step is not None:
-            await self.deps.before_step()
-        state = step if step in Step.__members__.values() else None
-        await self.deps.store.append_step(
-            self.st.rotation_id,
-            step,
-            facts,  # type: ignore[arg-type]
-            state=state,
+    # -- the journal -------------------------------------------------------------------------------
+
+    async def open(self, planned: Facts) -> None:
+        """Open the rotation with its ``planned`` step, one transaction, before the create call
+        (which the unique key name it records announces). ``ConflictError`` if the target has
+        another rotation open."""
+        await self._before_write()
+        await self.deps.store.start_rotation(
+            self.ctx.name,
+            rotation_id=self.st.rotation_id,
+            emergency=self.st.emergency,
+            new_key_name=self.st.key_name,
+            old_key_ids=self.st.old_key_ids,
+            steps=[(Step.PLANNED, planned)],
         )
+
+    def note(self, step: str, facts: Facts | None = None) -> None:
+        """Remember ``step`` for the next journal write (it announces no side effect itself)."""
+        self._notes.append((step, facts))
+
+    async def journal(self, step: str | None = None, facts: Facts | None = None) -> None:
+        """Write the noted steps, then ``step``, in one transaction, before a side effect (the
+        rotation's state becomes the last whole-rotation step among them)."""
+        if step is not None:
+            self.note(step, facts)
+        steps, state = self._take()
+        if not steps:
+            return
+        await self._before_write()
+        await self.deps.store.append_steps(
+            self.st.rotation_id,
+            steps,
+            state=state,
+            **self._fields,
+        )
+        self._fields.clear()
         if state is not None:
             self.st.state = Step(state)
+
+    def _take(self) -> tuple[list[tuple[str, Facts | None]], str | None]:
+        """The noted steps (forgotten here) and the last whole-rotation step among them."""
+        steps, self._notes = self._notes, []
+        whole = [name for name, _ in steps if name in Step.__members__.values()]
+        return steps, (whole[-1] if whole else None)
+
+    async def _before_write(self) -> None:
+        if self.deps.before_step is not None:
+            await self.deps.before_step()
 
     # -- step 2: create --------------------------------------------------------------------------
 
@@ -178,17 +238,14 @@ class RotationRun:
         except AmbiguousCreate as exc:
             if exc.key_id is not None:  # created, plaintext lost: it must go
                 self.st.key_id = exc.key_id
+                self._fields["new_key_id"] = exc.key_id
             raise
         info = created.info
         self.st.key_id, self.st.secret = info.key_id, created.secret
         self.st.fingerprint = created.secret.fingerprint
         self.st.expiration, self.st.created_at = info.expiration_date, info.created_at
-        await self.deps.store.update_rotation(
-            self.st.rotation_id,
-            new_key_id=info.key_id,
-            new_key_fingerprint=self.st.fingerprint,
-        )
-        await self.journal(
+        self._fields.update(new_key_id=info.key_id, new_key_fingerprint=self.st.fingerprint)
+        self.note(
             Step.CREATED,
             {
                 "key_id": info.key_id,
@@ -207,7 +264,7 @@ class RotationRun:
         result = await self.deps.verifier.wait_active(secret, timeout=timeout)
         if not result.ok:
             raise VerificationFailed(secret.fingerprint, str(result.outcome), result.detail)
-        await self.journal(
+        self.note(
             Step.VERIFIED,
             {"attempts": result.attempts, "elapsed_s": round(result.elapsed, 3)},
         )
@@ -215,46 +272,51 @@ class RotationRun:
     # -- step 4: stage -----------------------------------------------------------------------------
 
     async def stage_all(self, bases: dict[str, CurrentValue]) -> None:
-        for dest in self.ctx.destinations:
-            await self.stage_one(dest, bases[dest.name])
-        await self.journal(Step.STAGED)
+        """Announce every destination's staging in one write, then stage each."""
+        todo = [d for d in self.ctx.destinations if dest_tag(d.name) not in self.st.staged]
+        await self._announce_staging(todo)
+        for dest in todo:
+            await self._stage(dest, bases[dest.name])
+        self.note(Step.STAGED)
 
     async def stage_one(self, dest: Destination, base: CurrentValue) -> StagedValue:
+        """Stage one destination (recovery: one staged before the crash but not journaled)."""
         tag = dest_tag(dest.name)
         if tag in self.st.staged:
             return self.st.staged[tag]
+        await self._announce_staging([dest])
+        return await self._stage(dest, base)
+
+    async def _announce_staging(self, dests: list[Destination]) -> None:
+        for dest in dests:
+            self.note(dest_step(DestStep.STAGING, dest.name), {"destination": dest.name})
+        await self.journal()
+        self.st.staging.update(dest_tag(dest.name) for dest in dests)
+
+    async def _stage(self, dest: Destination, base: CurrentValue) -> StagedValue:
         assert self.st.key_id is not None
-        await self.journal(dest_step(DestStep.STAGING, dest.name), {"destination": dest.name})
-        self.st.staging.add(tag)
         staged = await dest.stage(
             self._secret(), rotation_id=self.st.rotation_id, key_id=self.st.key_id, base=base
         )
-        await self.journal(dest_step(DestStep.STAGED, dest.name), dict(staged.to_record()))
-        self.st.staged[tag] = staged
+        self.note(dest_step(DestStep.STAGED, dest.name), dict(staged.to_record()))
+        self.st.staged[dest_tag(dest.name)] = staged
         return staged
 
     # -- step 5: read back -------------------------------------------------------------------------
 
     async def read_back_staged(self) -> None:
+        """Each pending value read back by its version must be the verified key, byte for byte
+        (so ``GET /v1/models`` would say what it said of that key)."""
         for dest in self.ctx.destinations:
             staged = self.st.staged[dest_tag(dest.name)]
             if staged.pending:
                 assert staged.version is not None
-                await self._prove(dest, await dest.read_back(staged.version), "read back")
-        await self.journal(Step.READBACK_OK)
+                self._require_new_key(dest, await dest.read_back(staged.version), "read back")
+        self.note(Step.READBACK_OK)
 
-    async def _prove(self, dest: Destination, value: Secret | None, what: str) -> None:
-        """``value`` (read from ``dest``) must be the new key and pass GET /v1/models."""
-        secret = self._secret()
-        if value is None or value != secret:
+    def _require_new_key(self, dest: Destination, value: Secret | None, what: str) -> None:
+        if value is None or value != self._secret():
             raise PermanentError("engine", what, f"{dest.name} does not hold the new key")
-        result = await self.deps.verifier.check(value)
-        if result.outcome in INCONCLUSIVE:  # says nothing about the key: worth another try
-            raise TransientError(
-                "mistral", "verify", f"{what} {dest.name}: {result.outcome}: {result.detail}"
-            )
-        if not result.ok:
-            raise VerificationFailed(value.fingerprint, str(result.outcome), f"{what} {dest.name}")
 
     # -- step 6: promote ---------------------------------------------------------------------------
 
@@ -268,44 +330,70 @@ class RotationRun:
         return sorted(self.ctx.destinations, key=pending_first)
 
     async def promote_and_finish(self) -> RotationResult:
-        """Promote every destination (forward only), then record and finish the rotation."""
+        """Announce every promotion in one write, promote each destination (forward only), read
+        every one back as consumers read it and prove the served key, then finish."""
         if self.st.state is Step.STUCK:  # resumed: its state says so again (the step exists)
             await self.deps.store.update_rotation(self.st.rotation_id, state=Step.PROMOTING)
             self.st.state = Step.PROMOTING
-        await self.journal(Step.PROMOTING)
+        order = self.promotion_order()
+        todo = [d for d in order if dest_tag(d.name) not in self.st.promoted]
+        self.note(Step.PROMOTING)
+        for dest in todo:
+            self.note(dest_step(DestStep.PROMOTING, dest.name), {"destination": dest.name})
+        await self.journal()
+        self.st.promoting.update(dest_tag(dest.name) for dest in todo)
         try:
-            for dest in self.promotion_order():
+            for dest in todo:
                 await self._promote_one(dest)
+            served = await self._prove_served()
         except RotatorError as exc:
             return await self._promotion_failed(exc)
-        await self.journal(Step.PROMOTED)
-        return await self.finish_promoted()
+        self.note(Step.PROMOTED)
+        return await self.finish_promoted(served)
+
+    def _retry_policy(self) -> RetryPolicy:
+        return RetryPolicy(max_attempts=self.deps.promote_attempts, base_delay=1.0, max_delay=8.0)
 
     async def _promote_one(self, dest: Destination) -> None:
         tag = dest_tag(dest.name)
-        if tag in self.st.promoted:
-            return
         staged = self.st.staged.get(tag)
         if staged is None:  # recovery: staged before the crash but not journaled, or never
             staged = await self.stage_one(dest, await self._base_for(dest))
-        await self.journal(dest_step(DestStep.PROMOTING, dest.name), {"destination": dest.name})
-        self.st.promoting.add(tag)
-
-        async def promote_and_prove() -> PromotedValue:
-            promoted = await dest.promote(staged, self._secret())  # idempotent
-            current = await dest.read_current()
-            await self._prove(dest, current.secret, "after promotion")
-            return promoted
-
-        policy = RetryPolicy(max_attempts=self.deps.promote_attempts, base_delay=1.0, max_delay=8.0)
+        secret = self._secret()
         promoted = await retry_async(
-            promote_and_prove,
-            policy=policy,
+            lambda: dest.promote(staged, secret),  # idempotent
+            policy=self._retry_policy(),
             clock=self.deps.clock,
             describe=f"promote {dest.name}",
         )
-        await self.journal(dest_step(DestStep.PROMOTED, dest.name), dict(promoted.to_record()))
+        self.note(dest_step(DestStep.PROMOTED, dest.name), dict(promoted.to_record()))
         self.st.promoted[tag] = promoted
+
+    async def _prove_served(self) -> dict[str, CurrentValue]:
+        """Every destination read as consumers read it must serve the verified key, which must
+        pass ``GET /v1/models`` once more: the check no revocation goes without. Returns the
+        reads (what the revocation decides on)."""
+        secret = self._secret()
+
+        async def prove() -> dict[str, CurrentValue]:
+            served = await gather_bases(self.ctx)
+            for dest in self.ctx.destinations:
+                self._require_new_key(dest, served[dest.name].secret, "after promotion")
+            result = await self.deps.verifier.check(secret)
+            if result.outcome in INCONCLUSIVE:  # says nothing about the key: worth another try
+                raise TransientError(
+                    "mistral", "verify", f"after promotion: {result.outcome}: {result.detail}"
+                )
+            if not result.ok:
+                raise VerificationFailed(secret.fingerprint, str(result.outcome), "after promotion")
+            return served
+
+        return await retry_async(
+            prove,
+            policy=self._retry_policy(),
+            clock=self.deps.clock,
+            describe="prove the served key",
+        )
 
     async def _base_for(self, dest: Destination) -> CurrentValue:
         """The compare-and-swap base for a destination staged during recovery: its current
@@ -341,8 +429,13 @@ class RotationRun:
                 return True
         return None if unknown else False
 
-    async def finish_promoted(self) -> RotationResult:
-        """The new key is served everywhere: make it current, retire the old, maybe revoke."""
+    async def finish_promoted(
+        self, served: Mapping[str, CurrentValue] | None = None
+    ) -> RotationResult:
+        """The new key is served everywhere: make it current, retire the old, maybe revoke.
+
+        ``served``: every destination as just read and proved (the revocation decides on it);
+        None after a crash (revocation reads them)."""
         assert self.st.key_id is not None
         assert self.st.fingerprint is not None
         now = self.deps.clock.now()
@@ -361,36 +454,44 @@ class RotationRun:
             if old != self.st.key_id
         ]
         retire = await self._with_fingerprints(retire)
-        await self.deps.store.record_promotion(
-            self.ctx.name,
-            ManagedKey(
-                key_id=self.st.key_id,
-                fingerprint=self.st.fingerprint,
-                created_at=self.st.created_at,
-                expiration=self.st.expiration,
-                rotation_id=self.st.rotation_id,
-            ),
-            retire=retire,
+        key = ManagedKey(
+            key_id=self.st.key_id,
+            fingerprint=self.st.fingerprint,
+            created_at=self.st.created_at,
+            expiration=self.st.expiration,
+            rotation_id=self.st.rotation_id,
         )
+        steps, state = self._take()
         revoked: list[str] = []
         deferred: str | None = None
-        if immediate and retire:
+        await self._before_write()
+        if not (immediate and retire):  # nothing to revoke now: record, journal, close at once
+            outcome = Outcome.PROMOTED if retire else Outcome.ROTATED
+            steps.append((Step.DONE, {"revoked": []}))
+            await self.deps.store.record_promotion(
+                self.ctx.name, key, retire=retire, steps=steps, outcome=str(outcome)
+            )
+        else:
+            await self.deps.store.record_promotion(
+                self.ctx.name, key, retire=retire, steps=steps, state=state
+            )
             try:
-                revoked = await revoke_now(self.deps, self.ctx, retire)
+                revoked = await revoke_now(
+                    self.deps, self.ctx, retire, served=served, current_fp=self.st.fingerprint
+                )
             except RotatorError as exc:  # promoted all the same: revoke-due retries the old key
                 deferred = f"old key kept until revoke-due: {exc}"
                 self.log.warning("revocation_deferred", error=str(exc))
                 await self._alert("revocation_deferred", deferred)
-        everything_revoked = len(revoked) == len(retire)
-        outcome = (
-            Outcome.ROTATED
-            if everything_revoked and (immediate or not retire)
-            else (Outcome.PROMOTED)
-        )
-        await self.journal(Step.DONE, {"revoked": list(revoked)})
-        await self.deps.store.finish_rotation(
-            self.st.rotation_id, state=Step.DONE, outcome=str(outcome)
-        )
+            outcome = Outcome.ROTATED if len(revoked) == len(retire) else Outcome.PROMOTED
+            await self._before_write()
+            await self.deps.store.finish_rotation(
+                self.st.rotation_id,
+                state=Step.DONE,
+                outcome=str(outcome),
+                steps=[(Step.DONE, {"revoked": list(revoked)})],
+            )
+        self.st.state = Step.DONE
         pending_due = None if outcome is Outcome.ROTATED else due
         self.log.info("rotation_finished", outcome=str(outcome), revoked=revoked)
         return RotationResult(
@@ -406,8 +507,10 @@ class RotationRun:
     async def _with_fingerprints(self, retire: list[RetiringKey]) -> list[RetiringKey]:
         """Carry each retiring key's fingerprint when the store knows it (the previous current).
         Finishing again after a crash past ``record_promotion`` finds the new key current and
-        the old one already retiring: that entry's fingerprint and deadline are kept."""
-        state = await self.deps.store.get_target(self.ctx.name)
+        the old one already retiring: that entry's fingerprint and deadline are kept. The plan's
+        read of the target serves when there is one (nothing else changes the target's keys
+        while its lock is held); after a crash the state is read."""
+        state = self.target_state or await self.deps.store.get_target(self.ctx.name)
         known: dict[str, str | None] = {}
         scheduled: dict[str, RetiringKey] = {}
         if state is not None:

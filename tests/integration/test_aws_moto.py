@@ -60,6 +60,23 @@ def test_moto_fix_plain_get_serves_the_new_awscurrent(aws: AwsHarness) -> None:
     assert "AWSPREVIOUS" in aws.stages(name)[first]
 
 
+def test_moto_fix_a_token_stays_bound_to_its_pending_value(aws: AwsHarness) -> None:
+    """With the launcher's fix, a put with the token of a pending version is ignored for the
+    same value and refused for another, as AWS does; the pending value is never replaced."""
+    client = aws.env.admin_client()
+    name = aws.new_path()
+    client.create_secret(Name=name, SecretString="v1")
+    token = str(uuid.uuid4())
+    put = {"SecretId": name, "ClientRequestToken": token, "VersionStages": ["AWSPENDING"]}
+    first = client.put_secret_value(**put, SecretString="v2")
+    again = client.put_secret_value(**put, SecretString="v2")
+    assert (again["VersionId"], again["VersionStages"]) == (token, ["AWSPENDING"])
+    assert first["VersionId"] == token
+    with pytest.raises(client.exceptions.ResourceExistsException):
+        client.put_secret_value(**put, SecretString="v3")
+    assert client.get_secret_value(SecretId=name, VersionId=token)["SecretString"] == "v2"
+
+
 async def test_promotion_leaves_awscurrent_awsprevious_and_no_awspending(aws: AwsHarness) -> None:
     """After a rotation the new version is AWSCURRENT alone, the old one AWSPREVIOUS, and no
     version carries AWSPENDING (docs/configuration.md, "AWS Secrets Manager destination")."""
@@ -318,8 +335,9 @@ class RacingSecretsManager(Boto3SecretsManager):
 
 
 async def test_writer_racing_the_label_move_is_not_clobbered(aws: AwsHarness) -> None:
-    """If AWSCURRENT moves between promote's DescribeSecret and its UpdateSecretVersionStage,
-    RemoveFromVersionId makes the move fail: ConflictError, the racer's version stays current."""
+    """If AWSCURRENT moves right before promote's UpdateSecretVersionStage (promote reads
+    nothing first), RemoveFromVersionId makes the move fail: ConflictError, the racer's version
+    stays current."""
     path = aws.new_path()
     aws.seed(path, {"api_key": OLD})
     admin = aws.env.admin_client()

@@ -1,11 +1,14 @@
-"""Crash injection at every journaled step boundary: a real rotation in its own process, killed
-with SIGKILL before or after each journal write, then ``rotator recover`` and the I1-I6 checker.
+"""Crash injection at every journal boundary: a real rotation in its own process, killed with
+SIGKILL before or after each durable write of the state store (every journal write, and the
+others of the rotation), or right after each destination stage and promotion (a side effect the
+next write records), then ``rotator recover`` and the I1-I6 checker.
 
-For each backend set and for the first rotation of a seeded target (adoption) as well as a later
-one, an uncrashed rotation first counts the journal calls K; then for every k in 1..K, before and
-after the write, a fresh seeded target is rotated by a child killed at that call, ``rotator
-recover`` must exit 0, the invariants must hold, a follow-up ``rotate`` must succeed and the
-invariants must hold again. ``revoke-due`` is crashed around each Mistral delete the same way.
+For each backend set and for the first rotation of a seeded target (adoption), a later one, and
+a later one with grace 0 (revoking the old key itself), an uncrashed rotation first counts the
+writes K and the stage and promote calls; then for every such point a fresh seeded target is
+rotated by a child killed there, ``rotator recover`` must exit 0, the invariants must hold, a
+follow-up ``rotate`` must succeed and the invariants must hold again. ``revoke-due`` is crashed
+around each Mistral delete the same way.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from tests.support.crash_cases import (
     Phase,
     count_revocation,
     count_rotation,
+    phase_policy,
     recover,
     revocation_crash,
     revocation_points,
@@ -47,9 +51,10 @@ from tests.support.stack import BACKEND_SETS, Stack
 
 pytestmark = pytest.mark.integration
 
-MIN_JOURNAL_STEPS = 12
-"""planned, created, verified, staging+staged per destination, staged, readback_ok, promoting,
-promoting+promoted per destination, promoted, done: at least 12 with one destination."""
+MIN_JOURNAL_WRITES = 4
+"""The rotation opened with ``planned``; [created … staging:*]; [staged:* … promoting:*];
+[promoted:* … done] with the promotion recorded: at least 4 writes (adopting a key adds one,
+revoking the old one at once two)."""
 WORKERS = max(2, min(6, 2 * (os.cpu_count() or 1)))
 """Cases run at once: each mostly waits on its child processes and the servers."""
 
@@ -160,17 +165,21 @@ def test_rotation_recovers_from_a_crash_at_every_journal_step(
     the target rotates cleanly afterwards."""
     dests = BACKEND_SETS[backends]
 
+    policy = phase_policy(phase)
+
     def case(point: CrashPoint) -> list[str]:
         return run_case(
-            lambda: servers.world(f"{point.when}-{point.k:02d}", dests),
+            lambda: servers.world(f"{point.call}-{point.when}-{point.k:02d}", dests, policy),
             lambda w: rotation_crash(w, phase, point),
         )
 
     points, outcomes = run_matrix(
-        lambda: in_world(lambda: servers.world("count", dests), lambda w: count_rotation(w, phase)),
+        lambda: in_world(
+            lambda: servers.world("count", dests, policy), lambda w: count_rotation(w, phase)
+        ),
         rotation_points,
         case,
-        sure=rotation_points({JOURNAL: MIN_JOURNAL_STEPS}),
+        sure=rotation_points({JOURNAL: MIN_JOURNAL_WRITES}),
         workers=WORKERS,
     )
     tally.add(f"rotation ({phase})", backends, len(points), len(outcomes.failed))
@@ -210,9 +219,8 @@ def test_fresh_interpreters_recover_like_forked_children(
     """Without the fork-server (a new ``python -m rotator`` per command) a crash mid-promotion
     is recovered the same way: the fork-server changes start-up time, nothing else."""
     dests = BACKEND_SETS["both"]
-    calls = in_world(lambda: servers.world("count", dests), lambda w: count_rotation(w, "adoption"))
     # AWS (promoted first) serves the new key, Vault not yet: recovery must go forward.
-    point = CrashPoint(JOURNAL, calls[JOURNAL] - 4, "before")
+    point = CrashPoint("dest.promote", 1, "after")
     with closing(CaseServers(stack, ExecLauncher(), tmp_path / "exec")) as fresh:
         problems = run_case(
             lambda: fresh.world("case", dests), lambda w: rotation_crash(w, "adoption", point)
@@ -221,20 +229,25 @@ def test_fresh_interpreters_recover_like_forked_children(
 
 
 def test_finishing_again_after_a_crash_keeps_the_retiring_keys(servers: CaseServers) -> None:
-    """Killed after the promotion was recorded but before ``done``, a later rotation is
-    finished by recovery with the old keys' fingerprints and grace deadlines unchanged."""
+    """Killed after the promotion was recorded but before ``done`` (with grace 0 they are two
+    writes: the old key is revoked in between), a later rotation is finished by recovery with
+    the old key's fingerprint and deadline unchanged (its revocation failing here, so that the
+    entry stays to be compared)."""
     dests = BACKEND_SETS["vault"]
-    calls = in_world(lambda: servers.world("count", dests), lambda w: count_rotation(w, "later"))
-    world = servers.world("case", dests)
+    world = servers.world("case", dests, phase_policy("immediate"))
     try:
         crashed = world.engine(
-            "rotate", CrashPoint(JOURNAL, calls[JOURNAL], "before"), rotations_before=1
+            "rotate", CrashPoint("store.record_promotion", 1, "after"), rotations_before=1
         )
         assert crashed.killed, crashed.describe()
         before, _ = read_state(world.state_url, world.spec.name)
         assert before is not None
-        assert [r.fingerprint is not None for r in before.retiring] == [False, True]
-        assert recover(world) == []
+        assert [r.fingerprint is not None for r in before.retiring] == [True]
+        world.stack.standin.control.fail("delete_key", 503, count=None)
+        try:
+            assert recover(world) == []
+        finally:
+            world.stack.standin.control.clear_faults()
         after, still_open = read_state(world.state_url, world.spec.name)
         assert after is not None
         assert still_open == []

@@ -2,7 +2,8 @@
 bytes of its state database, across every path a key takes.
 
 One scenario on the stand-in, OpenBao and moto, logging at DEBUG as JSON into a buffer: rotations
-on every backend set (normal and emergency), a failure after staging that rolls back, a rotation
+on every backend set (normal and emergency), a failure after staging that rolls back (another
+writer's AWSCURRENT, refused by the promotion's compare-and-swap), a rotation
 left stuck after its first promotion and then recovered, revoke-due after the grace, and the CLI
 commands ``status --json``, ``history --json`` and ``rotate --json`` run in-process. The canary
 set is every plaintext the Admin API handed out: the engine's create answers (read at the
@@ -184,12 +185,17 @@ def _engine_phases(scenario: Scenario, stack: Stack) -> None:
     assert scenario.rotate(2, emergency=True) is Outcome.ROTATED
     scenario.phase("emergency")
 
-    def fail_read_back(_n: int, step: str) -> None:
-        if step == "staged":
-            control.fail("models", 503, count=None)
+    def conflict_after_staging(_n: int, step: str) -> None:
+        # Once the new key is staged and read back, another writer puts a new AWSCURRENT
+        # version (the same value): the promotion's compare-and-swap fails, nothing was
+        # served, and the staged version is rolled back.
+        if step == "promoting":
+            spec = scenario.specs[2]
+            admin = stack.moto.admin_client()
+            current = admin.get_secret_value(SecretId=spec.aws_secret_id)["SecretString"]
+            admin.put_secret_value(SecretId=spec.aws_secret_id, SecretString=current)
 
-    assert scenario.rotate_with(2, fail_read_back) is Outcome.ROLLED_BACK
-    control.clear_faults()
+    assert scenario.rotate_with(2, conflict_after_staging) is Outcome.ROLLED_BACK
     scenario.phase("roll back")
 
     promotions: list[str] = []

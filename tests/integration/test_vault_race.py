@@ -42,8 +42,9 @@ class RacingApi(HvacApi):
 async def test_writer_racing_the_promotion_write_is_not_clobbered(
     openbao: OpenBaoEnv, vault: VaultHarness, blocking_pool: BlockingPool
 ) -> None:
-    """A write landing between promote's read and its write makes the CAS fail: ConflictError,
-    and consumers keep the racer's value."""
+    """A write landing between the plan's read and promote's write (promote writes over the
+    version the plan read, without reading it again) makes the CAS fail: ConflictError naming
+    the other writer, and consumers keep the racer's value."""
     path = vault.new_path()
     vault.seed(path, {"api_key": OLD})
     client = hvac.Client(url=openbao.url, timeout=5)
@@ -58,6 +59,6 @@ async def test_writer_racing_the_promotion_write_is_not_clobbered(
     )
     base = await dest.read_current()
     staged = await dest.stage(Secret(NEW), rotation_id=str(uuid.uuid4()), key_id="k", base=base)
-    with pytest.raises(ConflictError, match="check-and-set"):
+    with pytest.raises(ConflictError, match="someone else wrote it"):
         await dest.promote(staged, Secret(NEW))
     assert vault.consumer_read(path) == {"api_key": RACER}

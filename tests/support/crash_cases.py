@@ -18,20 +18,31 @@ from tests.support.crash_seam import WHENS, CrashPoint
 from tests.support.crash_world import CaseError, CaseWorld
 from tests.support.stack import FIELD
 
-Phase = Literal["adoption", "later"]
-PHASES: tuple[Phase, ...] = ("adoption", "later")
-JOURNAL = "store.append_step"
+Phase = Literal["adoption", "later", "immediate"]
+PHASES: tuple[Phase, ...] = ("adoption", "later", "immediate")
+JOURNAL = "store.write"
+"""Every durable write of the state store: each journal boundary (see crash_seam)."""
+SIDE_EFFECTS = ("dest.stage", "dest.promote")
+"""Destination calls killed right *after* they returned: the side effect happened, the journal
+write recording it did not (the writes come before the next side effect, not after each)."""
 REVOKE_POLICY = {"grace": "1s"}
 """Revocation cases: old keys fall due a second after their rotation."""
+IMMEDIATE_POLICY = {"grace": "0s"}
+"""``immediate``: the old key is revoked by the rotation itself (its last writes)."""
 
 
 # -- rotations -------------------------------------------------------------------------------------
 
 
 def rotations_before(phase: Phase) -> int:
-    """``later``: one uncrashed rotation first (in the crashing child, before its seams are
-    wrapped), so the crashed one replaces a key rotator created."""
-    return 1 if phase == "later" else 0
+    """``later`` and ``immediate``: one uncrashed rotation first (in the crashing child, before
+    its seams are wrapped), so the crashed one replaces a key rotator created."""
+    return 0 if phase == "adoption" else 1
+
+
+def phase_policy(phase: Phase) -> dict[str, str] | None:
+    """The configuration's policy for ``phase`` (None: the stack's default grace, 1 h)."""
+    return IMMEDIATE_POLICY if phase == "immediate" else None
 
 
 def count_rotation(world: CaseWorld, phase: Phase) -> dict[str, int]:
@@ -41,7 +52,7 @@ def count_rotation(world: CaseWorld, phase: Phase) -> dict[str, int]:
         raise CaseError(f"uncrashed rotation: {run.describe()}")
     report = run.json()
     (result,) = report["results"]
-    if result["outcome"] != "promoted":
+    if result["outcome"] != ("rotated" if phase == "immediate" else "promoted"):
         raise CaseError(f"uncrashed rotation: outcome {result['outcome']}: {result['error']}")
     problems = world.check("uncrashed rotation")
     if problems:
@@ -72,8 +83,14 @@ def recover(world: CaseWorld) -> list[str]:
 
 
 def rotation_points(calls: dict[str, int]) -> list[CrashPoint]:
-    """Every journal call of a rotation, before and after it."""
-    return [CrashPoint(JOURNAL, k, w) for k in range(1, calls.get(JOURNAL, 0) + 1) for w in WHENS]
+    """Every journal write of a rotation, before and after it; every stage and promotion right
+    after it."""
+    points = [CrashPoint(JOURNAL, k, w) for k in range(1, calls.get(JOURNAL, 0) + 1) for w in WHENS]
+    return points + [
+        CrashPoint(call, k, "after")
+        for call in SIDE_EFFECTS
+        for k in range(1, calls.get(call, 0) + 1)
+    ]
 
 
 # -- revocations -----------------------------------------------------------------------------------

@@ -6,7 +6,7 @@ a forked child (:func:`child_main`), and ``python -m tests.support.crash_child J
 fresh interpreter. Either way the child writes its stdout and stderr to the job's files and exits
 with the command's status, or dies of SIGKILL at its crash point.
 
-An ``engine`` job prints one JSON document on stdout: ``{"calls": {"store.append_step": n, …},
+An ``engine`` job prints one JSON document on stdout: ``{"calls": {"store.write": n, …},
 "before": [...], "results": [...]}`` with the calls counted on both seams and what the action
 returned. It may first rotate its target uncrashed (``rotations_before``, reported in
 ``before``), in the same engine as a daemon would, and wait (``pause``).
@@ -19,11 +19,11 @@ import json
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 
-from tests.support.crash_seam import CallLog, CrashingProxy, CrashPoint
+from tests.support.crash_seam import CallLog, CrashingProxy, CrashPoint, store_writes
 
 Kind = Literal["engine", "cli"]
 Action = Literal["rotate", "revoke_due"]
@@ -105,18 +105,25 @@ def run_job(job: Job) -> int:
 async def _engine_job(job: Job) -> dict[str, Any]:
     from rotator.app.wiring import build_engine
     from rotator.config import load_config
-    from rotator.contracts import KeyIssuer, StateStore
+    from rotator.contracts import Destination, KeyIssuer, StateStore
 
     engine = await build_engine(load_config(Path(job.config)))
     before = [await engine.rotate(job.target) for _ in range(job.rotations_before)]
-    failed = [r for r in before if str(r.outcome) != "promoted"]
+    failed = [r for r in before if str(r.outcome) not in {"promoted", "rotated"}]
     if failed:
         raise RuntimeError(f"rotation before the action: {failed[0].outcome}: {failed[0].error}")
     await asyncio.sleep(job.pause)
     calls = CallLog(crash=job.crash)
-    # The seams the engine already receives as Protocols; the proxies forward every call.
-    engine.deps.store = cast("StateStore", CrashingProxy(engine.deps.store, "store", calls))
+    # The seams the engine already receives as Protocols; the proxies forward every call. Every
+    # store write also counts as ``store.write`` (a journal boundary, whatever its method).
+    store = CrashingProxy(engine.deps.store, "store", calls, groups=store_writes)
+    engine.deps.store = cast("StateStore", store)
     engine.deps.issuer = cast("KeyIssuer", CrashingProxy(engine.deps.issuer, "issuer", calls))
+    for name, ctx in engine.contexts.items():
+        dests = tuple(
+            cast("Destination", CrashingProxy(d, "dest", calls)) for d in ctx.destinations
+        )
+        engine.contexts[name] = replace(ctx, destinations=dests)
     try:
         if job.action == "rotate":
             results: list[dict[str, object]] = [(await engine.rotate(job.target)).as_dict()]

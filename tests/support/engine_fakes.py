@@ -3,7 +3,7 @@
 :class:`FakeIssuer` and :class:`FakeVerifier` implement the ``KeyIssuer`` and ``KeyVerifier``
 Protocols of :mod:`rotator.contracts` in memory (keys with ids, names, ``hidden_key``, deletion,
 and a switch to fail each operation). :class:`StepHookStore` wraps a real state store and calls a
-hook around every ``append_step`` — the seam where a test kills the "process" with
+hook around every journal write — the seam where a test kills the "process" with
 :class:`Crash` (a ``BaseException``, so no ``except Exception`` in the engine can swallow it) or
 changes the world mid-rotation. :class:`EngineWorld` binds them to in-memory destinations
 (:mod:`rotator_dev.memory`: ``vault`` stores behave like KV v2, ``aws`` ones have a
@@ -14,6 +14,7 @@ would.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import os
 import secrets
 import shutil
@@ -30,7 +31,7 @@ import pytest
 
 from rotator.clock import FakeClock
 from rotator.config import Config, Target, parse_config
-from rotator.contracts import Destination, JournalEntry, JsonValue, StateStore
+from rotator.contracts import CurrentValue, Destination, PromotedValue, StagedValue, StateStore
 from rotator.destinations._common import MANAGED_BY
 from rotator.engine.context import Alert, Deps
 from rotator.engine.engine import Engine
@@ -39,6 +40,7 @@ from rotator.keys import ApiKey, CreatedKey, User, VerifyOutcome, VerifyResult, 
 from rotator.secret import Secret, fingerprint_of
 from rotator.state import SqlStateStore
 from rotator_dev.memory import MemoryDestination, MemoryStore
+from tests.support.journal_writes import is_write, steps_of
 
 WORKSPACE = "0b6c6a4e-5f2f-4a0e-9a55-3c1d7f0e9b11"
 USER = "9c0ab39f-0cd0-46cd-bd30-8bf2d50be5ce"
@@ -279,15 +281,18 @@ class Crash(BaseException):
 
 
 StepHook = Callable[[int, str], None]
-"""Called with (1-based number of the ``append_step`` call, step name)."""
+"""Called with (1-based number of the journal write, one step name in it)."""
 
 
 class StepHookStore:
-    """A :class:`StateStore` proxy that calls hooks around every ``append_step``.
+    """A :class:`StateStore` proxy that calls hooks around every durable write.
 
-    ``before`` runs before the step reaches the store (raising there means the step was never
-    journaled), ``after`` once it is stored (raising there means the step is journaled but its
-    side effect never happened). Every other method goes straight to ``inner``.
+    Every write counts (``append_steps`` and the other methods that journal steps, and those
+    that write no step: :func:`tests.support.journal_writes.steps_of` names them). ``before``
+    runs, once per step name of the write, before the write reaches the store (raising there
+    means the write never happened), ``after`` once it is stored (raising there means it is
+    durable but the side effect it announces never happened). Reads go straight to ``inner``.
+    ``steps`` lists every step name written, ``writes`` the names of each write.
     """
 
     def __init__(
@@ -301,17 +306,18 @@ class StepHookStore:
         self.before = before
         self.after = after
         self.steps: list[str] = []
+        self.writes: list[list[str]] = []
 
     @classmethod
     def crashing_at(
         cls, inner: StateStore, k: int, when: Literal["before", "after"]
     ) -> StepHookStore:
-        """A proxy that raises :class:`Crash` at the ``k``-th ``append_step`` (before it is
-        stored, or right after)."""
+        """A proxy that raises :class:`Crash` at the ``k``-th write (before it is stored, or
+        right after)."""
 
         def crash(n: int, step: str) -> None:
             if n == k:
-                raise Crash(f"crash {when} journal step {n} ({step})")
+                raise Crash(f"crash {when} journal write {n} ({step})")
 
         return cls(inner, **{when: crash})
 
@@ -319,25 +325,51 @@ class StepHookStore:
         """This proxy typed as the Protocol it forwards (``__getattr__`` does the rest)."""
         return cast("StateStore", self)
 
-    async def append_step(
-        self,
-        rotation_id: str,
-        step: str,
-        facts: Mapping[str, JsonValue] | None = None,
-        *,
-        state: str | None = None,
-    ) -> JournalEntry:
-        n = len(self.steps) + 1
-        self.steps.append(step)
-        if self.before is not None:
-            self.before(n, step)
-        entry = await self._inner.append_step(rotation_id, step, facts, state=state)
-        if self.after is not None:
-            self.after(n, step)
-        return entry
-
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
+        attr = getattr(self._inner, name)
+        if not (inspect.iscoroutinefunction(attr) and is_write(name)):
+            return attr
+
+        async def hooked(*args: Any, **kwargs: Any) -> Any:
+            names = steps_of(name, args, kwargs)
+            self.writes.append(names)
+            self.steps += names
+            n = len(self.writes)
+            for step in names:
+                if self.before is not None:
+                    self.before(n, step)
+            result = await attr(*args, **kwargs)
+            for step in names:
+                if self.after is not None:
+                    self.after(n, step)
+            return result
+
+        return hooked
+
+
+class HookedDestination(MemoryDestination):
+    """A memory destination that tells its world's ``after_call`` of each stage and promotion."""
+
+    def __init__(self, store: MemoryStore, *, world: EngineWorld, **kwargs: Any) -> None:
+        super().__init__(store, **kwargs)
+        self.world = world
+        self.backend: Backend = "aws" if store.pending else "vault"
+
+    async def stage(
+        self, secret: Secret, *, rotation_id: str, key_id: str, base: CurrentValue
+    ) -> StagedValue:
+        staged = await super().stage(secret, rotation_id=rotation_id, key_id=key_id, base=base)
+        self._after("stage")
+        return staged
+
+    async def promote(self, staged: StagedValue, secret: Secret) -> PromotedValue:
+        promoted = await super().promote(staged, secret)
+        self._after("promote")
+        return promoted
+
+    def _after(self, method: str) -> None:
+        if self.world.after_call is not None:
+            self.world.after_call(self.backend, method)
 
 
 @dataclass(frozen=True)
@@ -382,6 +414,10 @@ class EngineWorld:
         self.db_path = tmp_path / "state.db"
         self.state_url = f"sqlite:///{self.db_path}"
         self.alerts: list[Alert] = []
+        self.after_call: Callable[[Backend, str], None] | None = None
+        """Called after each ``stage``/``promote`` of a destination succeeded, with its backend
+        and the method: between a side effect and the journal write that records it (where a
+        test crashes with :class:`Crash`, or tampers with the world)."""
         self.cfg = build_config(
             targets, state_url=self.state_url, policy=policy, target_options=target_options
         )
@@ -432,7 +468,9 @@ class EngineWorld:
     def destinations(self, target: Target) -> list[Destination]:
         spec = self.targets[target.name]
         return [
-            MemoryDestination(self.stores[b], path=spec.path, field=FIELD, name=f"{b}-main")
+            HookedDestination(
+                self.stores[b], path=spec.path, field=FIELD, name=f"{b}-main", world=self
+            )
             for b in spec.backends
         ]
 

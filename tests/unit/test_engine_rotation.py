@@ -15,6 +15,7 @@ from rotator.engine.steps import Outcome, dest_tag
 from rotator.secret import fingerprint_of
 from tests.support.engine_fakes import (
     BOTH,
+    FIELD,
     START,
     EngineWorld,
     StepHookStore,
@@ -118,17 +119,20 @@ async def test_verification_failure_rolls_back_and_alerts(worlds: Worlds) -> Non
 
 
 async def test_read_back_failure_removes_the_pending_version(worlds: Worlds) -> None:
-    """A failure after staging (read-back does not verify) removes our AWSPENDING and the new
-    key; consumers never saw it."""
+    """A failure after staging (the staged version reads back as something other than the
+    verified key) removes our AWSPENDING and the new key; consumers never saw it."""
     world = worlds(BOTH, options={"adopt_existing": True})
     legacy = world.seed("t1")
 
-    def fail_checks(_n: int, step: str) -> None:
-        if step == "staged":
-            assert world.pending("t1") is not None
-            world.verifier.failing = True
+    def tamper(backend: str, method: str) -> None:
+        if (backend, method) == ("aws", "stage"):
+            pending = world.pending("t1")
+            assert pending is not None
+            entry = world.stores["aws"].entry(world.targets["t1"].path)
+            entry.versions[pending].data[FIELD] = "not-the-verified-key"
 
-    engine = await world.engine(wrap=lambda s: StepHookStore(s, after=fail_checks).as_store())
+    world.after_call = tamper
+    engine = await world.engine()
     result = await engine.rotate("t1")
     assert result.outcome is Outcome.ROLLED_BACK
     assert world.pending("t1") is None
@@ -340,7 +344,7 @@ async def test_rotate_recovers_a_dead_rotation_at_once_but_never_a_live_one(
     world = worlds(BOTH, options={"adopt_existing": True})
     legacy = world.seed("t1")
     crashing = await world.engine(
-        wrap=lambda s: StepHookStore.crashing_at(s, 5, "after").as_store()
+        wrap=lambda s: StepHookStore.crashing_at(s, 3, "after").as_store()
     )
     assert await run_until_crash(crashing.rotate("t1")) is not None
     engine = await world.engine()
