@@ -1,11 +1,12 @@
 """A hypothesis state machine drives the engine against the real stand-in, OpenBao and moto.
 
 Each example seeds three targets (Vault only, AWS only, both) with a pre-rotator key, then
-interleaves rotations (normal and emergency), rotations killed at a random journal write (the
-engine is then thrown away and a new one built on the same configuration and state database, as
-a restarted process would be), recoveries, clock jumps (the engine's clock and the stand-in's
-move together), revoke-due runs and consumer reads. After every step the independent checker
-must find no violation of I1-I6 (I3 only when no rotation is open).
+interleaves rotations (normal and emergency), rotations killed at a random journal write or right
+after a destination's stage or promotion (the engine is then thrown away and a new one built on
+the same configuration and state database, as a restarted process would be), recoveries, clock
+jumps (the engine's clock and the stand-in's move together), revoke-due runs and consumer reads.
+After every step the independent checker must find no violation of I1-I6 (I3 only when no
+rotation is open).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from rotator.config import Config
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome
 from rotator.state import SqlStateStore
-from tests.support.engine_fakes import Crash, StepHookStore
+from tests.support.engine_fakes import Crash, StepHookStore, crashing_after
 from tests.support.harness import MotoEnv, OpenBaoEnv
 from tests.support.invariants import InvariantChecker
 from tests.support.stack import BACKEND_SETS, FIELD, Stack
@@ -46,18 +47,26 @@ T = TypeVar("T")
 
 MAX_EXAMPLES = 25
 STEPS = 12
-JOURNAL_STEPS = 16
-"""Journal writes of an uninterrupted rotation of a target with both destinations (fewer with
-one): a crash point past the end lets the rotation finish."""
+JOURNAL_WRITES = 7
+"""The most journal writes of an uninterrupted rotation (an emergency adopting a key: the
+adoption, the rotation opened, staging announced, promotion announced, the promotion recorded,
+the revocation, the close); a crash point past a rotation's end lets it finish."""
 JUMPS = [60, 1800, 3660, 6 * 3600, 86400]
 """Clock jumps in seconds: inside and past the 1 h grace, past the in-flight window, a day."""
 POLICY = {"grace": "1h", "max_grace": "2d", "activation_timeout": "10s"}
 FINE = {Outcome.PROMOTED, Outcome.ROTATED}
-CrashPoint = tuple[int, Literal["before", "after"]]
-CRASH_POINTS: st.SearchStrategy[CrashPoint | None] = st.none() | st.tuples(
-    st.integers(1, JOURNAL_STEPS), st.sampled_from(["before", "after"])
+When = Literal["before", "after"]
+SideEffect = Literal["stage", "promote"]
+CrashPoint = tuple[int, When] | tuple[SideEffect, int]
+WHENS: list[When] = ["before", "after"]
+SIDE_EFFECTS: list[SideEffect] = ["stage", "promote"]
+CRASH_POINTS: st.SearchStrategy[CrashPoint | None] = st.one_of(
+    st.none(),
+    st.tuples(st.integers(1, JOURNAL_WRITES), st.sampled_from(WHENS)),
+    st.tuples(st.sampled_from(SIDE_EFFECTS), st.integers(1, 2)),
 )
-"""No crash, or the journal write (1-based) the process dies before or after."""
+"""No crash; the journal write (1-based) the process dies before or after; or the destination
+stage or promotion (1-based, in the rotation) it dies right after."""
 SETTINGS = settings(
     max_examples=MAX_EXAMPLES,
     stateful_step_count=STEPS,
@@ -195,20 +204,26 @@ class EngineMachine(RuleBasedStateMachine):
 
     @rule(index=st.integers(0, 2), emergency=st.booleans(), crash=CRASH_POINTS)
     def rotate(self, index: int, emergency: bool, crash: CrashPoint | None) -> None:
-        """Rotate a target; with a crash point, the process dies at that journal write."""
+        """Rotate a target; with a crash point, the process dies at that journal write, or
+        right after that stage or promotion."""
         self.session.steps += 1
-        store = self.engine.deps.store
-        if crash is not None:
-            self.engine.deps.store = StepHookStore.crashing_at(store, *crash).as_store()
+        name = self.names[index]
+        store, ctx = self.engine.deps.store, self.engine.contexts[name]
+        match crash:
+            case (int(k), "before" | "after" as when):
+                self.engine.deps.store = StepHookStore.crashing_at(store, k, when).as_store()
+            case ("stage" | "promote" as method, int(k)):
+                dests = crashing_after(ctx.destinations, method, k)
+                self.engine.contexts[name] = dataclasses.replace(ctx, destinations=dests)
         was_open = self.open_rotations() > 0
         try:
-            result = self.run(self.engine.rotate(self.names[index], emergency=emergency))
+            result = self.run(self.engine.rotate(name, emergency=emergency))
         except Crash:
             self.session.crashes += 1
             self.engine.deps.store = store
             self.restart()
             return
-        self.engine.deps.store = store
+        self.engine.deps.store, self.engine.contexts[name] = store, ctx
         allowed = FINE | ({Outcome.SKIPPED} if was_open else set())
         assert result.outcome in allowed, result
 

@@ -372,6 +372,35 @@ class HookedDestination(MemoryDestination):
             self.world.after_call(self.backend, method)
 
 
+def crashing_after(
+    destinations: Sequence[Destination], method: Literal["stage", "promote"], k: int
+) -> tuple[Destination, ...]:
+    """``destinations`` behind proxies that raise :class:`Crash` right after the ``k``-th
+    ``method`` call among them returned: the side effect happened, the journal write that
+    records it did not."""
+    calls = [0]
+
+    class Proxy:
+        def __init__(self, inner: Destination) -> None:
+            self._inner = inner
+
+        def __getattr__(self, name: str) -> Any:
+            attr = getattr(self._inner, name)
+            if name != method:
+                return attr
+
+            async def counted(*args: Any, **kwargs: Any) -> Any:
+                result = await attr(*args, **kwargs)
+                calls[0] += 1
+                if calls[0] == k:
+                    raise Crash(f"crash after {method} #{k}")
+                return result
+
+            return counted
+
+    return tuple(cast("Destination", Proxy(d)) for d in destinations)
+
+
 @dataclass(frozen=True)
 class TargetSpec:
     """One target of an :class:`EngineWorld` and the paths of its destinations."""
