@@ -87,8 +87,14 @@ class Daemon:
         self.timings = timings or Timings()
         self.systemd = systemd or SystemdNotifier.from_env()
         notifiers = notifier_factory or (lambda c: Notifier.from_config(c, clock=self.clock))
-        shared = Shared(cfg, notifiers(cfg), self.clock, self.timings, self.systemd, self._lose)
-        self.shared = shared
+        shared = self.shared = Shared(
+            cfg=cfg,
+            notifier=notifiers(cfg),
+            clock=self.clock,
+            timings=self.timings,
+            systemd=self.systemd,
+            lose=self._lose,
+        )
         self.health, self.metrics = shared.health, shared.metrics
         self.planner = Planner(shared, jobs_factory or RotationJobs)
         self.jobs = self.planner.jobs
