@@ -36,7 +36,7 @@ from pathlib import Path
 import structlog
 from starlette.applications import Starlette
 
-from rotator.app.wiring import build_engine, observe_destination_calls
+from rotator.app.wiring import build_engine
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config
 from rotator.daemon.control import Health, UnknownTargetError
@@ -183,7 +183,6 @@ class Daemon:
             loop.add_signal_handler(signal.SIGTERM, self.request_stop, "SIGTERM")
             loop.add_signal_handler(signal.SIGINT, self.request_stop, "SIGINT")
             loop.add_signal_handler(signal.SIGHUP, self.request_reload)
-        stop_observing = observe_destination_calls(self.metrics.observe_call)
         try:
             await self._run()
         except Exception as exc:
@@ -191,7 +190,6 @@ class Daemon:
             raise
         finally:
             await self._shutdown()
-            stop_observing()
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)

@@ -30,7 +30,14 @@ from collections.abc import Mapping
 from rotator.clock import Clock
 from rotator.config import AwsDestination as AwsDestinationConfig
 from rotator.config import AwsSecretsManagerStore
-from rotator.contracts import OWNER, AccessCheck, CurrentValue, PromotedValue, StagedValue
+from rotator.contracts import (
+    OWNER,
+    AccessCheck,
+    CurrentValue,
+    OnCall,
+    PromotedValue,
+    StagedValue,
+)
 from rotator.destinations._common import (
     MANAGED_BY,
     StoreConnections,
@@ -449,9 +456,11 @@ def from_config(
     pool: BlockingPool,
     clock: Clock,
     connections: StoreConnections,
+    on_call: OnCall | None = None,
 ) -> AwsDestination:
     """An :class:`AwsDestination` for a configured destination; the store's boto3 client
-    (credentials from the default AWS chain) is shared through ``connections``."""
+    (credentials from the default AWS chain) is shared through ``connections``, and its calls
+    are reported to ``on_call``."""
     del clock  # boto3 refreshes its own credentials; nothing here is timed
 
     def connect() -> Boto3SecretsManager:
@@ -459,6 +468,7 @@ def from_config(
             region=store.region,
             endpoint_url=store.endpoint_url,
             timeout=store.timeout.total_seconds(),
+            on_call=on_call,
         )
 
     return AwsDestination(

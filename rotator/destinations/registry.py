@@ -1,7 +1,8 @@
 """Which implementation serves which store ``type:`` — the one place a new backend is added.
 
-A backend is one module with a ``from_config(store, destination, *, pool, clock, connections)``
-function and one config model; registering its ``type`` here is the only other change.
+A backend is one module with a
+``from_config(store, destination, *, pool, clock, connections, on_call)`` function and one config
+model; registering its ``type`` here is the only other change.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from rotator.clock import Clock
-from rotator.contracts import Destination
+from rotator.contracts import Destination, OnCall
 from rotator.destinations import aws, vault
 from rotator.destinations._common import StoreConnections
 from rotator.errors import ConfigError
@@ -30,6 +31,7 @@ class DestinationFactory(Protocol):
         pool: BlockingPool,
         clock: Clock,
         connections: StoreConnections,
+        on_call: OnCall | None,
     ) -> Destination: ...
 
 
@@ -56,11 +58,14 @@ def build_destination(
     pool: BlockingPool,
     clock: Clock,
     connections: StoreConnections | None = None,
+    on_call: OnCall | None = None,
 ) -> Destination:
     """The destination for ``dest_cfg`` on ``store_cfg``, chosen by ``store_cfg.type``.
 
     Builds clients but makes no network call (logins happen at first use). Pass the same
-    ``connections`` for every destination of a configuration so each store connects once.
+    ``connections`` for every destination of a configuration so each store connects once, and
+    the same ``on_call`` (the metrics hook, :data:`rotator.contracts.OnCall`): a store's
+    connection reports its calls to the hook of the destination that made it.
     Raises ``ConfigError`` for a store type no backend serves.
     """
     store_type = getattr(store_cfg, "type", None)
@@ -79,4 +84,5 @@ def build_destination(
         pool=pool,
         clock=clock,
         connections=connections if connections is not None else StoreConnections(),
+        on_call=on_call,
     )

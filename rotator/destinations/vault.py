@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from rotator.clock import Clock
 from rotator.config import AppRoleAuth, KubernetesAuth, TokenAuth, VaultStore
 from rotator.config import VaultDestination as VaultDestinationConfig
-from rotator.contracts import AccessCheck, CurrentValue, PromotedValue, StagedValue
+from rotator.contracts import AccessCheck, CurrentValue, OnCall, PromotedValue, StagedValue
 from rotator.destinations._common import (
     StoreConnections,
     check_rotation_id,
@@ -332,9 +332,11 @@ def from_config(
     pool: BlockingPool,
     clock: Clock,
     connections: StoreConnections,
+    on_call: OnCall | None = None,
 ) -> VaultDestination:
     """A :class:`VaultDestination` for a configured destination; the store's session (one login)
-    is shared with the other destinations of that store through ``connections``."""
+    is shared with the other destinations of that store through ``connections``, and its calls
+    are reported to ``on_call``."""
 
     def connect() -> VaultSession:
         api = HvacApi.connect(
@@ -343,6 +345,7 @@ def from_config(
             ca_cert=str(store.ca_cert) if store.ca_cert else None,
             verify=store.verify,
             timeout=store.timeout.total_seconds(),
+            on_call=on_call,
         )
         return VaultSession(api, _credentials(store.auth), clock)
 

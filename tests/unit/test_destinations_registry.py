@@ -26,7 +26,7 @@ from rotator.destinations import registry
 from rotator.destinations.aws import AwsDestination
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.destinations.vault import VaultDestination
-from rotator.errors import ConfigError
+from rotator.errors import ConfigError, TransientError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
 from rotator_dev.memory import MemoryDestination, MemoryStore
@@ -137,3 +137,28 @@ def test_static_token_store_builds_without_network(pool: BlockingPool) -> None:
     assert isinstance(
         build_destination(store, config, pool=pool, clock=FakeClock()), VaultDestination
     )
+
+
+async def test_the_on_call_given_to_build_destination_hears_the_stores_calls(
+    pool: BlockingPool,
+) -> None:
+    """The metrics hook is injected at construction: a Vault store on a closed port reports its
+    first call (proving its token) to the ``on_call`` its destination was built with, as
+    transient."""
+    calls: list[tuple[str, str, str]] = []
+    store = VaultStore(
+        type="vault",
+        url="http://127.0.0.1:1",
+        auth=TokenAuth(method="token", token=Secret("t")),
+        timeout="2s",
+    )
+    dest = build_destination(
+        store,
+        VaultDestinationConfig(store="v", path="p", field="f"),
+        pool=pool,
+        clock=FakeClock(),
+        on_call=lambda backend, operation, status, _s: calls.append((backend, operation, status)),
+    )
+    with pytest.raises(TransientError):
+        await dest.read_current()
+    assert calls == [("vault", "lookup-self", "transient")]  # the session proves its token first
