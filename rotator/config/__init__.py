@@ -11,10 +11,11 @@ from outside: it reads YAML, expands ``${NAME}`` from the environment, validates
 every problem into one :class:`~rotator.errors.ConfigError` line, ``file: field.path: problem``,
 that never contains a secret.
 
-The package, by concern (each module imports only those before it, and vocabulary outside):
+The field types and their validators, reading ``*_file`` secrets, and ``_Model``, the base of
+every schema, are vocabulary outside the package (:mod:`rotator.fields`), so that a store kind's
+schema can use them too. The package, by concern (each module imports only those before it, and
+vocabulary outside):
 
-- :mod:`~rotator.config.fields`: the field types and their validators, reading ``*_file``
-  secrets, and ``_Model``, the base of every schema;
 - :mod:`~rotator.config.stores`: the ``stores:`` schemas (Vault and its auth methods, AWS
   Secrets Manager) and the destination schemas that name a store;
 - :mod:`~rotator.config.wording`: field paths (:func:`format_loc`) and the one-line
@@ -29,19 +30,6 @@ Everything importable from ``rotator.config`` before the split still is, from he
 
 from __future__ import annotations
 
-from rotator.config.fields import (
-    LOC_KEY,
-    MAX_SECRET_FILE_BYTES,
-    STORE_NAME,
-    HttpUrl,
-    KeyNamePrefix,
-    KvPath,
-    SecretValue,
-    TargetName,
-    Text,
-    UuidText,
-)
-from rotator.config.fields import _Model as _Model
 from rotator.config.loader import (
     CONFIG_ENV,
     MAX_DEPTH,
@@ -88,6 +76,19 @@ from rotator.config.stores import (
     VaultStore,
 )
 from rotator.config.wording import format_loc
+from rotator.fields import (
+    LOC_KEY,
+    MAX_SECRET_FILE_BYTES,
+    STORE_NAME,
+    HttpUrl,
+    KeyNamePrefix,
+    KvPath,
+    SecretValue,
+    TargetName,
+    Text,
+    UuidText,
+)
+from rotator.fields import _Model as _Model
 from rotator.schedule import Schedule
 
 __all__ = [

@@ -12,10 +12,10 @@ import structlog
 import yaml
 from pydantic import ValidationError
 
-from rotator.config.fields import _listen
 from rotator.config.model import Config
 from rotator.config.wording import _config_error, _first_line, format_loc
 from rotator.errors import ConfigError
+from rotator.fields import _listen
 
 log = structlog.get_logger("rotator.config")
 """Named as before the split, so its records read as they did."""

@@ -10,7 +10,19 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
-from rotator.config.fields import (
+from rotator.config.stores import (
+    _STORE_TYPES,
+    STORE_KINDS,
+    AwsDestination,
+    Destination,
+    Store,
+    VaultDestination,
+    VaultStore,
+    _unknown_store_message,
+)
+from rotator.config.wording import format_loc
+from rotator.durations import Duration, PositiveDuration, format_duration
+from rotator.fields import (
     STORE_NAME,
     HttpUrl,
     KeyNamePrefix,
@@ -24,18 +36,6 @@ from rotator.config.fields import (
     _text,
     _url_path,
 )
-from rotator.config.stores import (
-    _STORE_TYPES,
-    STORE_KINDS,
-    AwsDestination,
-    Destination,
-    Store,
-    VaultDestination,
-    VaultStore,
-    _unknown_store_message,
-)
-from rotator.config.wording import format_loc
-from rotator.durations import Duration, PositiveDuration, format_duration
 from rotator.schedule import Schedule, ScheduleField
 
 if TYPE_CHECKING:

@@ -11,7 +11,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BeforeValidator, Discriminator, PlainValidator, Tag
 
-from rotator.config.fields import (
+from rotator.durations import PositiveDuration
+from rotator.fields import (
     LOC_KEY,
     HttpUrl,
     KvPath,
@@ -22,7 +23,6 @@ from rotator.config.fields import (
     _pattern,
     _text,
 )
-from rotator.durations import PositiveDuration
 
 # --------------------------------------------------------------------------------------------
 # stores

@@ -12,9 +12,9 @@ from typing import Any
 from pydantic import ValidationError
 from pydantic_core import ErrorDetails
 
-from rotator.config.fields import LOC_KEY
 from rotator.config.stores import _UNKNOWN_STORE
 from rotator.errors import ConfigError
+from rotator.fields import LOC_KEY
 from rotator.secret import MASK
 
 # --------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""Field types, secret-file reading and the base model of every configuration schema."""
+"""Field types, secret-file reading and the base model of every configuration schema: the
+sections of :mod:`rotator.config` and each store kind's."""
 
 from __future__ import annotations
 
