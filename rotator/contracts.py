@@ -1,10 +1,11 @@
 """The interfaces between the engine and its backends. Their docstrings are the contract.
 
 Implementations live one per module (``rotator/mistral/admin.py``, ``rotator/mistral/verify.py``,
-``rotator/destinations/vault.py``, ``rotator/destinations/aws.py``) and inherit these semantics
-without repeating them. Every method may raise :class:`rotator.errors.TransientError` (retry
-later) or :class:`rotator.errors.PermanentError` (needs an operator); none ever puts a plaintext
-key in an exception, a log line or a return value other than a :class:`rotator.secret.Secret`.
+``rotator/destinations/vault/destination.py``, ``rotator/destinations/aws/destination.py``) and
+inherit these semantics without repeating them. Every method may raise
+:class:`rotator.errors.TransientError` (retry later) or :class:`rotator.errors.PermanentError`
+(needs an operator); none ever puts a plaintext key in an exception, a log line or a return value
+other than a :class:`rotator.secret.Secret`.
 """
 
 from __future__ import annotations

@@ -11,8 +11,9 @@ from typing import Any, Protocol
 
 from rotator.clock import Clock
 from rotator.contracts import Destination, OnCall
-from rotator.destinations import aws, vault
 from rotator.destinations._common import StoreConnections
+from rotator.destinations.aws import destination as aws
+from rotator.destinations.vault import destination as vault
 from rotator.errors import ConfigError
 from rotator.pool import BlockingPool
 

@@ -15,8 +15,8 @@ from rotator.clock import SystemClock
 from rotator.config import AwsDestination as AwsDestinationConfig
 from rotator.config import AwsSecretsManagerStore
 from rotator.contracts import OWNER, Destination
-from rotator.destinations.aws import AwsDestination
-from rotator.destinations.aws_api import Boto3SecretsManager, SecretVersion
+from rotator.destinations.aws.api import Boto3SecretsManager, SecretVersion
+from rotator.destinations.aws.destination import AwsDestination
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.errors import AuthError, ConflictError, PermanentError
 from rotator.secret import Secret

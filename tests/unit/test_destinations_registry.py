@@ -23,9 +23,9 @@ from rotator.config import (
 )
 from rotator.contracts import Destination
 from rotator.destinations import registry
-from rotator.destinations.aws import AwsDestination
+from rotator.destinations.aws.destination import AwsDestination
 from rotator.destinations.registry import StoreConnections, build_destination
-from rotator.destinations.vault import VaultDestination
+from rotator.destinations.vault.destination import VaultDestination
 from rotator.errors import ConfigError, TransientError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret

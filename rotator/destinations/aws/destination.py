@@ -53,7 +53,7 @@ from rotator.destinations._common import (
     require_create_missing,
     with_field,
 )
-from rotator.destinations.aws_api import (
+from rotator.destinations.aws.api import (
     CURRENT,
     PENDING,
     PREVIOUS,

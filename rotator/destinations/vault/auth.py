@@ -19,7 +19,7 @@ from typing import Protocol, TypeVar
 import structlog
 
 from rotator.clock import Clock
-from rotator.destinations.vault_api import TokenLease, VaultApi
+from rotator.destinations.vault.api import TokenLease, VaultApi
 from rotator.errors import AuthError, PermanentError
 from rotator.secret import Secret
 

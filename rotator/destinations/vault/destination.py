@@ -29,8 +29,8 @@ from rotator.destinations._common import (
     require_create_missing,
     with_marks,
 )
-from rotator.destinations.vault_api import HvacApi, KvVersion, VaultApi
-from rotator.destinations.vault_auth import (
+from rotator.destinations.vault.api import HvacApi, KvVersion, VaultApi
+from rotator.destinations.vault.auth import (
     AppRoleLogin,
     KubernetesLogin,
     StaticToken,

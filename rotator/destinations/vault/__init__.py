@@ -1,0 +1,1 @@
+"""The Vault / OpenBao KV v2 store kind."""
