@@ -7,10 +7,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from rotator.app.checks import check_destinations
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, Target
 from rotator.contracts import Destination, KeyIssuer, OnCall
-from rotator.destinations.checks import check_destinations
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.engine.context import AlertHook, Deps
 from rotator.engine.engine import Engine

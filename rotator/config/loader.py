@@ -105,7 +105,7 @@ def parse_config(
     try:
         config = Config.model_validate(expanded, context=context)
     except ValidationError as exc:
-        failure = _config_error(exc, source, expanded, read_secrets)
+        failure = _config_error(exc, source, expanded, read_secrets, Config)
     else:
         for key, path, problem in dict.fromkeys(loose):  # a file named twice: one warning
             for loc in _file_keys(expanded, key, path, ()):

@@ -10,17 +10,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
-from rotator.config.stores import (
-    _STORE_TYPES,
-    STORE_KINDS,
-    AwsDestination,
-    Destination,
-    Store,
-    VaultDestination,
-    VaultStore,
-    _unknown_store_message,
-)
+from rotator.config.stores import _STORE_TYPES, Destination, Store, _unknown_store_message
 from rotator.config.wording import format_loc
+from rotator.destinations.registry import kind_of
 from rotator.durations import Duration, PositiveDuration, format_duration
 from rotator.fields import (
     STORE_NAME,
@@ -466,26 +458,21 @@ class Config(_Model):
                 if store is None:
                     message = _unknown_store_message(dest.store, self.stores)
                     raise _field_error(message, *here, "store")
-                if isinstance(dest, VaultDestination) != isinstance(store, VaultStore):
+                kind = kind_of(store.type)
+                if kind is not None and not isinstance(dest, kind.destination):
                     raise _field_error(
-                        f"store {dest.store!r} is {STORE_KINDS[store.type]} store, which does not"
-                        " take this kind of destination",
+                        f"store {dest.store!r} is {kind.a_store} store, which does not take this"
+                        " kind of destination",
                         *here,
                     )
-                key: tuple[object, ...]
-                if isinstance(dest, VaultDestination):
-                    key = (dest.store, dest.path, dest.field)
-                    what = f"store {dest.store!r}, path {dest.path!r}, field {dest.field!r}"
-                    why = "two destinations cannot share one field"
-                else:
-                    # AWSPENDING/AWSCURRENT label a whole secret: one secret, one target's key.
-                    key = (dest.store, dest.secret_id)
-                    what = f"store {dest.store!r}, secret_id {dest.secret_id!r}"
-                    why = "an AWS secret's version labels cover all its fields, so it holds one key"
-                if key in seen:
-                    first = format_loc(("targets", seen[key][0], "destinations", seen[key][1]))
-                    raise _field_error(f"same destination as {first} ({what}); {why}", *here)
-                seen[key] = (t_index, d_index)
+                place = dest.place()
+                if place.key in seen:
+                    where = seen[place.key]
+                    first = format_loc(("targets", where[0], "destinations", where[1]))
+                    raise _field_error(
+                        f"same destination as {first} ({place.what}); {place.why}", *here
+                    )
+                seen[place.key] = (t_index, d_index)
 
     def target(self, name: str) -> Target:
         """The target called ``name``; :class:`KeyError` if there is none."""
@@ -494,6 +481,6 @@ class Config(_Model):
                 return target
         raise KeyError(name)
 
-    def store_of(self, destination: VaultDestination | AwsDestination) -> Store:
+    def store_of(self, destination: Destination) -> Store:
         """The store a destination names (always present in a validated config)."""
         return self.stores[destination.store]

@@ -21,8 +21,6 @@ import boto3
 import hvac
 
 from rotator.clock import SystemClock
-from rotator.config import TokenAuth, VaultStore
-from rotator.config import VaultDestination as VaultDestinationConfig
 from rotator.contracts import Destination
 from rotator.destinations.aws.api import Boto3SecretsManager
 from rotator.destinations.aws.destination import AwsDestination
@@ -30,6 +28,8 @@ from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.destinations.vault.api import HvacApi
 from rotator.destinations.vault.auth import StaticToken, VaultSession
 from rotator.destinations.vault.destination import VaultDestination
+from rotator.destinations.vault.schema import TokenAuth, VaultStore
+from rotator.destinations.vault.schema import VaultDestination as VaultDestinationConfig
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
 from rotator_dev.memory import MemoryDestination, MemoryStore

@@ -4,32 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from rotator.clock import FakeClock
-from rotator.config import (
-    AppRoleAuth,
-    AwsSecretsManagerStore,
-    TokenAuth,
-    VaultStore,
-)
-from rotator.config import (
-    AwsDestination as AwsDestinationConfig,
-)
-from rotator.config import (
-    VaultDestination as VaultDestinationConfig,
-)
-from rotator.contracts import Destination
-from rotator.destinations import registry
 from rotator.destinations.aws.destination import AwsDestination
+from rotator.destinations.aws.schema import AwsDestination as AwsDestinationConfig
+from rotator.destinations.aws.schema import AwsSecretsManagerStore
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.destinations.vault.destination import VaultDestination
+from rotator.destinations.vault.schema import AppRoleAuth, TokenAuth, VaultStore
+from rotator.destinations.vault.schema import VaultDestination as VaultDestinationConfig
 from rotator.errors import ConfigError, TransientError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
-from rotator_dev.memory import MemoryDestination, MemoryStore
 
 
 @pytest.fixture
@@ -99,33 +87,6 @@ def test_unknown_store_type_is_a_config_error(pool: BlockingPool) -> None:
 
     with pytest.raises(ConfigError, match=r"stores\.gcp-main\.type: .*known: aws_secrets_manager"):
         build_destination(Odd(), OddDestination(), pool=pool, clock=FakeClock())
-
-
-def test_a_new_backend_is_one_registration(pool: BlockingPool) -> None:
-    """register() adds a store type; build_destination then serves it."""
-    memory = MemoryStore(pending=True)
-
-    def factory(store: Any, destination: Any, /, **_: Any) -> Destination:
-        return MemoryDestination(memory, path=destination.path)
-
-    @dataclass
-    class MemoryStoreConfig:
-        type: str = "memory-test"
-
-    @dataclass
-    class MemoryDestinationConfig:
-        store: str = "mem"
-        path: str = "p"
-
-    registry.register("memory-test", factory)
-    try:
-        assert "memory-test" in registry.store_types()
-        dest = build_destination(
-            MemoryStoreConfig(), MemoryDestinationConfig(), pool=pool, clock=FakeClock()
-        )
-        assert isinstance(dest, MemoryDestination)
-    finally:
-        registry._FACTORIES.pop("memory-test")
 
 
 def test_static_token_store_builds_without_network(pool: BlockingPool) -> None:

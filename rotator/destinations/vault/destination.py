@@ -10,12 +10,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from rotator.clock import Clock
-from rotator.config import AppRoleAuth, KubernetesAuth, TokenAuth, VaultStore
-from rotator.config import VaultDestination as VaultDestinationConfig
-from rotator.contracts import AccessCheck, CurrentValue, OnCall, PromotedValue, StagedValue
+from rotator.contracts import AccessCheck, CurrentValue, PromotedValue, StagedValue
 from rotator.destinations._common import (
-    StoreConnections,
     check_rotation_id,
     check_staged_secret,
     current_from_marks,
@@ -29,12 +25,8 @@ from rotator.destinations._common import (
     require_create_missing,
     with_marks,
 )
-from rotator.destinations.vault.api import HvacApi, KvVersion, VaultApi
+from rotator.destinations.vault.api import KvVersion, VaultApi
 from rotator.destinations.vault.auth import (
-    AppRoleLogin,
-    KubernetesLogin,
-    StaticToken,
-    VaultCredentials,
     VaultSession,
 )
 from rotator.errors import AuthError, BackendError, ConflictError, PermanentError
@@ -323,46 +315,3 @@ def _version_number(version: str) -> int:
 
 def _cas(base_version: str | None) -> int:
     return _version_number(base_version) if base_version is not None else 0
-
-
-def from_config(
-    store: VaultStore,
-    destination: VaultDestinationConfig,
-    *,
-    pool: BlockingPool,
-    clock: Clock,
-    connections: StoreConnections,
-    on_call: OnCall | None = None,
-) -> VaultDestination:
-    """A :class:`VaultDestination` for a configured destination; the store's session (one login)
-    is shared with the other destinations of that store through ``connections``, and its calls
-    are reported to ``on_call``."""
-
-    def connect() -> VaultSession:
-        api = HvacApi.connect(
-            store.url,
-            namespace=store.namespace,
-            ca_cert=str(store.ca_cert) if store.ca_cert else None,
-            verify=store.verify,
-            timeout=store.timeout.total_seconds(),
-            on_call=on_call,
-        )
-        return VaultSession(api, _credentials(store.auth), clock)
-
-    return VaultDestination(
-        session=connections.get(destination.store, connect),
-        pool=pool,
-        store=destination.store,
-        mount=store.mount,
-        path=destination.path,
-        field=destination.field,
-        create_missing=destination.create_missing,
-    )
-
-
-def _credentials(auth: TokenAuth | AppRoleAuth | KubernetesAuth) -> VaultCredentials:
-    if isinstance(auth, TokenAuth):
-        return StaticToken(auth.token)
-    if isinstance(auth, AppRoleAuth):
-        return AppRoleLogin(role_id=auth.role_id, secret_id=auth.secret_id, mount=auth.mount)
-    return KubernetesLogin(role=auth.role, jwt_path=str(auth.jwt_path), mount=auth.mount)
