@@ -6,10 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
+from rotator.config.dburl import parse_database_url
 from rotator.config.stores import _STORE_TYPES, Destination, Store, _unknown_store_message
 from rotator.config.wording import format_loc
 from rotator.destinations.registry import kind_of
@@ -29,10 +30,6 @@ from rotator.fields import (
     _url_path,
 )
 from rotator.schedule import Schedule, ScheduleField
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import URL
-
 
 # --------------------------------------------------------------------------------------------
 # mistral, state, server
@@ -72,18 +69,16 @@ def import_postgres_driver() -> None:
     import psycopg  # noqa: F401
 
 
-def state_url_problem(url: str | URL) -> str | None:
+def state_url_problem(url: str) -> str | None:
     """Why ``url`` cannot hold rotator's state (a one-line problem), or None.
 
     The one check of a state URL: configuration loading and the state store both use it.
     """
-    from sqlalchemy.engine import make_url
-
     try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
+        parsed = parse_database_url(url)
+    except ValueError:
         return "must be a SQLAlchemy URL, like sqlite:////var/lib/rotator/state.db"
-    backend = parsed.get_backend_name()
+    backend = parsed.backend
     if backend == "sqlite":
         database = parsed.database or ""
         if database in {"", ":memory:"} or database.startswith("file:"):
@@ -102,7 +97,8 @@ def state_url_problem(url: str | URL) -> str | None:
 
 
 class StateSettings(_Model):
-    """Where the journal, audit trail and leases live (a SQLAlchemy URL)."""
+    """Where the journal, audit trail and leases live: ``sqlite:///path`` or
+    ``postgresql://…`` (see :mod:`rotator.config.dburl`)."""
 
     url: Text = "sqlite:////var/lib/rotator/state.db"
 
@@ -116,9 +112,7 @@ class StateSettings(_Model):
     @property
     def safe_url(self) -> str:
         """The URL with any password masked, for logs and messages."""
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.url).render_as_string(hide_password=True)
+        return parse_database_url(self.url).safe()
 
 
 MIN_AUDIT_KEY_CHARS = 32

@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 from pydantic import BaseModel, Discriminator, Tag, ValidationError
 from pydantic_core import ErrorDetails
 
+from rotator.config.dburl import parse_database_url
 from rotator.errors import ConfigError
 from rotator.fields import LOC_KEY
 from rotator.secret import MASK
@@ -211,10 +212,8 @@ def _secrets_in(data: Mapping[Any, Any], root: type[BaseModel]) -> list[str]:
     state = data.get("state")
     url = state.get("url") if isinstance(state, Mapping) else None
     if isinstance(url, str):
-        from sqlalchemy.engine import make_url
-
-        with contextlib.suppress(Exception):  # an unparsable URL has no password to hide
-            found.append(make_url(url).password)
+        with contextlib.suppress(ValueError):  # an unparsable URL has no password to hide
+            found.append(parse_database_url(url).password)
     return [value for value in found if isinstance(value, str)]
 
 
