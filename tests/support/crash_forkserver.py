@@ -41,7 +41,7 @@ PRELOAD = (
     "anyio._backends._asyncio",
     "h11",
     "netrc",
-    "sqlalchemy",
+    "rotator.state",
     "pydantic.type_adapter",
     "typer._click.decorators",
 )
