@@ -52,10 +52,9 @@ async def build_engine(
     connections = StoreConnections()
     store: SqlStateStore | None = None
     try:
-        store = SqlStateStore(
+        store = SqlStateStore(  # on its own threads: its waits never hold the SDKs' pool
             cfg.state.url,
             clock=clock,
-            pool=pool,
             create=create_state,
             audit_key=cfg.audit.hmac_key,
         )

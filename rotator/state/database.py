@@ -69,6 +69,7 @@ class Database:
         self._lock = threading.Lock()
         self._conn: Any = None
         self._cur: Cursor | None = None
+        self._pid = os.getpid()
 
     def run(
         self, mode: Mode, fn: Callable[Concatenate[Tx, P], T], *args: P.args, **kwargs: P.kwargs
@@ -76,6 +77,8 @@ class Database:
         """``fn(tx, …)`` in one transaction, committed if it returns, rolled back if it raises
         (or sets ``tx.rollback``). Blocks while another thread of this process runs one."""
         with self._lock:
+            if self._pid != os.getpid():  # a forked child never uses its parent's connection
+                self._conn, self._cur, self._pid = None, None, os.getpid()
             retried = False
             while True:
                 cur = self._cur if self._cur is not None else self._open()

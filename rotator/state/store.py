@@ -1,11 +1,12 @@
 """``SqlStateStore``: the :class:`rotator.contracts.StateStore` on stdlib ``sqlite3`` or psycopg.
 
 Each public method checks its arguments (:mod:`rotator.state.guard`), then runs one short
-transaction, a function of :mod:`rotator.state.ops`, on a worker thread (the shared
-:class:`rotator.pool.BlockingPool` when given, else ``asyncio.to_thread``) and awaits it, so the
-event loop never blocks on the database. The store has one connection, used by one thread at a
-time (:class:`rotator.state.database.Database`): this process's transactions queue on a lock
-and contend on the database only with other processes'. Writers lock the target or rotation
+transaction, a function of :mod:`rotator.state.ops`, on a worker thread of the store's own small
+pool (or of the ``pool`` given: simulations give an inline one) and awaits it, so the event loop
+never blocks on the database, and the store's waits never hold the threads the SDK calls need.
+The store has one connection, used by one thread at a time
+(:class:`rotator.state.database.Database`): this process's transactions queue on a lock and
+contend on the database only with other processes'. Writers lock the target or rotation
 they change first; the partial unique index ``uq_rotations_one_open`` is the last word on "one
 open rotation per target". A database that is down or locked for too long raises
 :class:`rotator.errors.TransientError` (backend ``state``).
@@ -13,8 +14,8 @@ open rotation per target". A database that is down or locked for too long raises
 
 from __future__ import annotations
 
-import asyncio
 import functools
+import os
 import uuid
 from collections.abc import Callable, Coroutine, Sequence
 from datetime import datetime
@@ -49,6 +50,12 @@ from rotator.state.sql import Stmt, Tx
 P = ParamSpec("P")
 T = TypeVar("T")
 
+STORE_THREADS = 4
+"""Threads of a store's own pool (when it is given none). Its transactions run one at a time
+anyway; several threads take turns because a commit's ``fdatasync`` from the thread that made
+the previous one measured several times slower on the machines rotator was benchmarked on
+(docs/design/20261206-state-store-stdlib.md)."""
+
 
 def _offloaded(
     fn: Callable[Concatenate[SqlStateStore, P], T],
@@ -75,8 +82,10 @@ class SqlStateStore:
     """The state store on one database URL (``sqlite:///path`` or ``postgresql[+psycopg]://…``).
 
     Call :meth:`migrate` once before use, :meth:`close` at the end. Timestamps come from
-    ``clock``. Raises :class:`~rotator.state.database.StateUrlError` for an unusable URL, or a
-    missing SQLite file when ``create`` is false (see :func:`open_database`).
+    ``clock``. Transactions run on the store's own threads (:data:`STORE_THREADS`), or on
+    ``pool`` when given (an inline pool for simulated time). Raises
+    :class:`~rotator.state.database.StateUrlError` for an unusable URL, or a missing SQLite
+    file when ``create`` is false (see :func:`open_database`).
     """
 
     def __init__(
@@ -91,6 +100,8 @@ class SqlStateStore:
         self._db = open_database(url, create=create)
         self._clock: Clock = clock or SystemClock()
         self._pool = pool
+        self._own_pool: BlockingPool | None = None
+        self._own_pid = 0
         self._audit_key = audit.ChainKey(audit_key) if audit_key is not None else None
 
     @property
@@ -99,9 +110,13 @@ class SqlStateStore:
         return self._db.url
 
     async def _run(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        if self._pool is not None:
-            return await self._pool.run_blocking(fn, *args, **kwargs)
-        return await asyncio.to_thread(fn, *args, **kwargs)
+        pool = self._pool
+        if pool is None:
+            pool = self._own_pool
+            if pool is None or self._own_pid != os.getpid():  # none yet, or a forked child
+                pool = self._own_pool = BlockingPool(STORE_THREADS, name="rotator-state")
+                self._own_pid = os.getpid()
+        return await pool.run_blocking(fn, *args, **kwargs)
 
     # --- schema -----------------------------------------------------------------------------
 
@@ -122,6 +137,9 @@ class SqlStateStore:
 
     async def close(self) -> None:
         await self._run(self._db.close)
+        own, self._own_pool = self._own_pool, None
+        if own is not None:
+            own.shutdown(wait=False)
 
     @_offloaded
     def probe(self) -> None:
