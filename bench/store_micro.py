@@ -2,8 +2,8 @@
 
 Replays the store calls of one steady-state rotation as the engine makes them (recorded from a
 real rotation of a target with a Vault and an AWS destination: lock, plan, 16 journal steps, an
-update, the promotion that retires the old key, the finish, then the revocation pass; 26 store
-calls, 24 of them transactions) against a SQLite file in a temporary folder, on the store of
+update, the promotion that retires the old key, the finish, then the revocation pass; 28 store
+calls, 26 of them transactions) against a SQLite file in a temporary folder, on the store of
 this tree and, when SQLAlchemy is installed (the dev requirements), on the SQLAlchemy store it
 replaced (``tests/support/legacy_state``), in the same run.
 

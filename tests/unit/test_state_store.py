@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -158,6 +159,18 @@ async def test_calls_run_on_the_given_pool(tmp_path: Path) -> None:
     store_without_pool = SqlStateStore(f"sqlite:///{tmp_path}/state.db")
     assert await store_without_pool.get_target(TARGET) is None
     await store_without_pool.close()
+
+
+async def test_without_a_pool_the_store_runs_on_threads_of_its_own(tmp_path: Path) -> None:
+    """Given no pool, transactions run on the store's own threads, never on a pool the SDK calls
+    share; closing the store ends them, and a later call starts them again."""
+    store = SqlStateStore(f"sqlite:///{tmp_path}/state.db")
+    await store.migrate()
+    names = {await store._run(lambda: threading.current_thread().name) for _ in range(20)}
+    assert {name.split("_")[0] for name in names} == {"rotator-state"}, names
+    await store.close()
+    assert await store.get_target(TARGET) is None
+    await store.close()
 
 
 async def test_no_plaintext_reaches_the_sqlite_files(tmp_path: Path) -> None:
