@@ -257,7 +257,7 @@ class _UiApp:
         history = await self.page.source.history(
             name, rotations=HISTORY_ROTATIONS, audit=HISTORY_AUDIT
         )
-        found = [r for r in view.rows(history.snapshot) if r.name == name] if history else []
+        found = view.rows(history.snapshot, only=name) if history else []
         if history is None or not found:
             self.on_rejected("not_found")
             return _page(pages.message("Not found", "No such target.", root="../"), 404)

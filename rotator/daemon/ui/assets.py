@@ -62,7 +62,8 @@ table.tl td:last-child{width:160px}
 .w6{width:96px}.w7{width:112px}.w8{width:128px}.w9{width:144px}.w10{width:160px}
 .vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
 caption{text-align:left;padding:4px 0}
-#t tbody th,#t td:nth-child(3),#t td:nth-child(4),#t td:nth-child(5){white-space:nowrap}
+#t tbody th,#t td:nth-child(3),#t td:nth-child(4),#t td:nth-child(5),#t td:nth-child(6),.nw{\
+white-space:nowrap}
 .box h2{margin-top:0}
 details{margin:6px 0}
 summary{cursor:pointer}
@@ -72,11 +73,11 @@ summary{cursor:pointer}
 .w{overflow-x:auto}
 @media (max-width:760px){
 main{padding:8px}
-thead{position:absolute;left:-999px}
-table,tbody,tr,th,td{display:block}
-tr{border:1px solid var(--bd);border-radius:8px;margin:0 0 8px;padding:4px 0}
-tr.a{border-left:4px solid #b3261e}tr.a th{border-left:0}
-th,td{border:0;padding:2px 10px}
+#t thead{position:absolute;left:-999px}
+#t,#t tbody,#t tr,#t th,#t td{display:block}
+#t tr{border:1px solid var(--bd);border-radius:8px;margin:0 0 8px;padding:4px 0}
+#t tr.a{border-left:4px solid #b3261e}#t tr.a th{border-left:0}
+#t th,#t td{border:0;padding:2px 10px}
 #t td::before{display:inline-block;min-width:96px;color:var(--mut);font-size:12px}
 #t td:nth-of-type(1)::before{content:"State"}
 #t td:nth-of-type(2)::before{content:"Key"}
@@ -86,7 +87,7 @@ th,td{border:0;padding:2px 10px}
 #t td:nth-of-type(6)::before{content:"Last outcome"}
 #t td:nth-of-type(7)::before{content:"Destinations"}
 #t small{display:inline;margin-left:6px}
-caption{display:block}
+#t caption{display:block}
 }
 """
 

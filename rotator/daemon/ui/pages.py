@@ -99,18 +99,34 @@ def badge(state: str) -> str:
     return _BADGES.get(state) or f'<span class="b">{e(state)}</span>'
 
 
-def age_meter(age: timedelta | None, max_age: timedelta) -> str:
+def age_meter(age: timedelta | None, max_age: timedelta, *, at_least: bool = False) -> str:
     """The key's age against ``max_age``: a native meter (green, then amber past 75 %, red past
-    90 %) and the figures as text."""
+    90 %) and the figures as text; ``at_least`` for a key older than rotator knows (one it never
+    rotated: its age counts from when rotator first saw it)."""
     if age is None:
         return "-"
     ratio = age / max_age if max_age else 1.0
     value = max(0, min(1000, round(ratio * 1000)))
-    figures = f"{span(age)}/{span(max_age)}"
+    old, limit = span(age), _span_of(max_age)
+    figures = f"{'≥' if at_least else ''}{old}/{limit}"
+    label = f"key age {'at least ' if at_least else ''}{old} of {limit}"
     return (
-        f"<meter max=1000 low=750 high=900 optimum=0 value={value}"
-        f' aria-label="key age {figures}"></meter> {figures}'
+        f'<meter max=1000 low=750 high=900 optimum=0 value={value} aria-label="{label}">'
+        f"</meter> {figures}"
     )
+
+
+_SPANS: dict[timedelta, str] = {}
+
+
+def _span_of(limit: timedelta) -> str:
+    """:func:`span` of a policy duration (a few distinct values, many rows)."""
+    found = _SPANS.get(limit)
+    if found is None:
+        found = span(limit)
+        if len(_SPANS) < 256:
+            _SPANS[limit] = found
+    return found
 
 
 # -- the frame ------------------------------------------------------------------------------
@@ -179,10 +195,11 @@ def overview(
     parts.append(
         "<div class=w><table id=t><caption class=mut>Targets, what needs a human first"
         "</caption><thead><tr><th scope=col>Target<th scope=col>State<th scope=col>Key"
-        "<th scope=col>Age / max_age<th scope=col>Next rotation<th scope=col>Old keys"
+        "<th scope=col>Age / max_age<th scope=col>Next rotation<th scope=col>Old keys, revoked"
         "<th scope=col>Last outcome<th scope=col>Destinations</thead><tbody>"
     )
-    parts.extend(overview_row(row, now) for row in shown)
+    memo: dict[str, str] = {}
+    parts.extend(overview_row(row, now, memo) for row in shown)
     if not shown:
         parts.append("<tr><td colspan=8>No target matches.</td></tr>")
     parts.append("</tbody></table></div>")
@@ -212,10 +229,18 @@ def filters(query: str, state: str) -> str:
     )
 
 
-def overview_row(row: Row, now: datetime) -> str:
-    """One target's row (the hot loop of the page: 1000 of them must render in a few ms)."""
+def overview_row(row: Row, now: datetime, memo: dict[str, str] | None = None) -> str:
+    """One target's row (the hot loop of the page: 1000 of them must render in a few ms).
+    ``memo`` keeps what a reason became for the rows of one page (reasons repeat)."""
     attention = " class=a" if row.needs_attention else ""
-    reason = f"<small>{text(row.reason)}</small>" if row.reason else ""
+    reason = ""
+    if row.reason:
+        shown = memo.get(row.reason) if memo is not None else None
+        if shown is None:
+            shown = text(row.reason)
+            if memo is not None:
+                memo[row.reason] = shown
+        reason = f"<small>{shown}</small>"
     key = (
         f"<code>{e(short_id(row.key_id))}</code><small>fp {e(row.fingerprint or '-')}</small>"
         if row.key_id
@@ -229,7 +254,7 @@ def overview_row(row: Row, now: datetime) -> str:
         f'<tr{attention}><th scope=row><a href="targets/{href}">{name}</a>'
         f"<td>{badge(row.state)}{reason}"
         f"<td>{key}"
-        f"<td>{age_meter(row.age, row.max_age)}"
+        f"<td>{age_meter(row.age, row.max_age, at_least=row.last_rotated_at is None)}"
         f"<td><span{late}>{relative(row.next_at, now)}</span><small>{when(row.next_at)}</small>"
         f"<td>{old}"
         f"<td>{e(row.last_outcome)}"
@@ -243,7 +268,7 @@ def old_keys(retiring: Sequence[RetiringKey], now: datetime) -> str:
         return "-"
     items = [
         f"<li><code>{e(short_id(k.key_id))}</code> {relative(k.revoke_due_at, now)}"
-        f"<small>revoke {when(k.revoke_due_at)}</small>"
+        f"<small>{when(k.revoke_due_at)}</small>"
         for k in retiring[:OLD_KEYS_SHOWN]
     ]
     more = len(retiring) - OLD_KEYS_SHOWN
@@ -306,11 +331,15 @@ def target(history: TargetHistory, row: Row, *, logout: str | None) -> str:
     if row.reason:
         parts.append(f"<p>{text(row.reason)}</p>")
     parts.append(next_steps(row, snapshot.daemon.config_source, now))
+    adopted = state.adopted_key_id if state else None
+    key_id = f"<code>{e(row.key_id)}</code>" if row.key_id else "none yet"
+    if not row.key_id and adopted:
+        key_id = f"<code>{e(adopted)}</code> (adopted: served before rotator)"
     key_rows = [
-        ("Key id", f"<code>{e(row.key_id)}</code>" if row.key_id else "none yet"),
+        ("Key id", key_id),
         ("Fingerprint", f"<code>{e(row.fingerprint)}</code>" if row.fingerprint else "-"),
         ("Rotated", _at(row.last_rotated_at, now)),
-        ("Age", age_meter(row.age, row.max_age)),
+        ("Age", age_meter(row.age, row.max_age, at_least=row.last_rotated_at is None)),
         ("Created", _at(current.created_at if current else None, now)),
         (
             "Expires",
@@ -405,7 +434,7 @@ def retiring_table(retiring: Sequence[RetiringKey], now: datetime) -> str:
         return head + "<p class=mut>None.</p>"
     body = "".join(
         f"<tr><td><code>{e(k.key_id)}</code><td><code>{e(k.fingerprint or '-')}</code>"
-        f"<td>{_at(k.revoke_due_at, now)}<td><code>{e(short_id(k.rotation_id))}</code>"
+        f"<td class=nw>{_at(k.revoke_due_at, now)}<td><code>{e(short_id(k.rotation_id))}</code>"
         for k in retiring
     )
     return (
@@ -486,7 +515,7 @@ def revoked_table(audit: Sequence[AuditEvent]) -> str:
         return head + "<p class=mut>None in the recent audit entries.</p>"
     body = "".join(
         f"<tr><td><code>{e(_fact(a.facts, 'key_id'))}</code>"
-        f"<td><code>{e(_fact(a.facts, 'fingerprint'))}</code><td>{when_exactly(a.at)}"
+        f"<td><code>{e(_fact(a.facts, 'fingerprint'))}</code><td class=nw>{when_exactly(a.at)}"
         for a in revoked
     )
     return (
@@ -500,7 +529,7 @@ def audit_table(audit: Sequence[AuditEvent]) -> str:
     if not audit:
         return head + "<p class=mut>None.</p>"
     body = "".join(
-        f"<tr><td>{a.seq}<td>{when_exactly(a.at)}<td><code>{e(a.event)}</code>"
+        f"<tr><td>{a.seq}<td class=nw>{when_exactly(a.at)}<td><code>{e(a.event)}</code>"
         f"<td><code>{e(short_id(a.rotation_id))}</code><td>{facts_text(a.facts)}"
         for a in audit
     )

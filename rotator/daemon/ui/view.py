@@ -128,12 +128,14 @@ def max_ages(cfg: Config) -> dict[str, timedelta]:
 _MAX_AGES: dict[str, tuple[Config, dict[str, timedelta]]] = {}
 
 
-def rows(snapshot: Snapshot) -> list[Row]:
-    """Every configured target's row, in configuration order."""
+def rows(snapshot: Snapshot, only: str | None = None) -> list[Row]:
+    """Every configured target's row, in configuration order (``only``: that target's)."""
     now = snapshot.now
     limits = max_ages(snapshot.cfg)
     out = []
     for status in snapshot.rows:
+        if only is not None and status.target != only:
+            continue
         max_age = limits.get(status.target)
         if max_age is None:  # configuration reloaded between the two reads
             continue
