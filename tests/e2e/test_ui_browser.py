@@ -6,7 +6,7 @@ API: ``support-bot`` rotated (draining, its old key in grace), ``analytics`` rot
 emergency (idle, its old key revoked), ``internal-tools`` untouched (idle, never rotated),
 ``search-indexer`` failing (its workspace's spending limit reached: the new key fails
 verification and the rotation rolls back), ``reports-batch`` overdue (rotated, then its
-``max_age`` of 20 s passes while its workspace's limit makes every attempt fail),
+``max_age`` of 8 s passes while its workspace's limit makes every attempt fail),
 ``payments-api`` stuck (``GET /v1/models`` refuses the new key only after the promotion: the
 first check is slowed by a latency fault, then every call fails) and ``chat-frontend``
 rotating (the stand-in keeps its new key inactive until the test moves the stand-in's clock).
@@ -38,7 +38,7 @@ from playwright.sync_api import Browser, Page, expect, sync_playwright
 
 from rotator_dev.standin import StandinHandle
 from tests.e2e.test_daemon_run import TOKEN, Daemon, wait_until
-from tests.support.stack import FIELD, Stack, TargetSpec
+from tests.support.stack import FIELD, Backend, Stack, TargetSpec
 
 pytestmark = [pytest.mark.e2e, pytest.mark.browser]
 
@@ -91,9 +91,9 @@ def browser() -> Iterator[Browser]:
             chromium.close()
 
 
-def named(stack: Stack, name: str, backends: tuple[str, ...], workspace: str) -> TargetSpec:
+def named(stack: Stack, name: str, backends: tuple[Backend, ...], workspace: str) -> TargetSpec:
     """A target of the stack under a readable name, in ``workspace``."""
-    spec = stack.add_target(backends)  # type: ignore[arg-type]
+    spec = stack.add_target(backends)
     spec = dataclasses.replace(spec, name=name, workspace_id=workspace)
     stack.targets[-1] = spec
     return spec
@@ -103,7 +103,7 @@ def write_config(stack: Stack, path: Path, state_url: str) -> Path:
     data = stack.config_dict(state_url=state_url, policy={"grace": "1h"})
     data["server"] = {"listen": "127.0.0.1:0", "admin_token": TOKEN}
     overrides: dict[str, dict[str, Any]] = {
-        "reports-batch": {"max_age": "20s"},
+        "reports-batch": {"max_age": "8s"},
         "chat-frontend": {"activation_timeout": "5m"},
     }
     for target in data["targets"]:
@@ -222,7 +222,7 @@ def test_the_status_page_in_a_browser(
         # Failing: the workspace's spending limit makes the new key fail verification.
         control.set_spend_limit(limited, True)
         assert api.finished(api.rotate("search-indexer"))["outcome"] == "rolled_back"
-        # Overdue: reports-batch's key passes its max_age of 20 s; the attempt the daemon then
+        # Overdue: reports-batch's key passes its max_age of 8 s; the attempt the daemon then
         # makes fails like search-indexer's (same workspace), and it waits an hour to retry.
         wait_until(lambda: _overdue(api), "reports-batch overdue")
         # Stuck: the first check of the new key passes (slowed down); after the promotion,
@@ -336,6 +336,8 @@ def test_the_status_page_in_a_browser(
             h for url, h in responses if "/ui/" in url and "text/html" in h.get("content-type", "")
         ]
         assert ui_answers
+        no_plaintext(repr(responses), plaintexts)
+        assert TOKEN not in repr(responses)
         for headers in ui_answers:
             assert headers["content-security-policy"].startswith("default-src 'self'")
             assert headers["cache-control"] == "no-store"

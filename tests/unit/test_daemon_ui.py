@@ -531,3 +531,48 @@ def test_session_tokens_expire_and_are_bound_to_the_key() -> None:
     clock.now += timedelta(minutes=4).total_seconds()
     assert sessions.check(cookie) is None
     assert CSRF_COOKIE != SESSION_COOKIE
+
+
+def test_page_states_extend_the_status_with_overdue() -> None:
+    """Past max_age (or first seen longer ago, never rotated) or 15 min late: overdue, unless
+    stuck or rotating (a rotation in flight is what fixes it); a failing count reads right."""
+    status, stored = target_row(7)  # idle, rotated 3 days ago
+    max_age = timedelta(days=30)
+    assert view.page_state(status, stored, max_age, NOW) == ("idle", "")
+    old = replace(status, last_rotated_at=NOW - timedelta(days=31))
+    assert view.page_state(old, stored, max_age, NOW)[0] == "overdue"
+    late = replace(status, next_due_at=NOW - timedelta(minutes=16))
+    assert view.page_state(late, stored, max_age, NOW) == ("overdue", "next rotation 16m late")
+    on_time = replace(status, next_due_at=NOW - timedelta(minutes=14))
+    assert view.page_state(on_time, stored, max_age, NOW)[0] == "idle"
+    never = replace(status, last_rotated_at=None)
+    seen = replace(stored, first_seen_at=NOW - timedelta(days=40))
+    assert view.page_state(never, seen, max_age, NOW) == (
+        "overdue",
+        "never rotated; first seen 40d ago, max_age 30d",
+    )
+    for state in ("stuck", "rotating"):
+        assert view.page_state(replace(old, state=state), stored, max_age, NOW)[0] == state
+    failing = replace(old, state="failing", reason="1 failed attempts")
+    once = replace(stored, consecutive_failures=1)
+    assert view.page_state(failing, once, max_age, NOW) == (
+        "overdue",
+        "key 31d old, max_age 30d; 1 failed attempt since the last success",
+    )
+
+
+@pytest.mark.parametrize(
+    ("seconds", "text"),
+    [
+        (0, "0s"),
+        (59, "59s"),
+        (61, "1m"),
+        (3600, "1h"),
+        (3660, "1h1m"),
+        (86400 * 30, "30d"),
+        (86400 * 3 + 3600 * 10 + 60, "3d10h"),
+        (-5, "0s"),
+    ],
+)
+def test_spans(seconds: int, text: str) -> None:
+    assert view.span(timedelta(seconds=seconds)) == text

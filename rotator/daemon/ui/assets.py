@@ -62,8 +62,8 @@ table.tl td:last-child{width:160px}
 .w6{width:96px}.w7{width:112px}.w8{width:128px}.w9{width:144px}.w10{width:160px}
 .vh{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}
 caption{text-align:left;padding:4px 0}
-#t tbody th,#t td:nth-child(3),#t td:nth-child(4),#t td:nth-child(5),#t td:nth-child(6),.nw{\
-white-space:nowrap}
+#t th,#t td,.nw{white-space:nowrap}
+#t td:nth-child(2){white-space:normal}
 .box h2{margin-top:0}
 details{margin:6px 0}
 summary{cursor:pointer}

@@ -30,6 +30,7 @@ from rotator.daemon.ui.view import (
 from rotator.durations import format_duration
 from rotator.engine.steps import dest_tag
 from rotator.logs import scrub
+from rotator.render import plural
 
 _PLAIN = re.compile(r"[a-z0-9-]+")
 """A target name as configuration allows it: safe in a URL and in HTML as it is."""
@@ -248,6 +249,7 @@ def overview_row(row: Row, now: datetime, memo: dict[str, str] | None = None) ->
     )
     late = " class=bad" if row.next_at < now else ""
     old = old_keys(row.retiring, now)
+    failures = f"<small>{plural(row.failures, 'failure')} in a row</small>" if row.failures else ""
     name = e(row.name)
     href = name if _PLAIN.fullmatch(row.name) else e(quote(row.name))
     return (
@@ -257,7 +259,7 @@ def overview_row(row: Row, now: datetime, memo: dict[str, str] | None = None) ->
         f"<td>{age_meter(row.age, row.max_age, at_least=row.last_rotated_at is None)}"
         f"<td><span{late}>{relative(row.next_at, now)}</span><small>{when(row.next_at)}</small>"
         f"<td>{old}"
-        f"<td>{e(row.last_outcome)}"
+        f"<td>{e(row.last_outcome)}{failures}"
         f"<td>{e(', '.join(row.stores)) or '-'}"
     )
 

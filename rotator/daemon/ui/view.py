@@ -85,6 +85,10 @@ def page_state(
     """(the page's state, why) for one target: see the module docstring for the rules."""
     if status.state in {"stuck", "rotating"}:
         return status.state, status.reason
+    failing = ""
+    if status.state == "failing":
+        count = state.consecutive_failures if state else 0
+        failing = f"{plural(count, 'failed attempt')} since the last success" if count else ""
     anchor = status.last_rotated_at or (state.first_seen_at if state else None)
     if anchor is not None and now - anchor > max_age:
         age = span(now - anchor)
@@ -93,23 +97,20 @@ def page_state(
             if status.last_rotated_at
             else f"never rotated; first seen {age} ago, max_age {span(max_age)}"
         )
-        return "overdue", _joined(why, status.reason if status.state == "failing" else "")
+        return "overdue", _joined(why, failing)
     if now - status.next_due_at > LATE:
         why = f"next rotation {span(now - status.next_due_at)} late"
-        return "overdue", _joined(why, status.reason if status.state == "failing" else "")
-    return status.state, status.reason
+        return "overdue", _joined(why, failing)
+    return status.state, failing or status.reason
 
 
 def last_outcome(status: TargetStatus, state: TargetState | None) -> str:
-    """What the last attempt came to, from the stored state: ``stuck``, ``failed`` (with the
-    count of consecutive failures since the last success when more than one), ``ok`` or
-    ``never rotated``."""
-    failures = state.consecutive_failures if state else 0
-    streak = f" ({failures} in a row)" if failures > 1 else ""
+    """What the last attempt came to, from the stored state: ``stuck``, ``failed`` (some
+    attempt failed since the last success), ``ok`` or ``never rotated``."""
     if status.state == "stuck":
-        return "stuck" + streak
-    if failures:
-        return "failed" + streak
+        return "stuck"
+    if state is not None and state.consecutive_failures:
+        return "failed"
     if status.last_rotated_at is not None:
         return "ok"
     return "never rotated"
