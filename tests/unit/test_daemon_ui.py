@@ -270,6 +270,13 @@ async def test_a_target_page_shows_the_timeline_revoked_keys_audit_and_what_to_d
     assert "rotator --config /etc/rotator/rotator.yaml rotate svc-0001" in failing
 
 
+async def test_a_wrong_method_is_405_with_allow(open_client: httpx.AsyncClient) -> None:
+    answer = await open_client.post("/ui/targets/svc-0000")
+    assert answer.status_code == 405
+    assert sorted(answer.headers["allow"].split(", ")) == ["GET", "HEAD"]
+    assert answer.headers["x-frame-options"] == "DENY"
+
+
 async def test_an_unknown_target_is_404_and_a_broken_store_503_without_details(
     open_client: httpx.AsyncClient, source: FakeSource
 ) -> None:

@@ -190,6 +190,8 @@ class _UiApp:
             titles = {404: "Not found", 405: "Method not allowed"}
             title = titles.get(exc.status_code, "Request refused")
             answer = _page(pages.message(title, title + ".", root=_root(path)), exc.status_code)
+            for name, value in (exc.headers or {}).items():
+                answer.headers[name] = value  # Allow, on a 405
             await answer(scope, receive, secured)
 
     def _refusal(self, request: Request, path: str) -> Response | None:
