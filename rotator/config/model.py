@@ -147,6 +147,8 @@ class ServerSettings(_Model):
     header_timeout: PositiveDuration = timedelta(seconds=10)
     idle_timeout: PositiveDuration = timedelta(seconds=5)
     max_connections: Annotated[int, Field(ge=1, le=10000)] = 100
+    ui: bool = True
+    """Serve the read-only status page at ``/ui/`` (docs/http-api.md#the-status-page)."""
 
     @property
     def host(self) -> str:

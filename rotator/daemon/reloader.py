@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -20,6 +21,7 @@ from rotator.config import Config, load_config
 from rotator.daemon.notify import Notifier
 from rotator.daemon.planner import Planner
 from rotator.daemon.shared import Shared
+from rotator.daemon.ui.source import ReloadRecord
 from rotator.engine.engine import Engine
 from rotator.errors import ConfigError
 from rotator.logs import scrub
@@ -51,6 +53,10 @@ class Reloader:
         self._on_config = on_config
         self._task: asyncio.Task[None] | None = None
         self._again = False
+        self.loaded_at: datetime = shared.clock.now()
+        """When the configuration in force was loaded (the start, or the last applied reload)."""
+        self.last: ReloadRecord | None = None
+        """The last reload's result, None before the first (the status page shows it)."""
 
     @property
     def task(self) -> asyncio.Task[None] | None:
@@ -104,14 +110,14 @@ class Reloader:
             )
             changed = restart_only_changes(self._shared.cfg, new)
             if changed:
-                _reload_failed(f"{', '.join(changed)} changed: restart rotator to apply")
+                self._failed(f"{', '.join(changed)} changed: restart rotator to apply")
                 return None
             return new, self._notifier_factory(new)
         except ConfigError as exc:
-            _reload_failed(str(exc))
+            self._failed(str(exc))
             return None
         except TimeoutError:
-            _reload_failed(f"{path}: not loaded within {limit:g} s (a file that blocks?)")
+            self._failed(f"{path}: not loaded within {limit:g} s (a file that blocks?)")
             return None
 
     async def _apply(self, new: Config, notifier: Notifier) -> None:
@@ -127,7 +133,7 @@ class Reloader:
                 try:
                     engine = await self._engine_factory(new)
                 except Exception as exc:  # noqa: BLE001 - any failure keeps the old engine
-                    _reload_failed(f"{type(exc).__name__}: {exc}")
+                    self._failed(f"{type(exc).__name__}: {exc}")
                     await notifier.aclose()
                     return
                 old, shared.engine, shared.cfg = shared.engine, engine, new
@@ -137,9 +143,18 @@ class Reloader:
                     await old.close()
                 await old_notifier.aclose()
             log.info("config_reloaded", targets=len(new.targets))
+            self.loaded_at = shared.clock.now()
+            self._record(ok=True, message=f"{len(new.targets)} target(s)")
         finally:
             if not shared.stop.is_set():
                 await self._replan_after_reload()
+
+    def _failed(self, error: str) -> None:
+        _reload_failed(error)
+        self._record(ok=False, message=scrub(error))
+
+    def _record(self, *, ok: bool, message: str) -> None:
+        self.last = ReloadRecord(at=self._shared.clock.now(), ok=ok, message=message)
 
     async def _replan_after_reload(self) -> None:
         shared = self._shared

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import signal
 from collections.abc import Awaitable, Callable
+from datetime import datetime
 from pathlib import Path
 
 import structlog
@@ -52,6 +53,9 @@ from rotator.daemon.serving import Server, SwappableApp, http_server
 from rotator.daemon.shared import Shared, Timings
 from rotator.daemon.systemd import SystemdNotifier
 from rotator.daemon.takeover import Takeover
+from rotator.daemon.ui.access import is_loopback_host
+from rotator.daemon.ui.app import StatusPage, served
+from rotator.daemon.ui.feed import DaemonFeed
 from rotator.engine.context import Alert
 from rotator.engine.engine import Engine, TargetStatus
 from rotator.errors import exit_status
@@ -114,6 +118,11 @@ class Daemon:
             lambda app: http_server(self.cfg, app, on_rejected=self.metrics.observe_rejected)
         )
         self._elector_factory = elector_factory or build_elector
+        self.started_at: datetime | None = None
+        """When the HTTP server started listening (the status page's uptime)."""
+        self.status_page = StatusPage(
+            DaemonFeed(shared, self.planner, self.reloader, lambda: self.started_at)
+        )
         self.http: Server | None = None
         self._leader_task: asyncio.Task[None] | None = None
         self._abandon = asyncio.Event()  # a second signal, or leadership lost: stop at once
@@ -220,12 +229,14 @@ class Daemon:
         self.loops.start_heartbeat()
         self.http = self._server_factory(SwappableApp(self._app(self.cfg)))
         await self.http.start()
+        self.started_at = self.clock.now()
         self.jobs.start()
         self.loops.start_probes()
         self._leader_task = asyncio.create_task(elector.run(on_change=self.takeover.on_change))
         self.health.ready, self.health.reason = True, "ok"
         host, port = self.http.address
         log.info("daemon_started", targets=len(self.cfg.targets), host=host, port=port)
+        self._log_ui(self.cfg)
         self.systemd.ready(self.shared.status_line(len(self._tasks)))
         stop = asyncio.create_task(self._stop.wait())
         await asyncio.wait({stop, self._leader_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -309,17 +320,39 @@ class Daemon:
         )
 
     def _app(self, cfg: Config) -> Starlette:
+        server = cfg.server
+        ui = (
+            self.status_page.app(
+                admin_token=server.admin_token,
+                loopback=is_loopback_host(server.host),
+                on_rejected=self.metrics.observe_rejected,
+            )
+            if server.ui
+            else None
+        )
         return build_app(
             self,
-            admin_token=cfg.server.admin_token,
+            admin_token=server.admin_token,
             registry=self.metrics.registry,
             on_rejected=self.metrics.observe_rejected,
+            ui=ui,
         )
 
     def _serve_config(self, cfg: Config) -> None:
-        """A reloaded configuration: the API takes its token."""
+        """A reloaded configuration: the API and the status page take its token."""
         if self.http is not None:
             self.http.app.app = self._app(cfg)
+            self._log_ui(cfg)
+
+    @staticmethod
+    def _log_ui(cfg: Config) -> None:
+        """One line: whether the status page is served, and if not why."""
+        server = cfg.server
+        why = served(enabled=server.ui, admin_token=server.admin_token, listen_host=server.host)
+        if why is None:
+            log.info("ui_serving", path="/ui/", login=server.admin_token is not None)
+        elif server.ui:
+            log.warning("ui_not_served", reason=why)
 
 
 async def run_daemon(cfg: Config, *, config_path: str | Path | None) -> int:

@@ -83,7 +83,7 @@ class PostgresElector(Elector):
         self._conninfo = conninfo
         self._key = lock_key
         self._safe_url = safe_url
-        self._identity = identity or default_identity()
+        self._identity = self.identity = identity or default_identity()
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     @property
