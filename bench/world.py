@@ -15,15 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +64,7 @@ ROTATOR = str(Path(sys.executable).with_name("rotator"))
 FIELD = "api_key"
 OTHER_FIELDS = {"owner": "team-payments", "note": "do not remove"}
 SEED_THREADS = 4
+SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -206,6 +209,20 @@ def seed_fleet(world: World, n: int, tag: str) -> list[FleetTarget]:
         return list(pool.map(seed, range(n)))
 
 
+def idle_fleet(n: int, tag: str = "idle") -> list[FleetTarget]:
+    """N configured targets whose secrets and keys need not exist (for a fleet nothing reads):
+    each with a made-up key id and fingerprint, for :func:`seed_state`."""
+    return [
+        FleetTarget(
+            f"{tag}-{i:05d}",
+            f"bench/{tag}/{n}/{i:05d}",
+            f"{tag}-key-{i:05d}",
+            fingerprint_of(f"{tag}-not-a-key-{i:05d}"),
+        )
+        for i in range(n)
+    ]
+
+
 def seed_state(state_url: str, fleet: Sequence[FleetTarget]) -> None:
     """Record each target's seeded key as its current managed key (one earlier rotation)."""
 
@@ -232,8 +249,11 @@ def config_dict(
     policy: dict[str, str] | None = None,
     concurrency: int | None = None,
     listen: str | None = None,
+    via: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A rotator configuration for ``fleet`` (grace 0 by default: the old key goes at once)."""
+    """A rotator configuration for ``fleet`` (grace 0 by default: the old key goes at once);
+    ``via`` gives other URLs for the ``vault`` and ``aws`` stores (a counting proxy)."""
+    via = via or {}
     defaults = {
         "schedule": "every 30d",
         "max_age": "30d",
@@ -255,14 +275,14 @@ def config_dict(
         "stores": {
             "vault": {
                 "type": "vault",
-                "url": world.openbao.url,
+                "url": via.get("vault", world.openbao.url),
                 "auth": {"method": "token", "token": ROOT_TOKEN},
                 "timeout": "30s",
             },
             "aws": {
                 "type": "aws_secrets_manager",
                 "region": AWS_REGION,
-                "endpoint_url": world.moto.url,
+                "endpoint_url": via.get("aws", world.moto.url),
                 "timeout": "30s",
             },
         },
@@ -359,23 +379,41 @@ def _hwm_kb(pid: int) -> int:
 # -- results -------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """Where and when the figures were taken (load averages: other work shares the cores)."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return {
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def machine(*, with_bytecode: bool = True) -> dict[str, Any]:
+    """Where and when the figures were taken (load averages: other work shares the cores), the
+    last commit that changed the measured code (``rotator/``) and its :func:`bytecode`."""
+    out = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit or "unknown",
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "rotator_commit": _git("log", "-1", "--format=%h", "--", "rotator"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "loadavg": loadavg(),
     }
+    return out | ({"bytecode": bytecode()} if with_bytecode else {})
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def bytecode() -> dict[str, str]:
+    """How many of rotator's and the virtualenv's modules have compiled bytecode (a ``.pyc``),
+    as "compiled/all". A child started with ``PYTHONDONTWRITEBYTECODE`` (set on this machine)
+    compiles every module without one again at each start, which costs start-up CPU."""
+    out = {}
+    for name, folder in (("rotator", ROOT / "rotator"), ("site-packages", SITE_PACKAGES)):
+        files = list(folder.rglob("*.py"))
+        have = sum(1 for f in files if Path(importlib.util.cache_from_source(str(f))).exists())
+        out[name] = f"{have}/{len(files)}"
+    out["PYTHONDONTWRITEBYTECODE"] = os.environ.get("PYTHONDONTWRITEBYTECODE", "")
+    return out
 
 
 def finish(
@@ -401,7 +439,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def verdict(ok: bool) -> str:
+def verdict(ok: bool | None) -> str:
+    """A budget line's verdict; None: not measured as the budget says (a smaller N)."""
+    if ok is None:
+        return "n/a"
     return "met" if ok else "MISSED"
 
 
