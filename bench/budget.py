@@ -84,14 +84,19 @@ def fleet_peak_rss(limit_mb: float) -> Callable[[dict[str, Any]], Judged | None]
 
 def footprint(n: int, field: str, limit: float) -> Callable[[dict[str, Any]], Judged | None]:
     def judge(data: dict[str, Any]) -> Judged | None:
-        row = next((r for r in data.get("rows", []) if r["n"] == n), None)
-        if row is None:
+        rows = data.get("rows", [])
+        if not rows:
             return None
+        row = next((r for r in rows if r["n"] == n), None) or max(rows, key=lambda r: r["n"])
+        if row["n"] != n:  # not measured at this size: the largest one's figure, no verdict
+            ok = None
+            note = f"at N={row['n']}: "
+        else:
+            ok, note = "error" not in row and row[field] <= limit, ""
         if "error" in row:
-            return f"did not run: {row['error']}", False
-        value = row[field]
-        shown = f"{value:.2f} s" if field == "ready_s" else f"{value:.0f} MB"
-        return shown, value <= limit
+            return f"{note}did not run: {row['error']}", ok
+        shown = f"{row[field]:.2f} s" if field == "ready_s" else f"{row[field]:.0f} MB"
+        return f"{note}{shown}", ok
 
     return judge
 

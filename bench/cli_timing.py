@@ -7,11 +7,12 @@ bytecode before and after is recorded; ``--no-compile`` skips it). Then each com
 ``wait4``) and its CPU; the median is reported. The same is measured without bytecode, for
 information: ``PYTHONDONTWRITEBYTECODE=1`` with ``PYTHONPYCACHEPREFIX`` an empty folder, so no
 ``.pyc`` is read or written, the standard library's included. ``status`` reads a configuration
-of N targets (a Vault and an AWS destination each; the servers run so its URLs are real) and a
-state database holding a current key for each. If ``hyperfine`` is installed it times the
+of N targets (a Vault and an AWS destination each) and a state database holding a current key
+for each; it reaches no server, so every URL of the configuration points at a closed port
+(a call would fail the command, and this benchmark). If ``hyperfine`` is installed it times the
 compiled commands too, as a cross-check. Results: ``bench/results/<name>.json`` and ``.md``.
 
-Usage: ``python bench/cli_timing.py [--quick] [--targets 1000] [--runs 15]``.
+Usage: ``python bench/cli_timing.py [--quick] [--targets 1000] [--runs 15] [--warmup 1]``.
 """
 
 from __future__ import annotations
@@ -30,14 +31,15 @@ from typing import Any
 
 import budget
 from world import (
+    DUMMY_AWS,
     ROOT,
     ROTATOR,
     SITE_PACKAGES,
-    World,
     bytecode,
     config_dict,
     finish,
     idle_fleet,
+    loadavg,
     machine,
     section,
     seed_state,
@@ -65,10 +67,14 @@ def compile_all() -> dict[str, Any]:
     }
 
 
-def timed(argv: Sequence[str], env: dict[str, str], runs: int, log: Path) -> dict[str, Any]:
-    """``argv`` run ``runs`` times after a warm-up: median, min and max wall seconds, median CPU."""
+def timed(
+    argv: Sequence[str], env: dict[str, str], runs: int, warmup: int, log: Path
+) -> dict[str, Any]:
+    """``argv`` run ``runs`` times after ``warmup`` runs: median, min and max wall seconds,
+    median CPU."""
     walls, cpus = [], []
-    for i in range(runs + 1):
+    load = loadavg()
+    for i in range(warmup + runs):
         with log.open("wb") as stderr:
             started = time.perf_counter()
             process = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=stderr, env=env)
@@ -76,7 +82,7 @@ def timed(argv: Sequence[str], env: dict[str, str], runs: int, log: Path) -> dic
             wall = time.perf_counter() - started
         if os.waitstatus_to_exitcode(status) != 0:
             raise RuntimeError(f"{' '.join(argv)} failed:\n{log.read_text()[-2000:]}")
-        if i:
+        if i >= warmup:
             walls.append(wall)
             cpus.append(usage.ru_utime + usage.ru_stime)
     return {
@@ -85,16 +91,19 @@ def timed(argv: Sequence[str], env: dict[str, str], runs: int, log: Path) -> dic
         "max_s": round(max(walls), 3),
         "cpu_median_s": round(statistics.median(cpus), 3),
         "runs": runs,
+        "load_before": load,
     }
 
 
-def hyperfine(commands: dict[str, list[str]], env: dict[str, str], runs: int, work: Path) -> dict:
+def hyperfine(
+    commands: dict[str, list[str]], env: dict[str, str], runs: int, warmup: int, work: Path
+) -> dict[str, float]:
     """hyperfine's median per command, if hyperfine is installed."""
     tool = shutil.which("hyperfine")
     if tool is None:
         return {}
     out = work / "hyperfine.json"
-    argv = [tool, "-N", "--warmup", "1", "--runs", str(runs), "--export-json", str(out)]
+    argv = [tool, "-N", "--warmup", str(warmup), "--runs", str(runs), "--export-json", str(out)]
     subprocess.run(
         [*argv, *(" ".join(c) for c in commands.values())],
         check=True,
@@ -115,13 +124,15 @@ def markdown(data: dict[str, Any]) -> str:
             r["max_s"],
             r["cpu_median_s"],
             data.get("hyperfine", {}).get(r["command"], "-") if r["compiled"] else "-",
+            r.get("load_before", ["-"])[0],
         ]
         for r in data["rows"]
     ]
     headers = ["command", "bytecode", "median s", "min s", "max s", "CPU s (median)", "hyperfine"]
+    headers.append("load (1 min)")
     title = f"CLI timings ({data['label']}; status over {data['targets_n']} targets)"
     compiled = data["compiled"]
-    note = f"Runs: {data['runs']} each after a warm-up. "
+    note = f"Runs: {data['runs']} each after {data.get('warmup', 1)} untimed. "
     if compiled:
         note += (
             f"Bytecode before compiling: {compiled['before']}; after: {compiled['after']} "
@@ -135,37 +146,42 @@ def markdown(data: dict[str, Any]) -> str:
 def main() -> None:
     parser = bench_parser(__doc__, "cli_timing", "5 runs each, compiled only")
     parser.add_argument("--targets", type=int, default=1000, help="targets `status` reads")
-    parser.add_argument("--runs", type=int, default=15, help="timed runs of each command")
+    parser.add_argument("--runs", type=int, help="timed runs of each command (15; quick: 5)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed runs before them")
     parser.add_argument("--no-compile", action="store_true", help="time the bytecode as it is")
     args = parser.parse_args()
-    runs = 5 if args.quick else args.runs
+    runs = args.runs or (5 if args.quick else 15)
     started = time.monotonic()
     data: dict[str, Any] = {
         "name": args.name,
         "label": args.label,
         "targets_n": args.targets,
         "runs": runs,
+        "warmup": args.warmup,
         "compiled": None if args.no_compile else compile_all(),
     }
     data["machine"] = machine()
-    with World.temporary() as world, tempfile.TemporaryDirectory() as empty:
-        work = world.workdir
+    with tempfile.TemporaryDirectory(prefix="rotator-bench-") as tmp:
+        work, empty = Path(tmp), Path(tmp, "no-bytecode")
+        empty.mkdir()
         fleet = idle_fleet(args.targets)
         state_url = f"sqlite:///{work / 'state.db'}"
         seed_state(state_url, fleet)
-        cfg = write_yaml(work / "rotator.yaml", config_dict(world, fleet, state_url=state_url))
+        cfg = write_yaml(work / "rotator.yaml", config_dict(None, fleet, state_url=state_url))
         commands = {
             "version": [ROTATOR, "--version"],
             "status": [ROTATOR, "status", "-c", str(cfg)],
         }
-        plain = {**world.child_env(), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": empty}
-        envs = {True: world.child_env(), False: plain}
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "ROTATOR_"))}
+        env |= DUMMY_AWS
+        plain = env | {"PYTHONDONTWRITEBYTECODE": "1", "PYTHONPYCACHEPREFIX": str(empty)}
         data["rows"] = [
-            {"command": name, "compiled": compiled} | timed(argv, envs[compiled], runs, work / name)
+            {"command": name, "compiled": compiled}
+            | timed(argv, env if compiled else plain, runs, args.warmup, work / name)
             for compiled in (True, False)[: 1 if args.quick else 2]
             for name, argv in commands.items()
         ]
-        data["hyperfine"] = hyperfine(commands, envs[True], runs, work)
+        data["hyperfine"] = hyperfine(commands, env, runs, args.warmup, work)
     data["targets"] = budget.goals("cli_timing", data)
     finish(data, started, markdown, args.results)
 

@@ -27,6 +27,13 @@ BEFORE = "-before14"
 """The suffix of the results taken at the start of issue 14, the "before" of its budget."""
 
 
+def order(name: str) -> tuple[int, int, str]:
+    """Benchmarks in :data:`ORDER` (others last), each: after, before, then any other run."""
+    base = next((b for b in ORDER if name == b or name.startswith(f"{b}-")), None)
+    kind = 0 if name == base else 1 if name == f"{base}{BEFORE}" else 2
+    return (ORDER.index(base) if base else len(ORDER), kind, name)
+
+
 def load(results: Path, name: str) -> dict[str, Any] | None:
     path = results / f"{name}.json"
     if not path.exists():
@@ -187,7 +194,7 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="the fragments' folder")
     parser.add_argument("--page", type=Path, default=PAGE, help="the page to write")
     args = parser.parse_args()
-    names = [n for base in ORDER for n in (base, f"{base}{BEFORE}")]
+    names = sorted((p.stem for p in args.results.glob("*.json")), key=order)
     runs = {n: d for n in names if (d := load(args.results, n)) is not None}
     here = machine(with_bytecode=False)
     parts = [

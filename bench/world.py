@@ -64,6 +64,8 @@ ROTATOR = str(Path(sys.executable).with_name("rotator"))
 FIELD = "api_key"
 OTHER_FIELDS = {"owner": "team-payments", "note": "do not remove"}
 SEED_THREADS = 4
+NOWHERE = "http://127.0.0.1:9"
+"""A URL nothing answers (the discard port, closed): a call there fails at once."""
 SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
 
@@ -242,7 +244,7 @@ def seed_state(state_url: str, fleet: Sequence[FleetTarget]) -> None:
 
 
 def config_dict(
-    world: World,
+    world: World | None,
     fleet: Sequence[FleetTarget],
     *,
     state_url: str,
@@ -252,8 +254,12 @@ def config_dict(
     via: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A rotator configuration for ``fleet`` (grace 0 by default: the old key goes at once);
-    ``via`` gives other URLs for the ``vault`` and ``aws`` stores (a counting proxy)."""
-    via = via or {}
+    ``via`` gives other URLs for the ``vault`` and ``aws`` stores (a counting proxy). Without a
+    world, every URL is :data:`NOWHERE`: for commands that must reach no server."""
+    urls = {"mistral": NOWHERE, "vault": NOWHERE, "aws": NOWHERE}
+    if world is not None:
+        urls = {"mistral": world.standin.url, "vault": world.openbao.url, "aws": world.moto.url}
+    urls |= via or {}
     defaults = {
         "schedule": "every 30d",
         "max_age": "30d",
@@ -265,8 +271,8 @@ def config_dict(
     } | (policy or {})
     cfg: dict[str, Any] = {
         "mistral": {
-            "admin_url": world.standin.url,
-            "api_url": world.standin.url,
+            "admin_url": urls["mistral"],
+            "api_url": urls["mistral"],
             "admin_key": DEFAULT_ADMIN_KEY,
             "user_id": SEED_USER_ID,
             "timeout": "30s",
@@ -275,14 +281,14 @@ def config_dict(
         "stores": {
             "vault": {
                 "type": "vault",
-                "url": via.get("vault", world.openbao.url),
+                "url": urls["vault"],
                 "auth": {"method": "token", "token": ROOT_TOKEN},
                 "timeout": "30s",
             },
             "aws": {
                 "type": "aws_secrets_manager",
                 "region": AWS_REGION,
-                "endpoint_url": via.get("aws", world.moto.url),
+                "endpoint_url": urls["aws"],
                 "timeout": "30s",
             },
         },

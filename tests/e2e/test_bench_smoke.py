@@ -64,7 +64,16 @@ def test_every_benchmark_runs_and_reports(tmp_path: Path) -> None:
             "verify_latency": ["--delays", "0", "--targets", "2"],
             "calls": ["--targets", "2"],
             "cpu_split": ["--targets", "2", "--latency-ms", "0"],
-            "cli_timing": ["--targets", "2", "--runs", "1", "--quick", "--no-compile"],
+            "cli_timing": [
+                "--targets",
+                "2",
+                "--runs",
+                "1",
+                "--warmup",
+                "0",
+                "--quick",
+                "--no-compile",
+            ],
         },
         tmp_path,
     )
