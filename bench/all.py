@@ -5,7 +5,7 @@ then ``calls``, ``cpu_split``, ``verify_latency``, ``footprint`` and ``fleet`` (
 Each runs as its own process, one after the other (they would compete for the two cores), with
 ``--name <script><suffix>``; a failed one is reported and the others still run.
 
-Usage: ``python bench/all.py [--quick] [--suffix -before14] [--label TEXT] [--only a,b]``.
+Usage: ``python bench/all.py [--quick] [--suffix=-before14] [--label TEXT] [--only a,b]``.
 Full: about 60-80 min on this machine (the fleet alone 35-50 min); ``--quick``: 10-15 min.
 """
 

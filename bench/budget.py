@@ -38,6 +38,12 @@ def _fleet_row(data: dict[str, Any], n: int, latency_ms: int) -> tuple[dict[str,
     return row, note
 
 
+def _load(row: dict[str, Any]) -> str:
+    """The 1-minute load average when the row was measured, if recorded."""
+    load = row.get("load_before")
+    return f"load {load[0]:.1f}" if load else "load ?"
+
+
 def _exact(row: dict[str, Any], n: int, ok: bool) -> bool | None:
     return ok if row["n"] == n and row["rotator"]["rotated"] == n else None
 
@@ -49,7 +55,7 @@ def fleet_cpu(limit_ms: float) -> Callable[[dict[str, Any]], Judged | None]:
             return None
         row, note = found
         ms = row["derived"]["rotator_cpu_ms_per_rotation"]
-        return f"{note}{ms:.1f} ms", _exact(row, 1000, ms <= limit_ms)
+        return f"{note}{ms:.1f} ms ({_load(row)})", _exact(row, 1000, ms <= limit_ms)
 
     return judge
 
@@ -61,7 +67,9 @@ def speedup(latency_ms: int, factor: float) -> Callable[[dict[str, Any]], Judged
             return None
         row, note = found
         speedup = row["derived"]["speedup"]
-        walls = f"{row['rotator']['wall_s']:.0f} s vs {row['baseline']['wall_s']:.0f} s"
+        walls = (
+            f"{row['rotator']['wall_s']:.0f} s vs {row['baseline']['wall_s']:.0f} s, {_load(row)}"
+        )
         ok = speedup is not None and speedup >= factor
         return f"{note}{speedup:.2f}x ({walls})", _exact(row, 1000, ok)
 
@@ -95,7 +103,10 @@ def footprint(n: int, field: str, limit: float) -> Callable[[dict[str, Any]], Ju
             ok, note = "error" not in row and row[field] <= limit, ""
         if "error" in row:
             return f"{note}did not run: {row['error']}", ok
-        shown = f"{row[field]:.2f} s" if field == "ready_s" else f"{row[field]:.0f} MB"
+        shown = f"{row[field]:.0f} MB"
+        if field == "ready_s":
+            cpu = f"CPU {row['ready_cpu_s']:.2f} s, " if "ready_cpu_s" in row else ""
+            shown = f"{row[field]:.2f} s ({cpu}{_load(row)})"
         return f"{note}{shown}", ok
 
     return judge
@@ -109,7 +120,8 @@ def seen(limit_s: float) -> Callable[[dict[str, Any]], Judged | None]:
         worst = max(r["lag_max_s"] or 0.0 for r in rows)
         delays = ", ".join(f"{r['delay_s']:g}" for r in rows)
         complete = all(r["samples"] and len(r["samples"]) == r["rotations"] for r in rows)
-        shown = f"{worst:.2f} s (D = {delays} s)"
+        loads = [r["load_before"][0] for r in rows if r.get("load_before")]
+        shown = f"{worst:.2f} s (D = {delays} s" + (f", load ≤ {max(loads):.1f})" if loads else ")")
         if not complete:
             return shown + ", some rotations unmeasured", False
         return shown, worst <= limit_s if any(r["delay_s"] == 0 for r in rows) else None
@@ -129,12 +141,18 @@ def calls(backend: str, limit: float) -> Callable[[dict[str, Any]], Judged | Non
 
 
 def cpu_split(data: dict[str, Any]) -> Judged | None:
-    split = data.get("split")
-    if split is None:
+    scaled = data.get("scaled")
+    if scaled is None:
         return None
+    split = data["split"]
+    sdks = ", ".join(
+        f"{b} {scaled.get(b, 0):.1f}" for b in ("AWS SDK", "Vault SDK", "HTTP (httpx)")
+    )
+    store = scaled.get("state store", 0.0)
     return (
-        f"SDKs {split['sdk_ms']:.1f} ms, rotator's own {split['own_ms']:.1f} ms, "
-        f"other {split['rest_ms']:.1f} ms (N={data['n']}, scaled to unprofiled)"
+        f"of {sum(scaled.values()):.1f} ms: SDKs {split['sdk_ms']:.1f} ms ({sdks}), "
+        f"rotator's own {split['own_ms']:.1f} ms, state store {store:.1f} ms, "
+        f"rest {split['rest_ms'] - store:.1f} ms (N={data['n']}, {_load(data)})"
     ), None
 
 
@@ -144,7 +162,8 @@ def cli(command: str, limit_s: float) -> Callable[[dict[str, Any]], Judged | Non
         row = next((r for r in rows if r["command"] == command and r["compiled"]), None)
         if row is None:
             return None
-        shown, ok = f"{row['median_s']:.3f} s", row["median_s"] <= limit_s
+        shown = f"{row['median_s']:.3f} s (CPU {row['cpu_median_s']:.3f} s, {_load(row)})"
+        ok = row["median_s"] <= limit_s
         if command == "status" and data["targets_n"] != 1000:
             return f"at N={data['targets_n']}: {shown}", None
         if not data.get("compiled"):  # timed as found (--no-compile)

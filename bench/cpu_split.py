@@ -43,7 +43,7 @@ from typing import Any
 
 import budget
 from fleet import rotator_run
-from world import ROOT, World, finish, machine, section, table
+from world import ROOT, World, finish, loadavg, machine, section, table
 from world import parser as bench_parser
 
 INPROC = Path(__file__).with_name("inproc.py")
@@ -232,6 +232,7 @@ def main() -> None:
         "machine": machine(),
         "n": n,
         "latency_ms": args.latency_ms,
+        "load_before": loadavg(),
     }
     with World.temporary() as world:
         work = world.workdir

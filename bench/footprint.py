@@ -30,6 +30,7 @@ from world import (
     config_dict,
     finish,
     idle_fleet,
+    loadavg,
     machine,
     section,
     write_yaml,
@@ -70,7 +71,7 @@ def measure(world: World, n: int, idle: float) -> dict[str, Any]:
     notify.settimeout(0.01)
     env = world.child_env() | {"NOTIFY_SOCKET": str(work / "notify.sock")}
     log = work / "daemon.log"
-    row: dict[str, Any] = {"n": n}
+    row: dict[str, Any] = {"n": n, "load_before": loadavg()}
     with log.open("wb") as sink:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -96,6 +97,7 @@ def measure(world: World, n: int, idle: float) -> dict[str, Any]:
                     answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
                     if answer.status_code == 200:
                         row["ready_s"] = round(time.perf_counter() - started, 3)
+                        row["ready_cpu_s"] = round(_cpu_s(process.pid), 3)
                 except httpx.HTTPError:
                     pass
         while planned(log) < n:
@@ -153,29 +155,33 @@ def _cpu_s(pid: int) -> float:
 
 def markdown(data: dict[str, Any]) -> str:
     rows = [
-        [r["n"], f"did not run: {r['error']}", *["-"] * 6]
+        [r["n"], f"did not run: {r['error']}", *["-"] * 8]
         if "error" in r
         else [
             r["n"],
             r["ready_s"],
+            r.get("ready_cpu_s", "-"),
             r["ready_notify_s"],
             r["all_planned_s"],
             r["idle_rss_mb"],
             r["peak_rss_mb"],
             r["idle_cpu_percent"],
             r["idle_window_s"],
+            r.get("load_before", ["-"])[0],
         ]
         for r in data["rows"]
     ]
     headers = [
         "targets",
         "/readyz s",
+        "CPU to /readyz s",
         "READY=1 s",
         "all planned s",
         "idle RSS MB",
         "peak RSS MB",
         "idle CPU %",
         "idle window s",
+        "load (1 min)",
     ]
     return section(f"Footprint of `rotator run` ({data['label']})", headers, rows, data["targets"])
 

@@ -28,6 +28,7 @@ from world import (
     World,
     config_dict,
     finish,
+    loadavg,
     machine,
     run_measured,
     section,
@@ -56,6 +57,7 @@ async def verified_at(state_url: str, rotation_ids: list[str]) -> dict[str, Any]
 
 
 def measure(world: World, delay: float, n: int, workdir: Path) -> dict[str, Any]:
+    load = loadavg()
     fleet = seed_fleet(world, n, f"v{int(delay)}")
     state_url = f"sqlite:///{workdir / f'verify-{delay}.db'}"
     seed_state(state_url, fleet)
@@ -94,6 +96,7 @@ def measure(world: World, delay: float, n: int, workdir: Path) -> dict[str, Any]
     lags = [s["lag_s"] for s in samples]
     return {
         "delay_s": delay,
+        "load_before": load,
         "rotations": len(rows),
         "outcomes": sorted({str(r["outcome"]) for r in rows}),
         "samples": samples,
@@ -126,6 +129,7 @@ def markdown(data: dict[str, Any]) -> str:
             r["lag_max_s"],
             r.get("journaled_max_s", "-"),
             max((s["attempts"] or 0 for s in r["samples"]), default="-"),
+            r.get("load_before", ["-"])[0],
         ]
         for r in data["rows"]
     ]
@@ -136,6 +140,7 @@ def markdown(data: dict[str, Any]) -> str:
         "max lag s",
         "max lag to the journal s",
         "max polls",
+        "load (1 min)",
     ]
     return section(f"Verification latency ({data['label']})", headers, rows, data["targets"])
 
