@@ -177,6 +177,8 @@ def main() -> None:
             )
             rotator["calls"] = counter.stop()
             rotator["store"] = json.loads(store_calls.read_text())
+            if rotator["rotated"] and not rotator["store"]:  # the store was not where expected
+                raise RuntimeError("no state-store call was counted: see bench/inproc.py")
             baseline = baseline_run(
                 world, n, 0, world.workdir, timeout=args.timeout, via=via, seeded=counter.start
             )
