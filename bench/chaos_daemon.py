@@ -25,7 +25,8 @@ import httpx
 Event = dict[str, Any]
 
 RECOVERED = "rotation_planned"
-"""The first plan is logged once the start's recovery has run (``Daemon._take_over``)."""
+"""The first plan is logged once the start's recovery has run (the leader's takeover:
+:class:`rotator.daemon.takeover.Takeover`)."""
 
 
 class DaemonProcess:

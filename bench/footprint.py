@@ -22,27 +22,22 @@ import time
 from pathlib import Path
 from typing import Any
 
+import budget
 import httpx
 from world import (
     ROTATOR,
-    FleetTarget,
     World,
     config_dict,
     finish,
+    idle_fleet,
+    loadavg,
     machine,
     section,
     write_yaml,
 )
 from world import parser as bench_parser
 
-TARGET_RSS_MB = {1000: 100.0, 10000: 150.0}
-TARGET_READY_S = 2.0
 GUARD_S = 600.0
-
-
-def fleet_of(n: int) -> list[FleetTarget]:
-    """N configured targets; their secrets need not exist (nothing is due, nothing is read)."""
-    return [FleetTarget(f"idle-{i:05d}", f"bench/idle/{n}/{i:05d}", "-", "-") for i in range(n)]
 
 
 def planned(log: Path) -> int:
@@ -66,7 +61,7 @@ def measure(world: World, n: int, idle: float) -> dict[str, Any]:
         work / "rotator.yaml",
         config_dict(
             world,
-            fleet_of(n),
+            idle_fleet(n),
             state_url=f"sqlite:///{work / 'state.db'}",
             listen="127.0.0.1:0",
         ),
@@ -76,7 +71,7 @@ def measure(world: World, n: int, idle: float) -> dict[str, Any]:
     notify.settimeout(0.01)
     env = world.child_env() | {"NOTIFY_SOCKET": str(work / "notify.sock")}
     log = work / "daemon.log"
-    row: dict[str, Any] = {"n": n}
+    row: dict[str, Any] = {"n": n, "load_before": loadavg()}
     with log.open("wb") as sink:
         started = time.perf_counter()
         process = subprocess.Popen(
@@ -102,6 +97,7 @@ def measure(world: World, n: int, idle: float) -> dict[str, Any]:
                     answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=1)
                     if answer.status_code == 200:
                         row["ready_s"] = round(time.perf_counter() - started, 3)
+                        row["ready_cpu_s"] = round(_cpu_s(process.pid), 3)
                 except httpx.HTTPError:
                     pass
         while planned(log) < n:
@@ -157,63 +153,35 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    out = []
-    for row in rows:
-        limit = TARGET_RSS_MB.get(row["n"])
-        if limit is not None and "error" in row:
-            out.append(
-                {
-                    "what": f"idle RSS with {row['n']} targets ≤ {limit:.0f} MB",
-                    "value": f"did not run: {row['error']}",
-                    "ok": False,
-                }
-            )
-        elif limit is not None:
-            out.append(
-                {
-                    "what": f"idle RSS with {row['n']} targets ≤ {limit:.0f} MB",
-                    "value": f"{row['idle_rss_mb']:.0f} MB",
-                    "ok": row["idle_rss_mb"] <= limit,
-                }
-            )
-    out += [
-        {
-            "what": f"ready ≤ {TARGET_READY_S:.0f} s (/readyz) with {row['n']} targets",
-            "value": f"{row['ready_s']:.2f} s",
-            "ok": row["ready_s"] <= TARGET_READY_S,
-        }
-        for row in rows
-        if "error" not in row
-    ]
-    return out
-
-
 def markdown(data: dict[str, Any]) -> str:
     rows = [
-        [r["n"], f"did not run: {r['error']}", *["-"] * 6]
+        [r["n"], f"did not run: {r['error']}", *["-"] * 8]
         if "error" in r
         else [
             r["n"],
             r["ready_s"],
+            r.get("ready_cpu_s", "-"),
             r["ready_notify_s"],
             r["all_planned_s"],
             r["idle_rss_mb"],
             r["peak_rss_mb"],
             r["idle_cpu_percent"],
             r["idle_window_s"],
+            r.get("load_before", ["-"])[0],
         ]
         for r in data["rows"]
     ]
     headers = [
         "targets",
         "/readyz s",
+        "CPU to /readyz s",
         "READY=1 s",
         "all planned s",
         "idle RSS MB",
         "peak RSS MB",
         "idle CPU %",
         "idle window s",
+        "load (1 min)",
     ]
     return section(f"Footprint of `rotator run` ({data['label']})", headers, rows, data["targets"])
 
@@ -233,7 +201,7 @@ def main() -> None:
     with World.temporary() as world:
         for n in sizes:
             data["rows"].append(attempt(world, n, idle))
-            data["targets"] = goals(data["rows"])
+            data["targets"] = budget.goals("footprint", data)
             finish(data, started, markdown, args.results)  # so far: a crash keeps these
     finish(data, started, markdown, args.results)
 

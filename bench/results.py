@@ -1,10 +1,12 @@
 """Assembles ``bench/RESULTS.md`` from the fragments in ``bench/results/``.
 
 Each benchmark writes ``bench/results/<name>.json`` and ``<name>.md``. This script puts them in
-one page: where and when they were measured, every target with its verdict, the findings
-(``notes.md``, written by hand from the profiles), the before/after comparison of the
-optimisations (``<name>-before.json`` beside ``<name>.json``), then each fragment as it was
-written (the chaos campaign's ``chaos.md`` included when present).
+one page: where and when they were measured, every line of issue 14's budget (``budget.py``)
+measured before (``<name>-before14.json``, the figures at the issue's start) and after
+(``<name>.json``) with its verdicts, the findings (``notes.md``, written by hand from the
+profiles), a detailed before/after comparison, then each fragment as it was written (the chaos
+campaign's ``chaos.md`` included when present). Earlier pages, kept with their results in a
+folder of ``bench/results/`` each (``2026-11-27/``), are linked.
 
 Usage: ``python bench/results.py`` (reads and writes files only; takes a second).
 """
@@ -16,10 +18,20 @@ import json
 from pathlib import Path
 from typing import Any
 
+import budget
 from world import RESULTS, machine, table, verdict
 
 PAGE = RESULTS.parent / "RESULTS.md"
-ORDER = ("fleet", "footprint", "verify_latency", "chaos")
+ORDER = ("fleet", "footprint", "verify_latency", "calls", "cpu_split", "cli_timing", "chaos")
+BEFORE = "-before14"
+"""The suffix of the results taken at the start of issue 14, the "before" of its budget."""
+
+
+def order(name: str) -> tuple[int, int, str]:
+    """Benchmarks in :data:`ORDER` (others last), each: after, before, then any other run."""
+    base = next((b for b in ORDER if name == b or name.startswith(f"{b}-")), None)
+    kind = 0 if name == base else 1 if name == f"{base}{BEFORE}" else 2
+    return (ORDER.index(base) if base else len(ORDER), kind, name)
 
 
 def load(results: Path, name: str) -> dict[str, Any] | None:
@@ -40,27 +52,57 @@ def where(runs: dict[str, dict[str, Any]]) -> str:
     for name, data in runs.items():
         m = data.get("machine", {})
         load_avg = ", ".join(f"{x:.1f}" for x in m.get("loadavg", []))
+        code = m.get("bytecode", {})
         rows.append(
             [
                 f"`{name}`",
                 m.get("date", "?"),
                 m.get("commit", "?"),
+                m.get("rotator_commit", "-"),
                 data.get("label", ""),
                 load_avg,
+                f"{code.get('rotator', '?')}, {code.get('site-packages', '?')}" if code else "-",
                 data.get("elapsed_s") or "-",
             ]
         )
-    return table(["results", "measured (UTC)", "commit", "run", "load 1/5/15 min", "took s"], rows)
+    headers = [
+        "results",
+        "measured (UTC)",
+        "commit",
+        "rotator/ at",
+        "run",
+        "load 1/5/15 min",
+        "bytecode (rotator, site-packages)",
+        "took s",
+    ]
+    return table(headers, rows)
 
 
 def targets(runs: dict[str, dict[str, Any]]) -> str:
-    rows = [
-        [goal["what"], goal["value"], f"**{verdict(goal['ok'])}**", f"`{name}`"]
-        for name, data in runs.items()
-        if not name.endswith("-before")
-        for goal in data.get("targets", [])
+    """Every budget line: the figure and verdict before and after, and where they come from."""
+    rows = []
+    for line in budget.LINES:
+        cells: list[object] = [line.what]
+        sources = []
+        for name in (f"{line.source}{BEFORE}", line.source):
+            data = runs.get(name)
+            judged = line.judge(data) if data is not None else None
+            if judged is None:
+                cells += ["-", "-"]
+                continue
+            cells += [judged[0], f"**{verdict(judged[1])}**"]
+            sources.append(f"`{name}`")
+        rows.append([*cells, ", ".join(sources) or "-"])
+    headers = ["budget line", "before (issue 14 start)", "verdict", "after", "verdict", "from"]
+    return table(headers, rows)
+
+
+def archives(results: Path) -> list[str]:
+    """Links to the pages kept with earlier results, one folder each."""
+    return [
+        f"- [{page.parent.name}](results/{page.parent.name}/RESULTS.md)"
+        for page in sorted(results.glob("*/RESULTS.md"))
     ]
-    return table(["target", "measured", "verdict", "from"], rows)
 
 
 def fleet_change(before: dict[str, Any], after: dict[str, Any]) -> list[list[object]]:
@@ -141,7 +183,7 @@ def changes(runs: dict[str, dict[str, Any]]) -> str | None:
     }
     rows: list[list[object]] = []
     for name, diff in compare.items():
-        before, after = runs.get(f"{name}-before"), runs.get(name)
+        before, after = runs.get(f"{name}{BEFORE}"), runs.get(name)
         if before is not None and after is not None:
             rows += diff(before, after)
     return table(["measure", "before → after"], rows) if rows else None
@@ -152,9 +194,9 @@ def main() -> None:
     parser.add_argument("--results", type=Path, default=RESULTS, help="the fragments' folder")
     parser.add_argument("--page", type=Path, default=PAGE, help="the page to write")
     args = parser.parse_args()
-    names = [n for base in ORDER for n in (base, f"{base}-before")]
+    names = sorted((p.stem for p in args.results.glob("*.json")), key=order)
     runs = {n: d for n in names if (d := load(args.results, n)) is not None}
-    here = machine()
+    here = machine(with_bytecode=False)
     parts = [
         "# rotator benchmarks",
         "",
@@ -174,7 +216,13 @@ def main() -> None:
         "",
         where(runs),
         "",
-        "## Targets",
+        "## Targets (issue 14 budget)",
+        "",
+        (
+            "On this 2-core machine, shared with other work (load averages above); "
+            '"before" is rotator as it was when issue 14 started, "after" the latest run. '
+            "A figure at a smaller N than the line names has no verdict (n/a)."
+        ),
         "",
         targets(runs),
         "",
@@ -184,12 +232,15 @@ def main() -> None:
         parts += ["## Findings", "", notes, ""]
     diff = changes(runs)
     if diff is not None:
-        parts += ["## Before and after the optimisations", "", diff, ""]
+        parts += ["## Before and after, in detail", "", diff, ""]
     parts += ["## Results", ""]
     for name in names:
         text = fragment(args.results, name)
         if text is not None:
             parts += [text, ""]
+    earlier = archives(args.results)
+    if earlier:
+        parts += ["## Earlier results", "", *earlier, ""]
     args.page.write_text("\n".join(parts).rstrip() + "\n")
     print(f"wrote {args.page} from {len(runs)} result files")
 

@@ -15,15 +15,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import json
 import os
 import platform
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -62,6 +64,9 @@ ROTATOR = str(Path(sys.executable).with_name("rotator"))
 FIELD = "api_key"
 OTHER_FIELDS = {"owner": "team-payments", "note": "do not remove"}
 SEED_THREADS = 4
+NOWHERE = "http://127.0.0.1:9"
+"""A URL nothing answers (the discard port, closed): a call there fails at once."""
+SITE_PACKAGES = Path(sysconfig.get_paths()["purelib"])
 
 
 # -- servers -------------------------------------------------------------------------------------
@@ -206,6 +211,20 @@ def seed_fleet(world: World, n: int, tag: str) -> list[FleetTarget]:
         return list(pool.map(seed, range(n)))
 
 
+def idle_fleet(n: int, tag: str = "idle") -> list[FleetTarget]:
+    """N configured targets whose secrets and keys need not exist (for a fleet nothing reads):
+    each with a made-up key id and fingerprint, for :func:`seed_state`."""
+    return [
+        FleetTarget(
+            f"{tag}-{i:05d}",
+            f"bench/{tag}/{n}/{i:05d}",
+            f"{tag}-key-{i:05d}",
+            fingerprint_of(f"{tag}-not-a-key-{i:05d}"),
+        )
+        for i in range(n)
+    ]
+
+
 def seed_state(state_url: str, fleet: Sequence[FleetTarget]) -> None:
     """Record each target's seeded key as its current managed key (one earlier rotation)."""
 
@@ -225,15 +244,22 @@ def seed_state(state_url: str, fleet: Sequence[FleetTarget]) -> None:
 
 
 def config_dict(
-    world: World,
+    world: World | None,
     fleet: Sequence[FleetTarget],
     *,
     state_url: str,
     policy: dict[str, str] | None = None,
     concurrency: int | None = None,
     listen: str | None = None,
+    via: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """A rotator configuration for ``fleet`` (grace 0 by default: the old key goes at once)."""
+    """A rotator configuration for ``fleet`` (grace 0 by default: the old key goes at once);
+    ``via`` gives other URLs for the ``vault`` and ``aws`` stores (a counting proxy). Without a
+    world, every URL is :data:`NOWHERE`: for commands that must reach no server."""
+    urls = {"mistral": NOWHERE, "vault": NOWHERE, "aws": NOWHERE}
+    if world is not None:
+        urls = {"mistral": world.standin.url, "vault": world.openbao.url, "aws": world.moto.url}
+    urls |= via or {}
     defaults = {
         "schedule": "every 30d",
         "max_age": "30d",
@@ -245,8 +271,8 @@ def config_dict(
     } | (policy or {})
     cfg: dict[str, Any] = {
         "mistral": {
-            "admin_url": world.standin.url,
-            "api_url": world.standin.url,
+            "admin_url": urls["mistral"],
+            "api_url": urls["mistral"],
             "admin_key": DEFAULT_ADMIN_KEY,
             "user_id": SEED_USER_ID,
             "timeout": "30s",
@@ -255,14 +281,14 @@ def config_dict(
         "stores": {
             "vault": {
                 "type": "vault",
-                "url": world.openbao.url,
+                "url": urls["vault"],
                 "auth": {"method": "token", "token": ROOT_TOKEN},
                 "timeout": "30s",
             },
             "aws": {
                 "type": "aws_secrets_manager",
                 "region": AWS_REGION,
-                "endpoint_url": world.moto.url,
+                "endpoint_url": urls["aws"],
                 "timeout": "30s",
             },
         },
@@ -359,23 +385,41 @@ def _hwm_kb(pid: int) -> int:
 # -- results -------------------------------------------------------------------------------------
 
 
-def machine() -> dict[str, Any]:
-    """Where and when the figures were taken (load averages: other work shares the cores)."""
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"],
-        check=False,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    return {
+def _git(*args: str) -> str:
+    out = subprocess.run(["git", *args], check=False, cwd=ROOT, capture_output=True, text=True)
+    return out.stdout.strip() or "unknown"
+
+
+def machine(*, with_bytecode: bool = True) -> dict[str, Any]:
+    """Where and when the figures were taken (load averages: other work shares the cores), the
+    last commit that changed the measured code (``rotator/``) and its :func:`bytecode`."""
+    out = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
-        "commit": commit or "unknown",
+        "commit": _git("rev-parse", "--short", "HEAD"),
+        "rotator_commit": _git("log", "-1", "--format=%h", "--", "rotator"),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpus": os.cpu_count(),
-        "loadavg": [round(x, 2) for x in os.getloadavg()],
+        "loadavg": loadavg(),
     }
+    return out | ({"bytecode": bytecode()} if with_bytecode else {})
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def bytecode() -> dict[str, str]:
+    """How many of rotator's and the virtualenv's modules have compiled bytecode (a ``.pyc``),
+    as "compiled/all". A child started with ``PYTHONDONTWRITEBYTECODE`` (set on this machine)
+    compiles every module without one again at each start, which costs start-up CPU."""
+    out = {}
+    for name, folder in (("rotator", ROOT / "rotator"), ("site-packages", SITE_PACKAGES)):
+        files = list(folder.rglob("*.py"))
+        have = sum(1 for f in files if Path(importlib.util.cache_from_source(str(f))).exists())
+        out[name] = f"{have}/{len(files)}"
+    out["PYTHONDONTWRITEBYTECODE"] = os.environ.get("PYTHONDONTWRITEBYTECODE", "")
+    return out
 
 
 def finish(
@@ -401,7 +445,10 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
     return "\n".join(lines)
 
 
-def verdict(ok: bool) -> str:
+def verdict(ok: bool | None) -> str:
+    """A budget line's verdict; None: not measured as the budget says (a smaller N)."""
+    if ok is None:
+        return "n/a"
     return "met" if ok else "MISSED"
 
 

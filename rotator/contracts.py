@@ -1,21 +1,30 @@
 """The interfaces between the engine and its backends. Their docstrings are the contract.
 
 Implementations live one per module (``rotator/mistral/admin.py``, ``rotator/mistral/verify.py``,
-``rotator/destinations/vault.py``, ``rotator/destinations/aws.py``) and inherit these semantics
-without repeating them. Every method may raise :class:`rotator.errors.TransientError` (retry
-later) or :class:`rotator.errors.PermanentError` (needs an operator); none ever puts a plaintext
-key in an exception, a log line or a return value other than a :class:`rotator.secret.Secret`.
+``rotator/destinations/vault/destination.py``, ``rotator/destinations/aws/destination.py``) and
+inherit these semantics without repeating them. Every method may raise
+:class:`rotator.errors.TransientError` (retry later) or :class:`rotator.errors.PermanentError`
+(needs an operator); none ever puts a plaintext key in an exception, a log line or a return value
+other than a :class:`rotator.secret.Secret`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime
 from typing import Protocol, TypeAlias
 
 from rotator.keys import ApiKey, CreatedKey, User, VerifyResult, Workspace
 from rotator.secret import Secret
+
+OnCall: TypeAlias = Callable[[str, str, str, float], None]
+"""``on_call(backend, operation, status, seconds)``: the metrics hook every backend client is built
+with (the Mistral clients, each destination's SDK seam), called once per call it makes.
+``status`` is low-cardinality: for Mistral the HTTP status as text, or ``timeout``,
+``connect_error``, ``network_error``, ``protocol_error`` or ``error`` when no answer came; for a
+destination ``ok``, ``transient``, ``permanent`` or ``conflict``. Never given a target, a URL or a
+value. A hook that raises is logged and ignored: metrics never break a rotation."""
 
 
 class KeyIssuer(Protocol):

@@ -35,13 +35,17 @@ from rotator.errors import ConflictError
 from rotator.secret import Secret
 from rotator.state import LATEST_SCHEMA, SchemaError, SchemaTooNewError, SqlStateStore
 from rotator.state import audit as audit_chain
-from rotator.state.database import create_state_engine
-from rotator.state.migrations import GENESIS_HASH, migrate
-from rotator.state.models import (
+from rotator.state.migrations import GENESIS_HASH
+from tests.support.legacy_state import LegacyStateStore
+from tests.support.legacy_state import audit as legacy_audit
+from tests.support.legacy_state.database import create_state_engine
+from tests.support.legacy_state.migrations import migrate
+from tests.support.legacy_state.models import (
     AuditHeadRow,
     AuditRow,
     Base,
     JournalRow,
+    RetiringKeyRow,
     RotationRow,
     TargetRow,
 )
@@ -186,6 +190,104 @@ def schema_of(engine: Engine) -> dict[str, Any]:
     return out
 
 
+async def everything(store: SqlStateStore) -> dict[str, Any]:
+    """What the API reads of a store: targets, rotations, their journals, the audit log and
+    its verdict."""
+    rotations = await store.list_rotations(limit=1000)
+    return {
+        "targets": await store.list_targets(),
+        "rotations": rotations,
+        "open": await store.open_rotations(),
+        "journals": [await store.journal(r.rotation_id) for r in rotations],
+        "audit": await store.audit_events(),
+        "head": await store.audit_head(),
+        "verdict": await store.verify_audit(),
+        "due": await store.revocations_due(),
+    }
+
+
+def fill_legacy_rows(engine: Engine, version: int) -> None:
+    """Rows of every table as the SQLAlchemy store wrote them at schema ``version`` (1 to 3):
+    a target with a key and failures, a finished and an open rotation with their journals,
+    a retiring key and a chained audit log (with its head from v2). The same every time."""
+    ids = iter(str(uuid.UUID(int=n)) for n in range(1, 100))
+    rid, done = next(ids), next(ids)
+    target: dict[str, Any] = {
+        "target": TARGET,
+        "key_id": next(ids),
+        "key_fingerprint": "aaaaaaaaaaaa",
+        "key_created_at": START,
+        "key_expiration": date(2026, 5, 1),
+        "key_rotation_id": done,
+        "last_rotated_at": START + timedelta(minutes=1),
+        "consecutive_failures": 2,
+        "backoff_until": START + timedelta(hours=1),
+        "updated_at": START + timedelta(minutes=2),
+    }
+    if version >= 2:
+        target["adopted_key_id"] = next(ids)
+    if version >= 3:
+        target["first_seen_at"] = START - timedelta(days=1)
+    rotation: dict[str, Any] = {
+        "target": TARGET,
+        "state": "created",
+        "started_at": START,
+        "finished_at": None,
+        "outcome": None,
+        "error": None,
+        "emergency": True,
+        "new_key_id": next(ids),
+        "new_key_name": "rotator-x-1",
+        "new_key_fingerprint": "bbbbbbbbbbbb",
+        "old_key_ids": [next(ids), next(ids)],
+    }
+    with engine.begin() as conn:
+        conn.execute(insert(TargetRow.__table__).values(target))
+        conn.execute(
+            insert(RotationRow),
+            [
+                {**rotation, "rotation_id": done, "finished_at": START, "outcome": "rotated",
+                 "state": "done", "error": "vault said *** was wrong"},
+                {**rotation, "rotation_id": rid},
+            ],
+        )  # fmt: skip
+        conn.execute(
+            insert(JournalRow),
+            [
+                {"rotation_id": r, "seq": n, "step": step, "at": START, "facts": facts}
+                for r in (rid, done)
+                for n, (step, facts) in enumerate(
+                    [("planned", {}), ("created", {"key_id": "k-2", "big": 1e20, "t": "clé"})], 1
+                )
+            ],
+        )
+        conn.execute(
+            insert(RetiringKeyRow),
+            {
+                "target": TARGET,
+                "key_id": next(ids),
+                "fingerprint": "cccccccccccc",
+                "rotation_id": done,
+                "revoke_due_at": START + timedelta(hours=2),
+                "added_at": START,
+            },
+        )
+        previous = GENESIS_HASH
+        for seq in (1, 2, 3):
+            row: dict[str, Any] = {
+                "seq": seq,
+                "at": START + timedelta(seconds=seq),
+                "event": "legacy",
+                "target": TARGET if seq != 2 else None,
+                "rotation_id": rid,
+                "facts": {"n": seq, "nested": [1.5, None, "x"]},
+            }
+            previous = audit_chain.row_hash(AuditRow(**row), previous)
+            conn.execute(insert(AuditRow.__table__).values(**row, hash=previous))
+        if version >= 2:
+            conn.execute(update(AuditHeadRow).values(seq=3, hash=previous))
+
+
 AUDIT_KEY = Secret("k" * 16 + secrets.token_hex(16))
 """An HMAC key as ``audit.hmac_key_file`` would hold it."""
 
@@ -195,7 +297,7 @@ def rechain(raw: Engine, first: int, **changes: Any) -> None:
     ``first`` on (``changes``, e.g. ``hmac_key_id=None``), recompute their hashes with plain
     SHA-256 and move the recorded head to match."""
     with raw.begin() as conn:
-        rows = [audit_chain.decode(r) for r in conn.execute(audit_chain.STORED.order_by("seq"))]
+        rows = [audit_chain.decode(r) for r in conn.execute(legacy_audit.STORED.order_by("seq"))]
         previous = rows[first - 2].hash if first > 1 else GENESIS_HASH
         for row in rows[first - 1 :]:
             for name, value in changes.items():
@@ -398,6 +500,56 @@ class StoreContract:
         with raw.connect() as conn:
             versions = conn.execute(text("SELECT version FROM schema_version ORDER BY 1")).all()
         assert [v for (v,) in versions] == list(range(1, LATEST_SCHEMA + 1))
+
+    # --- databases written by the SQLAlchemy store (before issue 14) ---------------------
+
+    @pytest.mark.parametrize("version", range(LATEST_SCHEMA))
+    async def test_upgrading_matches_the_sqlalchemy_migrations(
+        self, fresh_url: Callable[[], str], version: int
+    ) -> None:
+        """A database the SQLAlchemy store left at any version, rows and all, upgrades to the
+        very schema and rows its own migrations made of it, and its audit chain verifies."""
+        urls = {"sqlalchemy": fresh_url(), "stdlib": fresh_url()}
+        engines = {name: create_state_engine(url) for name, url in urls.items()}
+        try:
+            for engine in engines.values():
+                if version:  # else an empty database
+                    migrate(engine, now=START, upto=version)
+                    fill_legacy_rows(engine, version)
+            migrate(engines["sqlalchemy"], now=START)
+            store = SqlStateStore(urls["stdlib"], clock=FakeClock(START))
+            assert await store.migrate() == LATEST_SCHEMA
+            assert (await store.verify_audit()).ok
+            await store.close()
+            assert schema_of(engines["stdlib"]) == schema_of(engines["sqlalchemy"])
+            assert table_dump(engines["stdlib"]) == table_dump(engines["sqlalchemy"])
+        finally:
+            for engine in engines.values():
+                engine.dispose()
+
+    async def test_a_database_the_sqlalchemy_store_wrote_reads_the_same_and_goes_on(
+        self, store_url: str, clock: FakeClock
+    ) -> None:
+        """Everything the SQLAlchemy store wrote in a full run (HMAC-chained audit rows
+        included) reads back equal through this store, which then writes on; and the old store
+        still reads what this one wrote (a roll back of rotator keeps working)."""
+        legacy = LegacyStateStore(store_url, clock=clock, audit_key=AUDIT_KEY)
+        await legacy.migrate()
+        await scripted_run(legacy, clock, [key_shaped_secret(), odd_secret()])  # type: ignore[arg-type]
+        store = SqlStateStore(store_url, clock=clock, audit_key=AUDIT_KEY)
+        try:
+            assert await store.migrate() == LATEST_SCHEMA
+            assert await everything(store) == await everything(legacy)  # type: ignore[arg-type]
+            rotation = await store.start_rotation(TARGET, new_key_name="rotator-x-2")
+            await store.append_step(rotation.rotation_id, "planned", {"n": 1.5}, state="planned")
+            await store.finish_rotation(rotation.rotation_id, state="done", outcome="rotated")
+            await store.record_promotion(TARGET, managed_key(rotation.rotation_id))
+            assert await everything(legacy) == await everything(store)  # type: ignore[arg-type]
+            verdict = await legacy.verify_audit()
+            assert (verdict.ok, verdict.keyed) == (True, verdict.rows)
+        finally:
+            await store.close()
+            await legacy.close()
 
     # --- targets ------------------------------------------------------------------------
 

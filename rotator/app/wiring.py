@@ -7,23 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 
+from rotator.app.checks import check_destinations
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, Target
-from rotator.contracts import Destination, KeyIssuer
-from rotator.destinations._common import add_call_observer
-from rotator.destinations.checks import check_destinations
+from rotator.contracts import Destination, KeyIssuer, OnCall
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.engine.context import AlertHook, Deps
 from rotator.engine.engine import Engine
 from rotator.errors import ConfigError
-from rotator.mistral._http import OnCall
 from rotator.mistral.admin import MistralAdminClient
 from rotator.mistral.factory import admin_client, verifier
 from rotator.pool import BlockingPool
 from rotator.state import SqlStateStore
 from rotator.state.database import StateUrlError
 
-__all__ = ["build_engine", "check_destinations", "check_issuer", "observe_destination_calls"]
+__all__ = ["build_engine", "check_destinations", "check_issuer"]
 
 
 async def build_engine(
@@ -37,8 +35,9 @@ async def build_engine(
 ) -> Engine:
     """An engine on ``cfg``'s state store (migrated), Mistral clients and destinations.
 
-    ``on_call`` is handed to both Mistral clients (the metrics hook, see
-    :data:`rotator.mistral._http.OnCall`). ``on_alert`` hears the engine's alerts;
+    ``on_call`` is handed to both Mistral clients and to every destination (the metrics hook,
+    see :data:`rotator.contracts.OnCall`): each backend call is reported to it once.
+    ``on_alert`` hears the engine's alerts;
     ``before_step`` runs before every journaled step (the daemon's leadership check: it raises
     ``LeadershipLost`` to stop a rotation).
 
@@ -53,10 +52,9 @@ async def build_engine(
     connections = StoreConnections()
     store: SqlStateStore | None = None
     try:
-        store = SqlStateStore(
+        store = SqlStateStore(  # on its own threads: its waits never hold the SDKs' pool
             cfg.state.url,
             clock=clock,
-            pool=pool,
             create=create_state,
             audit_key=cfg.audit.hmac_key,
         )
@@ -71,7 +69,12 @@ async def build_engine(
     def destinations(target: Target) -> Sequence[Destination]:
         return [
             build_destination(
-                cfg.stores[d.store], d, pool=pool, clock=clock, connections=connections
+                cfg.stores[d.store],
+                d,
+                pool=pool,
+                clock=clock,
+                connections=connections,
+                on_call=on_call,
             )
             for d in target.destinations
         ]
@@ -96,12 +99,6 @@ async def _resolve_user(cfg: Config, admin: MistralAdminClient) -> str:
     if user is None:
         raise ConfigError(cfg.source, "mistral.user_email", f"no organization member {email!r}")
     return user.uuid
-
-
-def observe_destination_calls(on_call: OnCall) -> Callable[[], None]:
-    """Have ``on_call`` told of every destination call in this process (the metrics hook, like
-    the Mistral clients' ``on_call``); returns the function that stops it (idempotent)."""
-    return add_call_observer(on_call)
 
 
 async def check_issuer(cfg: Config) -> KeyIssuer:

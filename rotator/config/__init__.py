@@ -11,37 +11,28 @@ from outside: it reads YAML, expands ``${NAME}`` from the environment, validates
 every problem into one :class:`~rotator.errors.ConfigError` line, ``file: field.path: problem``,
 that never contains a secret.
 
-The package, by concern (each module imports only those before it, and vocabulary outside):
+The field types and their validators, reading ``*_file`` secrets, and ``_Model``, the base of
+every schema, are vocabulary outside the package (:mod:`rotator.fields`); each store kind's
+schemas live with the kind (``rotator/destinations/<kind>/schema.py``), and
+:mod:`rotator.destinations.registry` lists the kinds: this package names none. The package, by
+concern (each module imports only those before it; outside, vocabulary and the store kinds):
 
-- :mod:`~rotator.config.fields`: the field types and their validators, reading ``*_file``
-  secrets, and ``_Model``, the base of every schema;
-- :mod:`~rotator.config.stores`: the ``stores:`` schemas (Vault and its auth methods, AWS
-  Secrets Manager) and the destination schemas that name a store;
 - :mod:`~rotator.config.wording`: field paths (:func:`format_loc`) and the one-line
-  :class:`~rotator.errors.ConfigError` a pydantic error becomes, scrubbed of secrets;
+  :class:`~rotator.errors.ConfigError` a pydantic error becomes, scrubbed of secrets (the union
+  tags to drop from a path and the secret fields are found by walking the schema);
+- :mod:`~rotator.config.stores`: the ``stores:`` and destination unions of the kinds' schemas;
 - :mod:`~rotator.config.model`: the other schemas (mistral, state, audit, server, policy,
   targets, engine, notifications, leader) and :class:`Config`;
 - :mod:`~rotator.config.loader`: :func:`load_config`, :func:`parse_config`,
   :func:`read_listen`: the file read with limits, YAML, ``${NAME}`` expansion.
 
-Everything importable from ``rotator.config`` before the split still is, from here.
+The kinds' own schemas (``VaultStore``, ``AwsDestination`` …) are imported from their kinds
+(:mod:`rotator.destinations.vault.schema`, :mod:`rotator.destinations.aws.schema`); everything
+else importable from ``rotator.config`` before the split still is.
 """
 
 from __future__ import annotations
 
-from rotator.config.fields import (
-    LOC_KEY,
-    MAX_SECRET_FILE_BYTES,
-    STORE_NAME,
-    HttpUrl,
-    KeyNamePrefix,
-    KvPath,
-    SecretValue,
-    TargetName,
-    Text,
-    UuidText,
-)
-from rotator.config.fields import _Model as _Model
 from rotator.config.loader import (
     CONFIG_ENV,
     MAX_DEPTH,
@@ -74,20 +65,21 @@ from rotator.config.model import (
     policy_problem,
     state_url_problem,
 )
-from rotator.config.stores import (
-    STORE_KINDS,
-    AppRoleAuth,
-    AwsDestination,
-    AwsSecretsManagerStore,
-    Destination,
-    KubernetesAuth,
-    Store,
-    TokenAuth,
-    VaultAuth,
-    VaultDestination,
-    VaultStore,
-)
+from rotator.config.stores import Destination, Store
 from rotator.config.wording import format_loc
+from rotator.fields import (
+    LOC_KEY,
+    MAX_SECRET_FILE_BYTES,
+    STORE_NAME,
+    HttpUrl,
+    KeyNamePrefix,
+    KvPath,
+    SecretValue,
+    TargetName,
+    Text,
+    UuidText,
+)
+from rotator.fields import _Model as _Model
 from rotator.schedule import Schedule
 
 __all__ = [
@@ -102,18 +94,13 @@ __all__ = [
     "POLICY_FIELDS",
     "POSTGRES_EXTRA",
     "RELOAD_TIMEOUT_S",
-    "STORE_KINDS",
     "STORE_NAME",
-    "AppRoleAuth",
     "AuditSettings",
-    "AwsDestination",
-    "AwsSecretsManagerStore",
     "Config",
     "Destination",
     "EngineSettings",
     "HttpUrl",
     "KeyNamePrefix",
-    "KubernetesAuth",
     "KvPath",
     "LeaderSettings",
     "MistralSettings",
@@ -128,11 +115,7 @@ __all__ = [
     "Target",
     "TargetName",
     "Text",
-    "TokenAuth",
     "UuidText",
-    "VaultAuth",
-    "VaultDestination",
-    "VaultStore",
     "Webhook",
     "format_loc",
     "import_postgres_driver",

@@ -12,10 +12,10 @@ import structlog
 import yaml
 from pydantic import ValidationError
 
-from rotator.config.fields import _listen
 from rotator.config.model import Config
 from rotator.config.wording import _config_error, _first_line, format_loc
 from rotator.errors import ConfigError
+from rotator.fields import _listen
 
 log = structlog.get_logger("rotator.config")
 """Named as before the split, so its records read as they did."""
@@ -105,7 +105,7 @@ def parse_config(
     try:
         config = Config.model_validate(expanded, context=context)
     except ValidationError as exc:
-        failure = _config_error(exc, source, expanded, read_secrets)
+        failure = _config_error(exc, source, expanded, read_secrets, Config)
     else:
         for key, path, problem in dict.fromkeys(loose):  # a file named twice: one warning
             for loc in _file_keys(expanded, key, path, ()):

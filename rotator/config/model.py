@@ -6,11 +6,16 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BeforeValidator, Field, PrivateAttr, ValidationInfo, model_validator
 
-from rotator.config.fields import (
+from rotator.config.dburl import parse_database_url
+from rotator.config.stores import _STORE_TYPES, Destination, Store, _unknown_store_message
+from rotator.config.wording import format_loc
+from rotator.destinations.registry import kind_of
+from rotator.durations import Duration, PositiveDuration, format_duration
+from rotator.fields import (
     STORE_NAME,
     HttpUrl,
     KeyNamePrefix,
@@ -24,23 +29,7 @@ from rotator.config.fields import (
     _text,
     _url_path,
 )
-from rotator.config.stores import (
-    _STORE_TYPES,
-    STORE_KINDS,
-    AwsDestination,
-    Destination,
-    Store,
-    VaultDestination,
-    VaultStore,
-    _unknown_store_message,
-)
-from rotator.config.wording import format_loc
-from rotator.durations import Duration, PositiveDuration, format_duration
 from rotator.schedule import Schedule, ScheduleField
-
-if TYPE_CHECKING:
-    from sqlalchemy.engine import URL
-
 
 # --------------------------------------------------------------------------------------------
 # mistral, state, server
@@ -80,18 +69,16 @@ def import_postgres_driver() -> None:
     import psycopg  # noqa: F401
 
 
-def state_url_problem(url: str | URL) -> str | None:
+def state_url_problem(url: str) -> str | None:
     """Why ``url`` cannot hold rotator's state (a one-line problem), or None.
 
     The one check of a state URL: configuration loading and the state store both use it.
     """
-    from sqlalchemy.engine import make_url
-
     try:
-        parsed = make_url(url)
-    except Exception:  # noqa: BLE001 - SQLAlchemy raises several types for a bad URL
+        parsed = parse_database_url(url)
+    except ValueError:
         return "must be a SQLAlchemy URL, like sqlite:////var/lib/rotator/state.db"
-    backend = parsed.get_backend_name()
+    backend = parsed.backend
     if backend == "sqlite":
         database = parsed.database or ""
         if database in {"", ":memory:"} or database.startswith("file:"):
@@ -110,7 +97,8 @@ def state_url_problem(url: str | URL) -> str | None:
 
 
 class StateSettings(_Model):
-    """Where the journal, audit trail and leases live (a SQLAlchemy URL)."""
+    """Where the journal, audit trail and leases live: ``sqlite:///path`` or
+    ``postgresql://…`` (see :mod:`rotator.config.dburl`)."""
 
     url: Text = "sqlite:////var/lib/rotator/state.db"
 
@@ -124,9 +112,7 @@ class StateSettings(_Model):
     @property
     def safe_url(self) -> str:
         """The URL with any password masked, for logs and messages."""
-        from sqlalchemy.engine import make_url
-
-        return make_url(self.url).render_as_string(hide_password=True)
+        return parse_database_url(self.url).safe()
 
 
 MIN_AUDIT_KEY_CHARS = 32
@@ -161,6 +147,8 @@ class ServerSettings(_Model):
     header_timeout: PositiveDuration = timedelta(seconds=10)
     idle_timeout: PositiveDuration = timedelta(seconds=5)
     max_connections: Annotated[int, Field(ge=1, le=10000)] = 100
+    ui: bool = True
+    """Serve the read-only status page at ``/ui/`` (docs/http-api.md#the-status-page)."""
 
     @property
     def host(self) -> str:
@@ -466,26 +454,21 @@ class Config(_Model):
                 if store is None:
                     message = _unknown_store_message(dest.store, self.stores)
                     raise _field_error(message, *here, "store")
-                if isinstance(dest, VaultDestination) != isinstance(store, VaultStore):
+                kind = kind_of(store.type)
+                if kind is not None and not isinstance(dest, kind.destination):
                     raise _field_error(
-                        f"store {dest.store!r} is {STORE_KINDS[store.type]} store, which does not"
-                        " take this kind of destination",
+                        f"store {dest.store!r} is {kind.a_store} store, which does not take this"
+                        " kind of destination",
                         *here,
                     )
-                key: tuple[object, ...]
-                if isinstance(dest, VaultDestination):
-                    key = (dest.store, dest.path, dest.field)
-                    what = f"store {dest.store!r}, path {dest.path!r}, field {dest.field!r}"
-                    why = "two destinations cannot share one field"
-                else:
-                    # AWSPENDING/AWSCURRENT label a whole secret: one secret, one target's key.
-                    key = (dest.store, dest.secret_id)
-                    what = f"store {dest.store!r}, secret_id {dest.secret_id!r}"
-                    why = "an AWS secret's version labels cover all its fields, so it holds one key"
-                if key in seen:
-                    first = format_loc(("targets", seen[key][0], "destinations", seen[key][1]))
-                    raise _field_error(f"same destination as {first} ({what}); {why}", *here)
-                seen[key] = (t_index, d_index)
+                place = dest.place()
+                if place.key in seen:
+                    where = seen[place.key]
+                    first = format_loc(("targets", where[0], "destinations", where[1]))
+                    raise _field_error(
+                        f"same destination as {first} ({place.what}); {place.why}", *here
+                    )
+                seen[place.key] = (t_index, d_index)
 
     def target(self, name: str) -> Target:
         """The target called ``name``; :class:`KeyError` if there is none."""
@@ -494,6 +477,6 @@ class Config(_Model):
                 return target
         raise KeyError(name)
 
-    def store_of(self, destination: VaultDestination | AwsDestination) -> Store:
+    def store_of(self, destination: Destination) -> Store:
         """The store a destination names (always present in a validated config)."""
         return self.stores[destination.store]

@@ -1,179 +1,88 @@
-"""The ``stores:`` schemas (Vault with its auth methods, AWS Secrets Manager) and the
-destination schemas that name them."""
+"""The ``stores:`` entries and the destinations that name them, as unions of the store kinds'
+own schemas (:data:`rotator.destinations.registry.KINDS`): no kind is named here.
+
+A ``stores.<name>`` entry is the schema of the kind its ``type`` names. A destination is the
+schema of the kind of the store it names (the configuration's raw ``stores:`` tell, see
+:data:`_STORE_TYPES`); a key that belongs to another kind's destinations is refused with a hint
+saying so.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from contextvars import ContextVar
-from datetime import timedelta
-from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, TypeAlias, Union
 
-from pydantic import AfterValidator, BeforeValidator, Discriminator, PlainValidator, Tag
+from pydantic import BeforeValidator, Discriminator, PlainValidator, Tag
 
-from rotator.config.fields import (
-    LOC_KEY,
-    HttpUrl,
-    KvPath,
-    SecretValue,
-    Text,
-    _field_error,
-    _Model,
-    _pattern,
-    _text,
-)
-from rotator.durations import PositiveDuration
-
-# --------------------------------------------------------------------------------------------
-# stores
-# --------------------------------------------------------------------------------------------
-
-
-class TokenAuth(_Model):
-    """Vault token auth."""
-
-    _secret_fields = ("token",)
-
-    method: Literal["token"]
-    token: SecretValue
-
-
-class AppRoleAuth(_Model):
-    """Vault AppRole auth."""
-
-    _secret_fields = ("secret_id",)
-
-    method: Literal["approle"]
-    role_id: Text
-    secret_id: SecretValue
-    mount: KvPath = "approle"
-
-
-class KubernetesAuth(_Model):
-    """Vault Kubernetes auth with the pod's service-account token."""
-
-    method: Literal["kubernetes"]
-    role: Text
-    jwt_path: Path = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")
-    mount: KvPath = "kubernetes"
-
-
-VaultAuth = Annotated[
-    TokenAuth | AppRoleAuth | KubernetesAuth,
-    Discriminator("method"),
-]
-
-
-def _readable_ca_bundle(value: Path | None) -> Path | None:
-    """The CA bundle path, once it is known to be a readable file (TLS would fail later with a
-    less clear error at every call)."""
-    if value is None:
-        return None
-    try:
-        with value.open("rb") as handle:
-            handle.read(1)
-    except OSError as exc:
-        raise ValueError(
-            f"cannot read the CA bundle: {exc.strerror or type(exc).__name__}"
-        ) from None
-    except ValueError:  # a NUL byte in the path
-        raise ValueError("cannot read the CA bundle: invalid path") from None
-    return value
-
-
-class VaultStore(_Model):
-    """A HashiCorp Vault or OpenBao server with a KV v2 mount."""
-
-    type: Literal["vault"]
-    url: HttpUrl
-    mount: KvPath = "secret"
-    namespace: Text | None = None
-    auth: VaultAuth
-    ca_cert: Annotated[Path | None, AfterValidator(_readable_ca_bundle)] = None
-    verify: bool = True
-    timeout: PositiveDuration = timedelta(seconds=10)
-
-
-class AwsSecretsManagerStore(_Model):
-    """An AWS Secrets Manager region; credentials come from the default AWS chain."""
-
-    type: Literal["aws_secrets_manager"]
-    region: Annotated[
-        str,
-        BeforeValidator(_text),
-        AfterValidator(
-            _pattern(r"[a-z]{2}(-[a-z]+)+-\d+", "must be an AWS region, like eu-west-1")
-        ),
-    ]
-    endpoint_url: HttpUrl | None = None
-    timeout: PositiveDuration = timedelta(seconds=10)
-
-
-Store = Annotated[
-    VaultStore | AwsSecretsManagerStore,
-    Discriminator("type"),
-]
-STORE_KINDS: Mapping[str, str] = {
-    "vault": "a vault",
-    "aws_secrets_manager": "an AWS Secrets Manager",
-}
-"""Store ``type`` -> how messages name it."""
-
-
-# --------------------------------------------------------------------------------------------
-# destinations: their kind follows from the store they name
-# --------------------------------------------------------------------------------------------
-
-_AWS_ONLY = (
-    "store {store} is a vault store; {key} is for AWS Secrets Manager destinations"
-    " (a Vault destination takes path, field and create_missing)"
-)
-_VAULT_ONLY = (
-    "store {store} is an AWS Secrets Manager store; {key} is for Vault destinations"
-    " (an AWS destination takes secret_id, field, create_missing, kms_key_id and tags)"
-)
-
-
-def _foreign(template: str, keys: tuple[str, ...]) -> Mapping[str, str]:
-    """Hints for keys that belong to the other destination kind ({store} filled in later)."""
-    return {key: template.replace("{key}", key) for key in keys}
-
-
-class VaultDestination(_Model):
-    """A field of a KV v2 secret: ``<mount>/<path>``, key ``field``; other fields are kept."""
-
-    _foreign_keys = _foreign(_AWS_ONLY, ("secret_id", "kms_key_id", "tags"))
-
-    store: Text
-    path: KvPath
-    field: Text
-    create_missing: bool = False
-
-
-class AwsDestination(_Model):
-    """An AWS secret: the whole SecretString, or ``field`` of its JSON (others kept)."""
-
-    _foreign_keys = _foreign(_VAULT_ONLY, ("path",))
-
-    store: Text
-    secret_id: Text
-    field: Text | None = None
-    create_missing: bool = False
-    kms_key_id: Text | None = None
-    tags: dict[str, str] = {}  # noqa: RUF012 - pydantic copies a default per instance
-
+from rotator.config.wording import listing
+from rotator.destinations.kind import DestinationSettings, StoreKind, StoreSettings
+from rotator.destinations.registry import KINDS, kind_of
+from rotator.fields import LOC_KEY, _field_error
 
 # Store name -> store type, from the raw ``stores:`` while a Config is being validated.
 _STORE_TYPES: ContextVar[Mapping[str, object] | None] = ContextVar("_STORE_TYPES", default=None)
 _UNKNOWN_STORE = "unknown-store"
 
 
+def _keys(kind: StoreKind) -> set[str]:
+    """The keys a destination of ``kind`` takes."""
+    model = kind.destination
+    return set(model.model_fields) | {f"{name}_file" for name in model._secret_fields}
+
+
+def _refuse_foreign_keys(kind: StoreKind) -> Callable[[Any], Any]:
+    """A validator of ``kind``'s destinations: the first key it does not take, if another kind's
+    destinations take it, fails with a hint naming both (other unknown keys are the schema's to
+    refuse)."""
+    own = _keys(kind)
+    others: dict[str, list[str]] = {}
+    for other in (other for other in KINDS if other is not kind):
+        for key in sorted(_keys(other) - own):
+            others.setdefault(key, []).append(other.destinations)
+    takes = listing(name for name in kind.destination.model_fields if name != "store")
+
+    def check(value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value
+        for key in value:
+            if key in own:
+                continue
+            if key in others:
+                store = value.get("store")
+                shown = repr(store) if isinstance(store, str) else "(none)"
+                raise _field_error(
+                    f"store {shown} is {kind.a_store} store; {key} is for"
+                    f" {listing(others[key], 'or')} ({kind.a_destination} takes {takes})",
+                    key,
+                )
+            break
+        return value
+
+    return check
+
+
+_DISTINCT_KEYS = [
+    (kind.type, _keys(kind).difference(*(_keys(other) for other in KINDS if other is not kind)))
+    for kind in KINDS
+]
+"""Each kind's type and the destination keys only that kind takes."""
+
+
+def _guess(value: Mapping[Any, Any]) -> str:
+    """The kind a destination's keys suggest when its store's type is unknown: the first kind
+    given a key only it takes, else the first kind."""
+    return next(
+        (kind for kind, keys in _DISTINCT_KEYS if any(key in value for key in keys)),
+        KINDS[0].type,
+    )
+
+
 def _destination_kind(value: Any) -> str | None:
-    """Which destination model applies: the named store's type, else the keys given."""
-    if isinstance(value, VaultDestination):
-        return "vault"
-    if isinstance(value, AwsDestination):
-        return "aws_secrets_manager"
+    """Which kind's schema a destination is: its store's type, else the keys given."""
+    for kind in KINDS:
+        if isinstance(value, kind.destination):
+            return kind.type
     if not isinstance(value, Mapping):
         return None
     types = _STORE_TYPES.get()
@@ -181,15 +90,14 @@ def _destination_kind(value: Any) -> str | None:
     if types is not None and isinstance(store, str) and store.strip():
         if store not in types:
             return _UNKNOWN_STORE
-        kind = types[store]
-        if isinstance(kind, str) and kind in STORE_KINDS:
-            return kind
-    return "aws_secrets_manager" if "secret_id" in value else "vault"
+        if kind_of(types[store]) is not None:
+            return str(types[store])
+    return _guess(value)
 
 
 def _unknown_store_message(store: object, known: Iterable[str]) -> str:
-    listing = ", ".join(known)
-    where = f"known: {listing}" if listing else "no stores are configured"
+    names = ", ".join(known)
+    where = f"known: {names}" if names else "no stores are configured"
     return f"unknown store {store!r} ({where})"
 
 
@@ -199,15 +107,30 @@ def _unknown_store(value: Any) -> Any:
     raise _field_error(message, "store")
 
 
-Destination = Annotated[
-    Annotated[VaultDestination, Tag("vault")]
-    | Annotated[AwsDestination, Tag("aws_secrets_manager")]
-    | Annotated[Any, PlainValidator(_unknown_store), Tag(_UNKNOWN_STORE)],
-    Discriminator(
-        _destination_kind,
-        custom_error_type="rotator",
-        custom_error_message="must be a mapping with store and the destination's fields",
-        custom_error_context={LOC_KEY: ()},
-    ),
-]
-"""A :class:`VaultDestination` or an :class:`AwsDestination`, chosen by its store's type."""
+# A ``stores.<name>`` entry is the schema of the kind its ``type`` names; a destination, that of
+# its store's kind. Type checkers see the kinds' common bases; pydantic validates with the unions
+# (which tests/unit/test_docs_config_reference.py walks for the reference's keys).
+if TYPE_CHECKING:
+    Store: TypeAlias = StoreSettings
+    Destination: TypeAlias = DestinationSettings
+else:
+    Store = Annotated[
+        Union[tuple(kind.store for kind in KINDS)],  # noqa: UP007 - built from the registry
+        Discriminator("type"),
+    ]
+    _MEMBERS = (
+        *(
+            Annotated[kind.destination, BeforeValidator(_refuse_foreign_keys(kind)), Tag(kind.type)]
+            for kind in KINDS
+        ),
+        Annotated[Any, PlainValidator(_unknown_store), Tag(_UNKNOWN_STORE)],
+    )
+    Destination = Annotated[
+        Union[_MEMBERS],  # noqa: UP007 - built from the registry
+        Discriminator(
+            _destination_kind,
+            custom_error_type="rotator",
+            custom_error_message="must be a mapping with store and the destination's fields",
+            custom_error_context={LOC_KEY: ()},
+        ),
+    ]

@@ -9,11 +9,14 @@ GET      ``/metrics``                              none         Prometheus text 
 GET      ``/api/v1/targets``                       bearer       200 list as ``status --json``
 POST     ``/api/v1/targets/{name}/rotate``         bearer       202 / 400 / 404 / 409 / 429 / 503
 GET      ``/api/v1/rotations/{rotation_id}``       bearer       200 view / 404
+GET      ``/ui/…``                                 session      the status page (HTML)
 =======  ========================================  ===========  =================================
 
-Without an admin token the ``/api/v1`` routes do not exist (404). Every error is one JSON line
-``{"error": "..."}``. Answers carry ids and fingerprints, never a key; request input (a target
-name, a token) is never echoed back. Uvicorn's access log should stay off: the few lines worth
+Without an admin token the ``/api/v1`` routes do not exist (404); the status page under ``/ui``
+is :mod:`rotator.daemon.ui` (a session from a login with the admin token, or a loopback-only
+listener without one). Every error of the JSON routes is one line ``{"error": "..."}``.
+Answers carry ids and fingerprints, never a key; request input (a target name, a token) is
+never echoed back. Uvicorn's access log should stay off: the few lines worth
 keeping (rotation requests, refused credentials) are logged here without any header, a refused
 request's path cut to 200 characters and its lines sampled (``on_rejected`` counts them all).
 """
@@ -51,6 +54,7 @@ from rotator.secret import Secret
 log = structlog.get_logger(__name__)
 
 API_PREFIX = "/api/v1"
+UI_PREFIX = "/ui"
 NO_STORE = {"Cache-Control": "no-store"}
 _ROTATION_ID = re.compile(r"^[A-Za-z0-9-]{1,64}$")
 
@@ -274,6 +278,7 @@ def build_app(
     admin_token: Secret | None,
     registry: CollectorRegistry,
     on_rejected: OnRejected = _ignore,
+    ui: ASGIApp | None = None,
 ) -> Starlette:
     """The daemon's ASGI app (serve it with uvicorn, ``access_log=False``, in the daemon's loop).
 
@@ -281,7 +286,8 @@ def build_app(
     ``/readyz`` reads ``control.health.readiness()``, ``/metrics`` renders ``registry`` at
     scrape time.
     ``/api/v1`` exists only when ``admin_token`` is set. ``on_rejected`` hears of every request
-    refused before a handler (401, 404 without a route, 405).
+    refused before a handler (401, 404 without a route, 405). ``ui``, when given, is mounted at
+    ``/ui`` (the status page: :meth:`rotator.daemon.ui.app.StatusPage.app`).
     """
 
     async def livez(_: Request) -> Response:
@@ -316,6 +322,8 @@ def build_app(
     ]
     if admin_token is not None:
         routes.append(Mount(API_PREFIX, app=BearerAuth(_api(control), admin_token, on_rejected)))
+    if ui is not None:
+        routes.append(Mount(UI_PREFIX, app=ui))
 
     async def http_error(_: Request, exc: Exception) -> Response:
         status = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -330,6 +338,7 @@ def build_app(
 __all__ = [
     "API_PREFIX",
     "REJECTIONS",
+    "UI_PREFIX",
     "BearerAuth",
     "LogSampler",
     "build_app",

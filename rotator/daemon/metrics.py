@@ -7,8 +7,8 @@ default one) holding:
   served by a custom collector from a snapshot that the daemon's loop replaces with
   :meth:`Metrics.refresh`; a scrape only reads that snapshot, so it never waits on the state store;
 * event counters and histograms fed by the runner (:meth:`Metrics.observe_rotation`), the backend
-  clients (:meth:`Metrics.observe_call`, shaped like the Mistral clients' ``on_call`` hook and the
-  destinations' call observers), the HTTP app (:meth:`Metrics.observe_rejected`) and the leader
+  clients (:meth:`Metrics.observe_call`: the ``on_call`` hook of the Mistral clients and of every
+  destination), the HTTP app (:meth:`Metrics.observe_rejected`) and the leader
   elector (:meth:`Metrics.set_leader`);
 * ``rotator_build_info{version}``.
 
@@ -369,8 +369,8 @@ class Metrics:
             ).inc()
 
     def observe_call(self, backend: str, operation: str, status: str, seconds: float) -> None:
-        """Count one backend call: the Mistral clients' ``on_call`` hook and the destinations'
-        call observer (:func:`rotator.destinations._common.add_call_observer`)."""
+        """Count one backend call: the ``on_call`` hook (:data:`rotator.contracts.OnCall`) that
+        ``build_engine`` gives the Mistral clients and every destination."""
         labels = {"backend": backend, "operation": operation, "status": status}
         self._requests.labels(**labels).inc()
         if math.isfinite(seconds) and seconds >= 0:

@@ -4,7 +4,7 @@ Nothing here remembers time on its own: :func:`rotator.engine.due.plan_fire` der
 next fire from the state store's facts (last rotation, first sighting, failure backoff), so a
 restart re-creates the same plan and never postpones a rotation. :class:`RotationJobs` holds one
 in-memory APScheduler job per target at its planned instant, re-placed from the plan at every
-start, after every run and periodically (see :mod:`rotator.daemon.runner`).
+start, after every run and periodically (see :mod:`rotator.daemon.planner`).
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ Fire = Callable[[str], Awaitable[None]]
 
 
 class Jobs(Protocol):
-    """One planned fire per target, what :class:`rotator.daemon.runner.Daemon` schedules with.
+    """One planned fire per target, what :class:`rotator.daemon.planner.Planner` places.
 
     :class:`RotationJobs` is the daemon's; a simulation may supply one driven by its own clock.
     A job fires once at its instant (late rather than never, once however late), then is gone.

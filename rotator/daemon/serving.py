@@ -29,6 +29,9 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from rotator.config import Config
+from rotator.errors import ConfigError
+
 log = structlog.get_logger(__name__)
 
 STOP_TIMEOUT = 5
@@ -266,3 +269,25 @@ class HttpServer:
             except Exception:
                 log.exception("http_server_failed")
         self._sock.close()
+
+
+def http_server(
+    cfg: Config, app: SwappableApp, on_rejected: Callable[[str], None] = _ignore
+) -> HttpServer:
+    """The daemon's server for ``cfg.server``: its socket bound now, so a port in use (or any
+    address that cannot be listened on) is a ``ConfigError`` before anything starts."""
+    server = cfg.server
+    try:
+        sock = bind(server.host, server.port)
+    except OSError as exc:
+        raise ConfigError(
+            cfg.source,
+            "server.listen",
+            f"cannot listen on {server.listen}: {exc.strerror or type(exc).__name__}",
+        ) from None
+    limits = ServerLimits(
+        header_timeout=server.header_timeout.total_seconds(),
+        idle_timeout=server.idle_timeout.total_seconds(),
+        max_connections=server.max_connections,
+    )
+    return HttpServer(app, sock, limits, on_rejected=on_rejected)

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 import structlog
 
-from rotator.contracts import OWNER, CurrentValue, PromotedValue, StagedValue
+from rotator.contracts import OWNER, CurrentValue, OnCall, PromotedValue, StagedValue
 from rotator.errors import BackendError, ConflictError, PermanentError, RotatorError
 from rotator.logs import scrub
 from rotator.secret import Secret
@@ -152,46 +152,12 @@ def _stored_object(name: str, document: Secret) -> dict[str, object]:
     return obj
 
 
-CallObserver = Callable[[str, str, str, float], None]
-"""``observer(backend, operation, outcome, seconds)``, called once per destination SDK call (the
-same shape as the Mistral clients' ``on_call``); ``outcome`` is ``ok``, ``transient``,
-``permanent`` or ``conflict``. Never given the call's target path or any value."""
-
-_observers: list[CallObserver] = []
-_observers_lock = threading.Lock()
-
-
-def add_call_observer(observer: CallObserver) -> Callable[[], None]:
-    """Have ``observer`` told of every destination call in this process (the metrics hook).
-
-    Returns a function that removes it again (idempotent). An observer that raises is logged and
-    ignored: metrics never break a rotation.
-    """
-    with _observers_lock:
-        _observers.append(observer)
-
-    def remove() -> None:
-        with _observers_lock:
-            if observer in _observers:
-                _observers.remove(observer)
-
-    return remove
-
-
-def _notify(backend: str, operation: str, outcome: str, seconds: float) -> None:
-    with _observers_lock:
-        observers = tuple(_observers)
-    for observer in observers:
-        try:
-            observer(backend, operation, outcome, seconds)
-        except Exception:  # noqa: BLE001 - a broken metrics hook must not break a rotation
-            log.warning("backend_call_observer_failed", backend=backend, operation=operation)
-
-
 @contextmanager
-def observed(backend: str, operation: str, target: str) -> Iterator[None]:
-    """Log one line per backend call: backend, operation, target, outcome and duration; tell the
-    call observers (:func:`add_call_observer`) the same, without the target."""
+def observed(backend: str, operation: str, target: str, on_call: OnCall | None) -> Iterator[None]:
+    """Log one line per backend call: backend, operation, target, outcome and duration; tell
+    ``on_call`` (the metrics hook the destination was built with, see
+    :data:`rotator.contracts.OnCall`) the same, without the target, with ``ok``, ``transient``,
+    ``permanent`` or ``conflict`` as the status."""
     started = time.monotonic()
     outcome = "ok"
     try:
@@ -212,7 +178,11 @@ def observed(backend: str, operation: str, target: str) -> Iterator[None]:
             outcome=outcome,
             duration_s=seconds,
         )
-        _notify(backend, operation, outcome, seconds)
+        if on_call is not None:
+            try:
+                on_call(backend, operation, outcome, seconds)
+            except Exception:  # noqa: BLE001 - a broken metrics hook must not break a rotation
+                log.warning("backend_call_observer_failed", backend=backend, operation=operation)
 
 
 def unexpected_failure(

@@ -1,52 +1,42 @@
-"""Which implementation serves which store ``type:`` — the one place a new backend is added.
+"""The store kinds rotator writes keys to: the one place a kind is added.
 
-A backend is one module with a ``from_config(store, destination, *, pool, clock, connections)``
-function and one config model; registering its ``type`` here is the only other change.
+Each kind is a package under ``rotator/destinations/`` whose ``KIND``
+(:class:`~rotator.destinations.kind.StoreKind`) holds its ``type:``, its configuration schemas,
+how messages name it and its construction. :data:`KINDS` lists them: the configuration
+(:mod:`rotator.config`) accepts exactly these kinds in ``stores:`` and destinations, and
+:func:`build_destination` builds them. docs/adding-a-destination.md lists what else a new kind
+brings (its tests, its rows in docs/configuration.md).
 """
 
 from __future__ import annotations
 
-from typing import Any, Protocol
+from typing import Any
 
 from rotator.clock import Clock
-from rotator.contracts import Destination
+from rotator.contracts import Destination, OnCall
 from rotator.destinations import aws, vault
 from rotator.destinations._common import StoreConnections
+from rotator.destinations.kind import StoreKind
 from rotator.errors import ConfigError
 from rotator.pool import BlockingPool
 
-__all__ = ["DestinationFactory", "StoreConnections", "build_destination", "register", "store_types"]
+__all__ = ["KINDS", "StoreConnections", "build_destination", "kind_of", "store_types"]
+
+KINDS: tuple[StoreKind, ...] = (
+    vault.KIND,
+    aws.KIND,
+)
+"""Every store kind, in the order messages list them (``must be vault or aws_secrets_manager``)."""
 
 
-class DestinationFactory(Protocol):
-    """Builds a destination from its store's and its own configuration."""
-
-    def __call__(
-        self,
-        store: Any,
-        destination: Any,
-        /,
-        *,
-        pool: BlockingPool,
-        clock: Clock,
-        connections: StoreConnections,
-    ) -> Destination: ...
-
-
-_FACTORIES: dict[str, DestinationFactory] = {
-    "vault": vault.from_config,
-    "aws_secrets_manager": aws.from_config,
-}
-
-
-def register(store_type: str, factory: DestinationFactory) -> None:
-    """Serve stores of ``store_type`` with ``factory`` (replacing any previous one)."""
-    _FACTORIES[store_type] = factory
+def kind_of(store_type: object) -> StoreKind | None:
+    """The kind whose ``type:`` is ``store_type``, or None."""
+    return next((kind for kind in KINDS if kind.type == store_type), None)
 
 
 def store_types() -> tuple[str, ...]:
-    """The store types a destination can be built for."""
-    return tuple(sorted(_FACTORIES))
+    """The store types a destination can be built for, sorted."""
+    return tuple(sorted(kind.type for kind in KINDS))
 
 
 def build_destination(
@@ -56,27 +46,31 @@ def build_destination(
     pool: BlockingPool,
     clock: Clock,
     connections: StoreConnections | None = None,
+    on_call: OnCall | None = None,
 ) -> Destination:
-    """The destination for ``dest_cfg`` on ``store_cfg``, chosen by ``store_cfg.type``.
+    """The destination for ``dest_cfg`` on ``store_cfg``, built by the kind ``store_cfg.type``
+    names.
 
     Builds clients but makes no network call (logins happen at first use). Pass the same
-    ``connections`` for every destination of a configuration so each store connects once.
-    Raises ``ConfigError`` for a store type no backend serves.
+    ``connections`` for every destination of a configuration so each store connects once, and
+    the same ``on_call`` (the metrics hook, :data:`rotator.contracts.OnCall`): a store's
+    connection reports its calls to the hook of the destination that made it.
+    Raises ``ConfigError`` for a store type no kind serves.
     """
-    store_type = getattr(store_cfg, "type", None)
-    factory = _FACTORIES.get(store_type) if isinstance(store_type, str) else None
-    if factory is None:
+    kind = kind_of(getattr(store_cfg, "type", None))
+    if kind is None:
         name = getattr(dest_cfg, "store", "?")
         raise ConfigError(
             "config",
             f"stores.{name}.type",
-            f"no destination backend for store type {store_type!r} "
+            f"no destination backend for store type {getattr(store_cfg, 'type', None)!r} "
             f"(known: {', '.join(store_types())})",
         )
-    return factory(
+    return kind.build(
         store_cfg,
         dest_cfg,
         pool=pool,
         clock=clock,
         connections=connections if connections is not None else StoreConnections(),
+        on_call=on_call,
     )

@@ -494,6 +494,10 @@ class Engine:
     async def open_rotations(self, target: str | None = None) -> list[Rotation]:
         return await self.deps.store.open_rotations(target)
 
+    async def rotations(self, target: str | None = None, *, limit: int = 50) -> list[Rotation]:
+        """The latest rotations (of ``target``, or of every target), newest first."""
+        return await self.deps.store.list_rotations(target, limit=limit)
+
     async def journal(self, rotation_id: str) -> list[JournalEntry]:
         return await self.deps.store.journal(rotation_id)
 

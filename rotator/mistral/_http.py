@@ -2,14 +2,14 @@
 
 Every HTTP exchange with Mistral goes through :func:`send_observed`, the single place where a
 backend call is timed, logged at debug (operation, status, duration: never a URL or a header)
-and reported to an optional :data:`OnCall` hook that the metrics layer plugs into.
+and reported to an optional :data:`~rotator.contracts.OnCall` hook that the metrics layer plugs
+into.
 """
 
 from __future__ import annotations
 
 import functools
 import ssl
-from collections.abc import Callable
 from types import TracebackType
 from typing import Self
 
@@ -18,15 +18,11 @@ import structlog
 
 from rotator import __version__
 from rotator.clock import Clock
+from rotator.contracts import OnCall
 from rotator.errors import BackendError, PermanentError, RequestNotSentError, TransientError
 
 BACKEND = "mistral"
 USER_AGENT = f"rotator/{__version__}"
-
-OnCall = Callable[[str, str, str, float], None]
-"""``on_call(backend, operation, status, seconds)``: called once per HTTP attempt. ``status`` is
-the HTTP status code as text, or one of ``timeout``, ``connect_error``, ``network_error``,
-``protocol_error``, ``error`` when no answer came."""
 
 log = structlog.get_logger(__name__)
 

@@ -26,6 +26,7 @@ import httpx
 import structlog
 
 from rotator.clock import Clock, SystemClock
+from rotator.contracts import OnCall
 from rotator.errors import (
     AmbiguousCreate,
     AuthError,
@@ -39,7 +40,6 @@ from rotator.mistral._http import (
     BACKEND,
     USER_AGENT,
     HttpBackend,
-    OnCall,
     transport_error,
 )
 from rotator.retry import RetryPolicy, parse_retry_after, retry_async
@@ -59,7 +59,7 @@ class MistralAdminClient(HttpBackend):
     """The Admin API: list, create and delete workspace keys; workspaces, users, spend limit.
 
     ``transport`` is the test seam (an ``httpx.MockTransport``); ``on_call`` receives every
-    HTTP attempt (see :data:`rotator.mistral._http.OnCall`). Use as an async context manager
+    HTTP attempt (see :data:`rotator.contracts.OnCall`). Use as an async context manager
     or call :meth:`aclose`.
     """
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from rotator.clock import Clock
 from rotator.config import MistralSettings
-from rotator.mistral._http import OnCall
+from rotator.contracts import OnCall
 from rotator.mistral.admin import MistralAdminClient
 from rotator.mistral.verify import MistralVerifier
 

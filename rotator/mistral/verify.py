@@ -24,12 +24,12 @@ import httpx
 import structlog
 
 from rotator.clock import Clock, SystemClock
+from rotator.contracts import OnCall
 from rotator.errors import BackendError
 from rotator.keys import VerifyOutcome, VerifyResult
 from rotator.mistral._http import (
     USER_AGENT,
     HttpBackend,
-    OnCall,
     transport_reason,
 )
 from rotator.retry import parse_retry_after, uniform01

@@ -21,36 +21,21 @@ does.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
-
-from sqlalchemy import Select, String, Text, cast, select, type_coerce
-from sqlalchemy.orm import Session
 
 from rotator.contracts import AuditAnchor, AuditEvent, AuditHead, AuditVerdict, JsonValue
 from rotator.errors import UnreadableAuditRowError
 from rotator.secret import Secret
-from rotator.state import records
 from rotator.state.migrations import GENESIS_HASH
-from rotator.state.models import HMAC_KEY_ID, AuditHeadRow, AuditRow, as_utc
-
-STORED: Select[Any] = select(
-    AuditRow.seq,
-    type_coerce(AuditRow.at, String).label("at"),
-    AuditRow.event,
-    AuditRow.target,
-    AuditRow.rotation_id,
-    cast(AuditRow.facts, Text).label("facts"),
-    AuditRow.hash,
-    AuditRow.hmac_key_id,
-)
-"""Audit rows as stored, undecoded (facts as JSON text; the time as SQLite's text, or
-PostgreSQL's datetime), so that a row someone filled with garbage is reported, row by row, by
-:func:`decode` instead of failing the whole query."""
+from rotator.state.schema import AUDIT_COLUMNS, HMAC_KEY_ID
+from rotator.state.sql import Stmt, Tx, as_utc
 
 _KEY_ID_MESSAGE = b"rotator audit hmac key id"
 
@@ -73,28 +58,49 @@ class ChainKey:
         return f"ChainKey(id={self.id})"
 
 
-def decode(stored: Any) -> AuditRow:
-    """The (transient) row a :data:`STORED` result row holds; raises UnreadableAuditRowError."""
+@dataclass(slots=True)
+class AuditRow:
+    """One audit row, decoded (``at`` an aware UTC time, ``facts`` a dict)."""
+
+    seq: int
+    at: datetime
+    event: str
+    target: str | None
+    rotation_id: str | None
+    facts: dict[str, JsonValue]
+    hash: str
+    hmac_key_id: str | None = None
+
+    def event_record(self) -> AuditEvent:
+        return AuditEvent(
+            seq=self.seq,
+            at=self.at,
+            event=self.event,
+            target=self.target,
+            rotation_id=self.rotation_id,
+            facts=dict(self.facts),
+            hash=self.hash,
+            hmac_key_id=self.hmac_key_id,
+        )
+
+
+def decode(stored: Iterable[Any]) -> AuditRow:
+    """The row a stored audit row holds (the columns of :data:`~rotator.state.schema.
+    AUDIT_COLUMNS`, ``at`` as SQLite's text or PostgreSQL's datetime, ``facts`` as JSON text);
+    raises UnreadableAuditRowError for values rotator never writes, so that a row someone
+    filled with garbage is reported, row by row, instead of failing the whole read."""
+    seq, at, event, target, rotation_id, facts, digest, key_id = stored
     try:
-        at = stored.at if isinstance(stored.at, datetime) else datetime.fromisoformat(stored.at)
+        when = at if isinstance(at, datetime) else datetime.fromisoformat(at)
     except (TypeError, ValueError):
-        raise UnreadableAuditRowError(stored.seq, "its timestamp is not a time") from None
+        raise UnreadableAuditRowError(seq, "its timestamp is not a time") from None
     try:
-        facts = json.loads(stored.facts)
+        document = json.loads(facts)
     except (TypeError, ValueError):
-        raise UnreadableAuditRowError(stored.seq, "its facts are not JSON") from None
-    if not isinstance(facts, dict):
-        raise UnreadableAuditRowError(stored.seq, "its facts are not a JSON object")
-    return AuditRow(
-        seq=stored.seq,
-        at=as_utc(at),
-        event=stored.event,
-        target=stored.target,
-        rotation_id=stored.rotation_id,
-        facts=facts,
-        hash=stored.hash,
-        hmac_key_id=stored.hmac_key_id,
-    )
+        raise UnreadableAuditRowError(seq, "its facts are not JSON") from None
+    if not isinstance(document, dict):
+        raise UnreadableAuditRowError(seq, "its facts are not a JSON object")
+    return AuditRow(seq, as_utc(when), event, target, rotation_id, document, digest, key_id)
 
 
 def canonical_json(
@@ -144,8 +150,23 @@ def row_hash(row: AuditRow, previous: str, key: ChainKey | None = None) -> str:
     )
 
 
+_HEAD = Stmt("SELECT seq, hash FROM audit_head WHERE id = 1")
+_HEAD_FOR_UPDATE = Stmt("SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE")
+_SET_HEAD = Stmt("UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1")
+_INSERT = Stmt(f"INSERT INTO audit_log ({AUDIT_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+_STORED = f"SELECT {AUDIT_COLUMNS} FROM audit_log"
+_ALL = Stmt(f"{_STORED} ORDER BY seq")
+_NEWEST = {
+    (False, False): Stmt(f"{_STORED} ORDER BY seq DESC"),
+    (True, False): Stmt(f"{_STORED} WHERE target = ? ORDER BY seq DESC"),
+    (False, True): Stmt(f"{_STORED} ORDER BY seq DESC LIMIT ?"),
+    (True, True): Stmt(f"{_STORED} WHERE target = ? ORDER BY seq DESC LIMIT ?"),
+}
+_MISSING_HEAD = "the audit head is missing: the state database is not migrated"
+
+
 def append(
-    session: Session,
+    tx: Tx,
     *,
     at: datetime,
     event: str,
@@ -154,58 +175,58 @@ def append(
     facts: dict[str, JsonValue],
     key: ChainKey | None = None,
 ) -> AuditEvent:
-    """Add the next row in ``session``'s transaction (values already checked by the guard),
-    chained with ``key`` when one is configured."""
-    head = session.get(AuditHeadRow, 1, with_for_update=True)
+    """Add the next row in ``tx`` (values already checked by the guard), chained with ``key``
+    when one is configured. Locks the head row, which serialises appends."""
+    head = tx.one(_HEAD_FOR_UPDATE)
     if head is None:
-        raise RuntimeError("the audit head is missing: the state database is not migrated")
-    row = AuditRow(
-        seq=head.seq + 1,
-        at=at,
-        event=event,
-        target=target,
-        rotation_id=rotation_id,
-        facts=facts,
-        hmac_key_id=key.id if key is not None else None,
+        raise RuntimeError(_MISSING_HEAD)
+    seq = head[0] + 1
+    payload = canonical_json(
+        seq=seq, at=at, event=event, target=target, rotation_id=rotation_id, facts=facts
     )
-    row.hash = row_hash(row, head.hash, key)
-    session.add(row)
-    head.seq, head.hash = row.seq, row.hash
-    return records.audit_event(row)
+    digest = chain_hash(head[1], payload, key)
+    key_id = key.id if key is not None else None
+    d = tx.d
+    tx.run(_INSERT, (seq, d.ts(at), event, target, rotation_id, d.json(facts), digest, key_id))
+    tx.run(_SET_HEAD, (seq, digest))
+    return AuditEvent(seq, at, event, target, rotation_id, dict(facts), digest, key_id)
 
 
-def events(session: Session, query: Select[Any]) -> list[AuditEvent]:
-    """The events of ``query`` (a :data:`STORED` select); raises UnreadableAuditRowError."""
-    return [records.audit_event(decode(stored)) for stored in session.execute(query)]
+def events(tx: Tx, target: str | None = None, limit: int | None = None) -> list[AuditEvent]:
+    """The events, newest first, optionally one target's, at most ``limit``; raises
+    UnreadableAuditRowError."""
+    params: list[object] = [] if target is None else [target]
+    if limit is not None:
+        params.append(limit)
+    rows = tx.all(_NEWEST[target is not None, limit is not None], params)
+    return [decode(row).event_record() for row in rows]
 
 
-def head_of(session: Session) -> AuditHead:
+def head_of(tx: Tx) -> AuditHead:
     """The recorded head, as the daemon publishes it."""
-    head = session.get(AuditHeadRow, 1)
+    head = tx.one(_HEAD)
     if head is None:
-        raise RuntimeError("the audit head is missing: the state database is not migrated")
-    return AuditHead(rows=head.seq, head_hash=head.hash)
+        raise RuntimeError(_MISSING_HEAD)
+    return AuditHead(rows=head[0], head_hash=head[1])
 
 
-def verify(
-    session: Session, key: ChainKey | None = None, anchor: AuditAnchor | None = None
-) -> AuditVerdict:
+def verify(tx: Tx, key: ChainKey | None = None, anchor: AuditAnchor | None = None) -> AuditVerdict:
     """Walk the chain from row 1; the first missing, altered, unreadable, misplaced or
     downgraded row fails it, and so does a published ``anchor`` the chain no longer holds."""
-    head = session.get(AuditHeadRow, 1)
-    query = STORED.order_by(AuditRow.seq).execution_options(yield_per=500)
-    with session.execute(query) as result:  # closes the server-side cursor on an early verdict
-        return check_chain(result, head, key, anchor)
+    head = tx.one(_HEAD)
+    with contextlib.closing(tx.stream(_ALL)) as rows:  # ends the read on an early verdict
+        return check_chain(rows, (head[0], head[1]) if head else None, key, anchor)
 
 
 def check_chain(
     rows: Iterable[Any],
-    head: AuditHeadRow | None,
+    head: tuple[int, str] | None,
     key: ChainKey | None = None,
     anchor: AuditAnchor | None = None,
 ) -> AuditVerdict:
-    """The verdict on ``rows`` (:data:`STORED` rows, in seq order) against the recorded
-    ``head``, the configured ``key`` and a published ``anchor``."""
+    """The verdict on ``rows`` (stored rows as :func:`decode` takes them, in seq order)
+    against the recorded ``head`` (its seq and hash), the configured ``key`` and a published
+    ``anchor``."""
     walk = _Walk(key, anchor or AuditAnchor())
     for stored in rows:
         problem = walk.step(stored)
@@ -228,7 +249,7 @@ class _Walk:
     def step(self, stored: Any) -> tuple[int, str] | None:
         """Check the next row; (its seq, the problem) if it breaks the chain."""
         expected = self.count + 1
-        if stored.seq != expected:
+        if stored[0] != expected:
             return expected, f"row {expected} is missing"
         try:
             row = decode(stored)
@@ -301,15 +322,16 @@ class _Walk:
 
 
 def _tail_problem(
-    head: AuditHeadRow | None, *, last: int, last_hash: str
+    head: tuple[int, str] | None, *, last: int, last_hash: str
 ) -> tuple[int, str] | None:
     """Where the rows read disagree with the recorded head: (first bad seq, problem)."""
     if head is None:
         return last + 1, "the audit head row is missing"
-    if head.seq > last:
-        return last + 1, f"rows {last + 1}..{head.seq} are missing from the end"
-    if head.seq < last:
-        return head.seq + 1, f"row {head.seq + 1} is past the recorded head"
-    if head.hash != last_hash:
+    seq, digest = head
+    if seq > last:
+        return last + 1, f"rows {last + 1}..{seq} are missing from the end"
+    if seq < last:
+        return seq + 1, f"row {seq + 1} is past the recorded head"
+    if digest != last_hash:
         return last, f"the audit head's hash does not match row {last}"
     return None

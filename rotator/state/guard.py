@@ -17,7 +17,7 @@ from typing import Any
 from rotator.contracts import JsonValue, ManagedKey, RetiringKey
 from rotator.logs import scrub
 from rotator.secret import Secret
-from rotator.state.models import FINGERPRINT, ID, TARGET
+from rotator.state.schema import FINGERPRINT, ID, TARGET
 
 _ROTATION_ID = re.compile(r"[A-Za-z0-9-]{32,64}")
 """AWS accepts a ``ClientRequestToken`` of 32-64 such characters; the rotation id is one."""
@@ -28,14 +28,14 @@ ERROR_KEYS = frozenset({"error", "errors", "reason", "detail"})
 
 def ident(value: object, field: str, max_len: int) -> str:
     """``value`` as a stored identifier: a non-empty string of at most ``max_len`` characters
-    that does not look like a credential."""
+    that does not look like a credential (a plain ``str``: an enum's value, not its name)."""
     if isinstance(value, Secret):
         raise TypeError(f"{field}: a Secret is never stored")
     if not isinstance(value, str):
         raise TypeError(f"{field}: expected a string, got {type(value).__name__}")
     if not value or len(value) > max_len:
         raise ValueError(f"{field}: must be 1 to {max_len} characters")
-    return _not_credential(value, field)
+    return _not_credential(value if type(value) is str else str.__str__(value), field)
 
 
 def optional_ident(value: object | None, field: str, max_len: int) -> str | None:

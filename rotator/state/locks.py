@@ -17,11 +17,13 @@ import fcntl
 import hashlib
 import os
 from pathlib import Path
-
-from sqlalchemy import Connection, Engine, text
+from typing import TYPE_CHECKING, Any
 
 from rotator.contracts import TargetLock
 from rotator.errors import TransientError
+
+if TYPE_CHECKING:
+    import psycopg
 
 
 def target_lock_key(target: str) -> int:
@@ -42,28 +44,8 @@ class _FileLock:
             os.close(fd)
 
 
-class _PgLock:
-    def __init__(self, conn: Connection, key: int) -> None:
-        self._conn: Connection | None = conn
-        self._key = key
-
-    def release(self) -> None:
-        if self._conn is not None:
-            conn, self._conn = self._conn, None
-            try:
-                conn.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self._key})
-            finally:
-                conn.close()  # a closed session releases the lock anyway
-
-
-def try_lock(engine: Engine, target: str) -> TargetLock | None:
-    """The target's lock, or None if another process (or connection) holds it."""
-    if engine.dialect.name == "sqlite":
-        return _try_file_lock(Path(engine.url.database or ""), target)
-    return _try_pg_lock(engine, target)
-
-
-def _try_file_lock(database: Path, target: str) -> TargetLock | None:
+def try_file_lock(database: Path, target: str) -> TargetLock | None:
+    """The target's lock beside a SQLite file, or None if another process holds it."""
     folder = database.with_name(f"{database.name}.locks")
     folder.mkdir(mode=0o700, exist_ok=True)
     fd = os.open(folder / target, os.O_RDWR | os.O_CREAT, 0o600)
@@ -75,19 +57,72 @@ def _try_file_lock(database: Path, target: str) -> TargetLock | None:
     return _FileLock(fd)
 
 
-def _try_pg_lock(engine: Engine, target: str) -> TargetLock | None:
-    key = target_lock_key(target)
-    try:
-        conn = engine.connect()
-    except Exception as exc:  # noqa: BLE001 - any connection failure is a transient state error
-        raise TransientError("state", "lock target", type(exc).__name__) from None
-    try:
-        got = conn.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-        conn.commit()
-    except Exception:
-        conn.close()
-        raise
-    if not got:
-        conn.close()
-        return None
-    return _PgLock(conn, key)
+class PgLocks:
+    """Advisory target locks, each held on a connection of its own (libpq URI ``conninfo``).
+
+    A released lock's connection is kept for the next lock (up to :attr:`KEEP` of them), so a
+    rotation does not pay for a new connection; :meth:`close` closes the kept ones.
+    """
+
+    KEEP = 4
+
+    def __init__(self, conninfo: str) -> None:
+        self._conninfo = conninfo
+        self._idle: list[psycopg.Connection[Any]] = []
+
+    def try_lock(self, target: str) -> TargetLock | None:
+        """The target's lock, or None if another session holds it."""
+        import psycopg
+
+        key = target_lock_key(target)
+        while True:
+            try:
+                kept: psycopg.Connection[Any] | None = self._idle.pop()
+            except IndexError:
+                kept = None
+            try:
+                conn = kept or psycopg.connect(self._conninfo, autocommit=True)
+            except Exception as exc:  # noqa: BLE001 - any connection failure is transient
+                raise TransientError("state", "lock target", type(exc).__name__) from None
+            try:
+                row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            except Exception:
+                conn.close()
+                if kept is not None:
+                    continue  # a kept connection that died meanwhile: take a new one
+                raise
+            if row and row[0]:
+                return _PgLock(self, conn, key)
+            self._keep(conn)
+            return None
+
+    def _keep(self, conn: psycopg.Connection[Any]) -> None:
+        if conn.closed or conn.broken or len(self._idle) >= self.KEEP:
+            conn.close()
+        else:
+            self._idle.append(conn)
+
+    def close(self) -> None:
+        """Close the kept connections (held locks stay held). Idempotent."""
+        while self._idle:
+            self._idle.pop().close()
+
+
+class _PgLock:
+    def __init__(self, owner: PgLocks, conn: psycopg.Connection[Any], key: int) -> None:
+        self._owner = owner
+        self._conn: psycopg.Connection[Any] | None = conn
+        self._key = key
+
+    def release(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            try:
+                row = conn.execute("SELECT pg_advisory_unlock(%s)", (self._key,)).fetchone()
+            except Exception:
+                conn.close()  # a closed session releases the lock anyway
+                raise
+            if row and row[0]:
+                self._owner._keep(conn)
+            else:
+                conn.close()

@@ -1,4 +1,4 @@
-"""Versioned schema migrations: an ordered list of functions, applied in one transaction.
+"""Versioned schema migrations in plain SQL, applied in one transaction.
 
 ``schema_version`` holds one row per migration applied; the database's version is the highest.
 :func:`migrate` applies the missing ones in order and keeps every existing row. It refuses a
@@ -6,250 +6,225 @@ database written by a newer rotator (:class:`SchemaTooNewError`) and tables of o
 ``schema_version`` (:class:`SchemaError`). Concurrent migrators are serialised: PostgreSQL by a
 transaction-level advisory lock, SQLite by ``BEGIN IMMEDIATE`` (see :mod:`rotator.state.database`).
 
-Each migration defines the tables it creates as they were at that version, never by importing
-:mod:`rotator.state.models` (which is the latest shape). To change the schema, append a
-migration; never edit one that has shipped.
+Each migration is the SQL that creates or alters the tables as they were at that version, the
+same statements on both databases but for the type of a time (:data:`TIMESTAMP`), which is
+``DATETIME`` on SQLite and ``TIMESTAMP WITH TIME ZONE`` on PostgreSQL. Migrations 1 to 4 are, word
+for word, the DDL SQLAlchemy emitted for them before issue 14, so a database created by either
+has the same schema. To change the schema, append a migration; never edit one that has shipped.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
 import structlog
-from sqlalchemy import (
-    Boolean,
-    CheckConstraint,
-    Column,
-    Connection,
-    Date,
-    Engine,
-    ForeignKey,
-    Index,
-    Integer,
-    MetaData,
-    String,
-    Table,
-    Text,
-    UniqueConstraint,
-    func,
-    insert,
-    inspect,
-    select,
-    text,
-)
 
 from rotator.errors import SchemaError, SchemaTooNewError
-from rotator.state.models import (
-    FINGERPRINT,
-    HMAC_KEY_ID,
-    ID,
-    LABEL,
-    NAME,
-    ONE_OPEN_ROTATION,
-    OPEN_ROTATION_WHERE,
-    TARGET,
-    JsonType,
-    SchemaVersion,
-    UtcDateTime,
-)
+from rotator.state.sql import Stmt, Tx
 
 log = structlog.get_logger(__name__)
 
 GENESIS_HASH = "0" * 64
 """The "previous hash" of the first audit row."""
 
-_LOCK_KEY = 0x726F7461746F72  # "rotator": the advisory lock id that serialises migrators
+LOCK_KEY = 0x726F7461746F72  # "rotator": the advisory lock id that serialises migrators
+
+TIMESTAMP = "TIMESTAMP_UTC"
+"""Stands for the type of a UTC time in the migrations' SQL (see :data:`TIMESTAMP_TYPES`)."""
+TIMESTAMP_TYPES = {"sqlite": "DATETIME", "postgresql": "TIMESTAMP WITH TIME ZONE"}
 
 
 @dataclass(frozen=True, slots=True)
 class Migration:
+    """One schema version: its number, what it brings, and its SQL (statements separated by
+    ``;``, comments on lines of their own, times typed :data:`TIMESTAMP`)."""
+
     version: int
     description: str
-    apply: Callable[[Connection], None]
+    sql: str
+
+    def statements(self, dialect: str) -> list[str]:
+        """The migration's statements for ``dialect`` (``sqlite`` or ``postgresql``)."""
+        lines = (line for line in self.sql.splitlines() if not line.lstrip().startswith("--"))
+        text = "\n".join(lines).replace(TIMESTAMP, TIMESTAMP_TYPES[dialect])
+        return [s.strip() for s in text.split(";") if s.strip()]
 
 
-def _v1_initial(conn: Connection) -> None:
-    md = MetaData()
-    Table(
-        "target_states",
-        md,
-        Column("target", String(TARGET), primary_key=True),
-        Column("key_id", String(ID)),
-        Column("key_fingerprint", String(FINGERPRINT)),
-        Column("key_created_at", UtcDateTime),
-        Column("key_expiration", Date),
-        Column("key_rotation_id", String(ID)),
-        Column("last_rotated_at", UtcDateTime),
-        Column("consecutive_failures", Integer, nullable=False, server_default=text("0")),
-        Column("backoff_until", UtcDateTime),
-        Column("updated_at", UtcDateTime, nullable=False),
-    )
-    Table(
-        "retiring_keys",
-        md,
-        Column(
-            "target",
-            String(TARGET),
-            ForeignKey("target_states.target", ondelete="CASCADE"),
-            primary_key=True,
-        ),
-        Column("key_id", String(ID), primary_key=True),
-        Column("fingerprint", String(FINGERPRINT)),
-        Column("rotation_id", String(ID)),
-        Column("revoke_due_at", UtcDateTime, nullable=False),
-        Column("added_at", UtcDateTime, nullable=False),
-        Index("ix_retiring_keys_due", "revoke_due_at"),
-    )
-    Table(
-        "rotations",
-        md,
-        Column("rotation_id", String(ID), primary_key=True),
-        Column("target", String(TARGET), ForeignKey("target_states.target"), nullable=False),
-        Column("state", String(LABEL), nullable=False),
-        Column("started_at", UtcDateTime, nullable=False),
-        Column("finished_at", UtcDateTime),
-        Column("outcome", String(LABEL)),
-        Column("error", Text),
-        Column("emergency", Boolean, nullable=False),
-        Column("new_key_id", String(ID)),
-        Column("new_key_name", String(NAME)),
-        Column("new_key_fingerprint", String(FINGERPRINT)),
-        Column("old_key_ids", JsonType, nullable=False),
-        Index("ix_rotations_target_started", "target", "started_at"),
-        Index(
-            ONE_OPEN_ROTATION,
-            "target",
-            unique=True,
-            sqlite_where=text(OPEN_ROTATION_WHERE),
-            postgresql_where=text(OPEN_ROTATION_WHERE),
-        ),
-    )
-    Table(
-        "journal_steps",
-        md,
-        Column(
-            "rotation_id",
-            String(ID),
-            ForeignKey("rotations.rotation_id", ondelete="CASCADE"),
-            primary_key=True,
-        ),
-        Column("seq", Integer, primary_key=True, autoincrement=False),
-        Column("step", String(LABEL), nullable=False),
-        Column("at", UtcDateTime, nullable=False),
-        Column("facts", JsonType, nullable=False),
-        UniqueConstraint("rotation_id", "step", name="uq_journal_steps_step"),
-    )
-    Table(
-        "audit_log",
-        md,
-        Column("seq", Integer, primary_key=True, autoincrement=False),
-        Column("at", UtcDateTime, nullable=False),
-        Column("event", String(LABEL), nullable=False),
-        Column("target", String(TARGET)),
-        Column("rotation_id", String(ID)),
-        Column("facts", JsonType, nullable=False),
-        Column("hash", String(64), nullable=False),
-        Index("ix_audit_log_target", "target"),
-    )
-    md.create_all(conn)
+SCHEMA_VERSION_SQL = f"""
+CREATE TABLE schema_version (
+    version INTEGER NOT NULL,
+    description VARCHAR(255) NOT NULL,
+    applied_at {TIMESTAMP} NOT NULL,
+    PRIMARY KEY (version)
+)
+"""
 
+V1_INITIAL = f"""
+CREATE TABLE target_states (
+    target VARCHAR(128) NOT NULL,
+    key_id VARCHAR(64),
+    key_fingerprint VARCHAR(16),
+    key_created_at {TIMESTAMP},
+    key_expiration DATE,
+    key_rotation_id VARCHAR(64),
+    last_rotated_at {TIMESTAMP},
+    consecutive_failures INTEGER DEFAULT 0 NOT NULL,
+    backoff_until {TIMESTAMP},
+    updated_at {TIMESTAMP} NOT NULL,
+    PRIMARY KEY (target)
+);
+CREATE TABLE audit_log (
+    seq INTEGER NOT NULL,
+    at {TIMESTAMP} NOT NULL,
+    event VARCHAR(64) NOT NULL,
+    target VARCHAR(128),
+    rotation_id VARCHAR(64),
+    facts JSON NOT NULL,
+    hash VARCHAR(64) NOT NULL,
+    PRIMARY KEY (seq)
+);
+CREATE INDEX ix_audit_log_target ON audit_log (target);
+CREATE TABLE retiring_keys (
+    target VARCHAR(128) NOT NULL,
+    key_id VARCHAR(64) NOT NULL,
+    fingerprint VARCHAR(16),
+    rotation_id VARCHAR(64),
+    revoke_due_at {TIMESTAMP} NOT NULL,
+    added_at {TIMESTAMP} NOT NULL,
+    PRIMARY KEY (target, key_id),
+    FOREIGN KEY(target) REFERENCES target_states (target) ON DELETE CASCADE
+);
+CREATE INDEX ix_retiring_keys_due ON retiring_keys (revoke_due_at);
+CREATE TABLE rotations (
+    rotation_id VARCHAR(64) NOT NULL,
+    target VARCHAR(128) NOT NULL,
+    state VARCHAR(64) NOT NULL,
+    started_at {TIMESTAMP} NOT NULL,
+    finished_at {TIMESTAMP},
+    outcome VARCHAR(64),
+    error TEXT,
+    emergency BOOLEAN NOT NULL,
+    new_key_id VARCHAR(64),
+    new_key_name VARCHAR(255),
+    new_key_fingerprint VARCHAR(16),
+    old_key_ids JSON NOT NULL,
+    PRIMARY KEY (rotation_id),
+    FOREIGN KEY(target) REFERENCES target_states (target)
+);
+CREATE INDEX ix_rotations_target_started ON rotations (target, started_at);
+CREATE UNIQUE INDEX uq_rotations_one_open ON rotations (target) WHERE finished_at IS NULL;
+CREATE TABLE journal_steps (
+    rotation_id VARCHAR(64) NOT NULL,
+    seq INTEGER NOT NULL,
+    step VARCHAR(64) NOT NULL,
+    at {TIMESTAMP} NOT NULL,
+    facts JSON NOT NULL,
+    PRIMARY KEY (rotation_id, seq),
+    CONSTRAINT uq_journal_steps_step UNIQUE (rotation_id, step),
+    FOREIGN KEY(rotation_id) REFERENCES rotations (rotation_id) ON DELETE CASCADE
+)
+"""
 
-def _v2_adoption_and_audit_head(conn: Connection) -> None:
-    """Adopted keys per target; the audit head, filled from the last existing audit row so a
-    log written by v1 still verifies."""
-    conn.execute(text(f"ALTER TABLE target_states ADD COLUMN adopted_key_id VARCHAR({ID})"))
-    md = MetaData()
-    head = Table(
-        "audit_head",
-        md,
-        Column("id", Integer, primary_key=True, autoincrement=False),
-        Column("seq", Integer, nullable=False),
-        Column("hash", String(64), nullable=False),
-        CheckConstraint("id = 1", name="ck_audit_head_single"),
-    )
-    md.create_all(conn)
-    audit = Table("audit_log", MetaData(), autoload_with=conn)
-    last = conn.execute(
-        select(audit.c.seq, audit.c.hash).order_by(audit.c.seq.desc()).limit(1)
-    ).first()
-    seq, digest = (last.seq, last.hash) if last is not None else (0, GENESIS_HASH)
-    conn.execute(insert(head).values(id=1, seq=seq, hash=digest))
+V2_ADOPTION_AND_AUDIT_HEAD = f"""
+ALTER TABLE target_states ADD COLUMN adopted_key_id VARCHAR(64);
+CREATE TABLE audit_head (
+    id INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    hash VARCHAR(64) NOT NULL,
+    PRIMARY KEY (id),
+    CONSTRAINT ck_audit_head_single CHECK (id = 1)
+);
+-- The head starts at the last existing audit row, so a log written by v1 still verifies.
+INSERT INTO audit_head (id, seq, hash)
+SELECT 1, COALESCE(MAX(seq), 0),
+       COALESCE((SELECT hash FROM audit_log ORDER BY seq DESC LIMIT 1), '{GENESIS_HASH}')
+FROM audit_log
+"""
 
+V3_FIRST_SEEN = f"""
+-- When rotator first saw each target: the daemon anchors a never-rotated target's first
+-- scheduled fire to it. Existing rows get their updated_at, the oldest time v3 can know of.
+ALTER TABLE target_states ADD COLUMN first_seen_at {TIMESTAMP};
+UPDATE target_states SET first_seen_at = updated_at
+"""
 
-def _v3_first_seen(conn: Connection) -> None:
-    """When rotator first saw each target: the daemon anchors a never-rotated target's first
-    scheduled fire to it, so restarts never postpone that fire. Existing rows get their
-    ``updated_at``, the oldest time this version can know of."""
-    column_type = UtcDateTime().compile(dialect=conn.dialect)
-    conn.execute(text(f"ALTER TABLE target_states ADD COLUMN first_seen_at {column_type}"))
-    conn.execute(text("UPDATE target_states SET first_seen_at = updated_at"))
-
-
-def _v4_audit_hmac_key_id(conn: Connection) -> None:
-    """Which HMAC key each audit row is chained with (``audit.hmac_key``). Existing rows keep
-    NULL: they were chained with plain SHA-256 and still verify so; rows appended with a key
-    configured record its id."""
-    conn.execute(text(f"ALTER TABLE audit_log ADD COLUMN hmac_key_id VARCHAR({HMAC_KEY_ID})"))
-
+V4_AUDIT_HMAC_KEY_ID = """
+-- Which HMAC key each audit row is chained with (audit.hmac_key). Existing rows keep NULL:
+-- they were chained with plain SHA-256 and still verify so.
+ALTER TABLE audit_log ADD COLUMN hmac_key_id VARCHAR(16)
+"""
 
 MIGRATIONS: tuple[Migration, ...] = (
-    Migration(1, "targets, retiring keys, rotations, journal, audit log", _v1_initial),
-    Migration(2, "adopted key per target; audit head", _v2_adoption_and_audit_head),
-    Migration(3, "first time each target was seen", _v3_first_seen),
-    Migration(4, "the HMAC key each audit row is chained with", _v4_audit_hmac_key_id),
+    Migration(1, "targets, retiring keys, rotations, journal, audit log", V1_INITIAL),
+    Migration(2, "adopted key per target; audit head", V2_ADOPTION_AND_AUDIT_HEAD),
+    Migration(3, "first time each target was seen", V3_FIRST_SEEN),
+    Migration(4, "the HMAC key each audit row is chained with", V4_AUDIT_HMAC_KEY_ID),
 )
 LATEST = MIGRATIONS[-1].version
 
 _OUR_TABLES = frozenset({"target_states", "retiring_keys", "rotations", "journal_steps"})
 
+_TABLES_SQLITE = Stmt("SELECT name FROM sqlite_master WHERE type = 'table'")
+_TABLES_POSTGRESQL = Stmt(
+    "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()"
+)
+_ADVISORY_LOCK = Stmt("SELECT pg_advisory_xact_lock(?)")
+_VERSION = Stmt("SELECT COALESCE(MAX(version), 0) FROM schema_version")
+_RECORD = Stmt("INSERT INTO schema_version (version, description, applied_at) VALUES (?, ?, ?)")
 
-def current_version(conn: Connection) -> int:
+
+def table_names(tx: Tx) -> set[str]:
+    """The tables of the database (PostgreSQL: of the current schema)."""
+    query = _TABLES_POSTGRESQL if tx.d.postgresql else _TABLES_SQLITE
+    return {name for (name,) in tx.all(query)}
+
+
+def current_version(tx: Tx) -> int:
     """The schema version of the database (0 when it has no ``schema_version`` table)."""
-    if not inspect(conn).has_table(SchemaVersion.__tablename__):
+    if "schema_version" not in table_names(tx):
         return 0
-    return int(conn.execute(select(func.coalesce(func.max(SchemaVersion.version), 0))).scalar_one())
+    row = tx.one(_VERSION)
+    return int(row[0]) if row else 0
 
 
-def migrate(engine: Engine, *, now: datetime, upto: int = LATEST) -> int:
-    """Bring the database to version ``upto`` (default: the latest) and return it.
+def migrate(tx: Tx, *, now: datetime, where: str, upto: int = LATEST) -> int:
+    """Bring the database to version ``upto`` (default: the latest) in ``tx`` and return it.
 
-    Applies the missing migrations in order in one transaction (all or none). Idempotent.
+    Applies the missing migrations in order (all or none: the caller's transaction). Idempotent.
     Raises :class:`SchemaTooNewError` if the database is newer than this code knows,
     :class:`SchemaError` if it holds rotator tables without a ``schema_version``, ``ValueError``
-    for a bad ``upto``.
+    for a bad ``upto``. ``where`` names the database in errors and logs.
     """
     if not 0 <= upto <= LATEST:
         raise ValueError(f"no schema version {upto} (latest is {LATEST})")
-    where = engine.url.render_as_string(hide_password=True)
-    with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.execute(select(func.pg_advisory_xact_lock(_LOCK_KEY)))
-        version = current_version(conn)
-        if version > LATEST:
-            raise SchemaTooNewError(
+    if tx.d.postgresql:
+        tx.one(_ADVISORY_LOCK, (LOCK_KEY,))
+    version = current_version(tx)
+    if version > LATEST:
+        raise SchemaTooNewError(
+            where,
+            "schema_version",
+            f"the database is at schema v{version}, newer than this rotator knows "
+            f"(v{LATEST}): upgrade rotator, or point state.url at another database",
+        )
+    if version == 0:
+        found = _OUR_TABLES & table_names(tx)
+        if found:
+            raise SchemaError(
                 where,
                 "schema_version",
-                f"the database is at schema v{version}, newer than this rotator knows "
-                f"(v{LATEST}): upgrade rotator, or point state.url at another database",
+                f"tables {', '.join(sorted(found))} exist without a schema_version table: "
+                "not a database rotator migrated; refusing to touch it",
             )
-        if version == 0:
-            found = _OUR_TABLES & set(inspect(conn).get_table_names())
-            if found:
-                raise SchemaError(
-                    where,
-                    "schema_version",
-                    f"tables {', '.join(sorted(found))} exist without a schema_version table: "
-                    "not a database rotator migrated; refusing to touch it",
-                )
-            SchemaVersion.metadata.tables[SchemaVersion.__tablename__].create(conn)
-        for migration in MIGRATIONS[version:upto]:
-            migration.apply(conn)
-            conn.execute(
-                insert(SchemaVersion).values(
-                    version=migration.version, description=migration.description, applied_at=now
-                )
-            )
-            log.info("state_schema_migrated", version=migration.version, database=where)
-        return max(version, upto)
+        _execute(tx, Migration(0, "", SCHEMA_VERSION_SQL))
+    for migration in MIGRATIONS[version:upto]:
+        _execute(tx, migration)
+        tx.run(_RECORD, (migration.version, migration.description, tx.d.ts(now)))
+        log.info("state_schema_migrated", version=migration.version, database=where)
+    return max(version, upto)
+
+
+def _execute(tx: Tx, migration: Migration) -> None:
+    for statement in migration.statements(tx.d.name):
+        tx.run(Stmt(statement))

@@ -19,14 +19,9 @@ from typing import TYPE_CHECKING, Literal
 import boto3
 import httpx
 
-from rotator.config import (
-    AwsDestination,
-    AwsSecretsManagerStore,
-    Config,
-    Target,
-    TokenAuth,
-    VaultStore,
-)
+from rotator.config import Config, Target
+from rotator.destinations.aws.schema import AwsDestination, AwsSecretsManagerStore
+from rotator.destinations.vault.schema import TokenAuth, VaultDestination, VaultStore
 from rotator.secret import Secret
 
 if TYPE_CHECKING:
@@ -79,7 +74,7 @@ class AppStores:
         for dest in target.destinations:
             if isinstance(dest, AwsDestination):
                 found.append(Place(target.name, dest.store, "aws", dest.secret_id, dest.field))
-            else:
+            elif isinstance(dest, VaultDestination):
                 mount = self._vault_store(dest.store).mount
                 name = f"{mount}/data/{dest.path}"
                 found.append(Place(target.name, dest.store, "vault", name, dest.field))

@@ -96,11 +96,11 @@ class PostgresServer:
             shutil.rmtree(self.root, ignore_errors=True)
 
     def url(self, database: str = "postgres") -> str:
-        """A SQLAlchemy URL for ``database`` over TCP on loopback."""
+        """A ``state.url`` for ``database`` over TCP on loopback."""
         return f"postgresql+psycopg://{SUPERUSER}@127.0.0.1:{self.port}/{database}"
 
     def create_database(self) -> str:
-        """A new empty database; returns its SQLAlchemy URL."""
+        """A new empty database; returns its ``state.url``."""
         name = f"test_{next(self._names)}"
         with psycopg.connect(
             host="127.0.0.1", port=self.port, user=SUPERUSER, dbname="postgres", autocommit=True

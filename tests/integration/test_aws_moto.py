@@ -12,11 +12,11 @@ import botocore.session
 import pytest
 
 from rotator.clock import SystemClock
-from rotator.config import AwsDestination as AwsDestinationConfig
-from rotator.config import AwsSecretsManagerStore
 from rotator.contracts import OWNER, Destination
-from rotator.destinations.aws import AwsDestination
-from rotator.destinations.aws_api import Boto3SecretsManager, SecretVersion
+from rotator.destinations.aws.api import Boto3SecretsManager, SecretVersion
+from rotator.destinations.aws.destination import AwsDestination
+from rotator.destinations.aws.schema import AwsDestination as AwsDestinationConfig
+from rotator.destinations.aws.schema import AwsSecretsManagerStore
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.errors import AuthError, ConflictError, PermanentError
 from rotator.secret import Secret

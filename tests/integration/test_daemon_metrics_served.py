@@ -1,7 +1,7 @@
 """The HTTP app served by uvicorn on loopback, scraped by a real client, over a real rotation.
 
 The engine runs against the stand-in, OpenBao and moto with the metrics hooks wired as the daemon
-wires them (``on_call`` for the Mistral clients, a destination call observer); a small control
+wires them (one ``on_call`` for the Mistral clients and the destinations); a small control
 stands in for the runner (another part of the daemon) to drive the on-demand API.
 """
 
@@ -28,7 +28,6 @@ from rotator.daemon.control import (
 )
 from rotator.daemon.http import build_app
 from rotator.daemon.metrics import Metrics
-from rotator.destinations._common import add_call_observer
 from rotator.engine.engine import Engine, TargetStatus
 from rotator.engine.steps import Outcome
 from rotator.secret import Secret
@@ -152,7 +151,6 @@ async def test_served_app_reflects_an_on_demand_rotation(stack: Stack, state_url
     stack.seed(spec)
     legacy = {data[FIELD] for _, data in stack.consumer_reads(spec) if data}
     metrics = Metrics()
-    remove_observer = add_call_observer(metrics.observe_call)
     engine = await build_engine(stack.config(state_url=state_url), on_call=metrics.observe_call)
     control = EngineControl(engine, metrics)
     bodies: list[str] = []
@@ -193,7 +191,6 @@ async def test_served_app_reflects_an_on_demand_rotation(stack: Stack, state_url
             bodies += [refused.text, accepted.text, view.text, targets.text, scraped.text]
             bodies += [str(r.headers) for r in (refused, accepted, view, targets, scraped)]
     finally:
-        remove_observer()
         await engine.close()
 
     after = samples(scraped.text)

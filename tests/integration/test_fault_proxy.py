@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from rotator.destinations.aws_api import Boto3SecretsManager
-from rotator.destinations.vault_api import HvacApi
+from rotator.destinations.aws.api import Boto3SecretsManager
+from rotator.destinations.vault.api import HvacApi
 from rotator.errors import AuthError, TransientError
 from rotator.secret import Secret
 from tests.support.faultproxy import FaultProxy, Match, aws_call, vault_data

@@ -30,12 +30,13 @@ import jsonschema  # type: ignore[import-untyped]
 import pytest
 import yaml
 
-from rotator.config import Config, KubernetesAuth, VaultStore, load_config
+from rotator.config import Config, load_config
 from rotator.daemon.control import Health
 from rotator.daemon.http import build_app
 from rotator.daemon.leader import SERVICE_ACCOUNT_DIR, Timing, release_bound
 from rotator.daemon.metrics import Metrics
 from rotator.daemon.runner import Timings
+from rotator.destinations.vault.schema import KubernetesAuth, VaultStore
 from rotator.engine.engine import TargetStatus
 
 pytestmark = pytest.mark.integration

@@ -2,8 +2,8 @@
 
 A Vault + AWS target (OpenBao dev server, moto, the Mistral stand-in) is rotated twice: the
 first rotation adopts its seeded key, the second is the steady state (a managed key replaced by
-the next). During each, every backend call is counted per operation (the Mistral clients'
-``on_call`` hook and the destinations' call observer, as the daemon's metrics count them), every
+the next). During each, every backend call is counted per operation (the ``on_call`` hook
+``build_engine`` gives every backend, as the daemon's metrics count them), every
 state-store call through a proxy of the ``StateStore`` protocol, and every hop onto the blocking
 pool. Both tables are printed; the budget is asserted on the steady state, with grace 0 (the old
 key revoked at once) and with a grace: AWS <= 8, Vault <= 4, Mistral <= 4 calls and <= 8 durable
@@ -22,7 +22,6 @@ import pytest
 
 from rotator.app.wiring import build_engine
 from rotator.contracts import StateStore
-from rotator.destinations._common import add_call_observer
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome
 from rotator.pool import BlockingPool
@@ -73,8 +72,8 @@ class Tally:
 
 
 class Counting:
-    """Counts an engine's backend calls (the Mistral clients' ``on_call``, the destinations'
-    call observer), state-store calls (a proxy of the ``StateStore`` protocol) and pool hops,
+    """Counts an engine's backend calls (the ``on_call`` hook every backend is built with),
+    state-store calls (a proxy of the ``StateStore`` protocol) and pool hops,
     into the :class:`Tally` of :meth:`rotation` while one is open."""
 
     def __init__(self) -> None:
@@ -96,14 +95,12 @@ class Counting:
             return await run_blocking(fn, *args, **kwargs)
 
         log = CallLog()
-        remove = add_call_observer(self.on_call)
         pool.run_blocking = hop  # type: ignore[method-assign]
         engine.deps.store = cast("StateStore", CrashingProxy(store, "store", log))
         try:
             yield tally
         finally:
             self.tally = None
-            remove()
             pool.run_blocking = run_blocking  # type: ignore[method-assign]
             engine.deps.store = store
             tally.store.update({k.partition(".")[2]: n for k, n in log.calls.items()})

@@ -18,8 +18,8 @@ from typing import Any
 import boto3
 import pytest
 
-from rotator.destinations.aws_api import Boto3SecretsManager
-from rotator.destinations.vault_api import HvacApi
+from rotator.destinations.aws.api import Boto3SecretsManager
+from rotator.destinations.vault.api import HvacApi
 from rotator.errors import PermanentError, TransientError
 from rotator.secret import Secret
 from tests.support.servers import free_port

@@ -12,12 +12,12 @@ import pytest
 from structlog.testing import capture_logs
 
 from rotator.clock import FakeClock, SystemClock
-from rotator.config import AppRoleAuth, TokenAuth, VaultStore
-from rotator.config import VaultDestination as VaultDestinationConfig
 from rotator.destinations.registry import StoreConnections, build_destination
-from rotator.destinations.vault import VaultDestination
-from rotator.destinations.vault_api import HvacApi
-from rotator.destinations.vault_auth import AppRoleLogin, StaticToken, VaultSession
+from rotator.destinations.vault.api import HvacApi
+from rotator.destinations.vault.auth import AppRoleLogin, StaticToken, VaultSession
+from rotator.destinations.vault.destination import VaultDestination
+from rotator.destinations.vault.schema import AppRoleAuth, TokenAuth, VaultStore
+from rotator.destinations.vault.schema import VaultDestination as VaultDestinationConfig
 from rotator.errors import AuthError, PermanentError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from rotator.app.wiring import check_destinations
 from rotator.config import Config, parse_config
-from rotator.destinations.checks import check_destinations
 from tests.support.harness import AwsHarness, VaultHarness
 from tests.support.servers import AWS_REGION
 

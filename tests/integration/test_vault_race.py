@@ -10,9 +10,9 @@ import hvac
 import pytest
 
 from rotator.clock import SystemClock
-from rotator.destinations.vault import VaultDestination
-from rotator.destinations.vault_api import HvacApi
-from rotator.destinations.vault_auth import StaticToken, VaultSession
+from rotator.destinations.vault.api import HvacApi
+from rotator.destinations.vault.auth import StaticToken, VaultSession
+from rotator.destinations.vault.destination import VaultDestination
 from rotator.errors import ConflictError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret

@@ -27,10 +27,10 @@ from tests.support.crash_child import Job, child_main
 PRELOAD = (
     "rotator.cli",
     "rotator.app.wiring",
-    "rotator.destinations.aws",
-    "rotator.destinations.aws_api",
-    "rotator.destinations.vault",
-    "rotator.destinations.vault_api",
+    "rotator.destinations.aws.destination",
+    "rotator.destinations.aws.api",
+    "rotator.destinations.vault.destination",
+    "rotator.destinations.vault.api",
     "rotator.render",
     "boto3",
     "botocore.session",
@@ -41,7 +41,7 @@ PRELOAD = (
     "anyio._backends._asyncio",
     "h11",
     "netrc",
-    "sqlalchemy",
+    "rotator.state",
     "pydantic.type_adapter",
     "typer._click.decorators",
 )

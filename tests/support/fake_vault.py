@@ -1,4 +1,4 @@
-"""A fake of the narrow Vault seam (:class:`rotator.destinations.vault_api.VaultApi`).
+"""A fake of the narrow Vault seam (:class:`rotator.destinations.vault.api.VaultApi`).
 
 It keeps a tiny KV v2 in memory and counts logins, so unit tests can drive authentication and
 crash/retry paths that a real server cannot be made to hit on cue. Failures are injected per
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from rotator.destinations.vault_api import KvVersion, TokenLease
+from rotator.destinations.vault.api import KvVersion, TokenLease
 from rotator.errors import AuthError, ConflictError
 from rotator.secret import Secret
 

@@ -21,15 +21,15 @@ import boto3
 import hvac
 
 from rotator.clock import SystemClock
-from rotator.config import TokenAuth, VaultStore
-from rotator.config import VaultDestination as VaultDestinationConfig
 from rotator.contracts import Destination
-from rotator.destinations.aws import AwsDestination
-from rotator.destinations.aws_api import Boto3SecretsManager
+from rotator.destinations.aws.api import Boto3SecretsManager
+from rotator.destinations.aws.destination import AwsDestination
 from rotator.destinations.registry import StoreConnections, build_destination
-from rotator.destinations.vault import VaultDestination
-from rotator.destinations.vault_api import HvacApi
-from rotator.destinations.vault_auth import StaticToken, VaultSession
+from rotator.destinations.vault.api import HvacApi
+from rotator.destinations.vault.auth import StaticToken, VaultSession
+from rotator.destinations.vault.destination import VaultDestination
+from rotator.destinations.vault.schema import TokenAuth, VaultStore
+from rotator.destinations.vault.schema import VaultDestination as VaultDestinationConfig
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
 from rotator_dev.memory import MemoryDestination, MemoryStore

@@ -6,23 +6,28 @@ Run with ``-s`` for the figures.
 
 Layers, top to bottom (an edge may only point to a lower rank; within one rank only
 inside the same group — the engine and the backends are peers that meet in the
-contracts and never import each other; and the faces reach the backends only through
-the composition root, ``BYPASS``):
+contracts and never import each other; and the faces reach the backends and the store
+kinds only through the composition root, ``BYPASS``, as the engine never reaches the
+store kinds):
 
 ===== ============ =============================================================
 rank  group        modules
 ===== ============ =============================================================
-5     faces        cli, __main__, daemon/, probe, report, checks
-4     app          app/ (the composition root: builds the engine from config)
-3     engine       engine/ (rotation, revocation, recovery; talks to contracts)
-3     backends     mistral/, destinations/, state/ (implement the contracts)
+7     faces        cli, __main__, daemon/, probe, report, checks
+6     app          app/ (the composition root: builds the engine from config)
+5     engine       engine/ (rotation, revocation, recovery; talks to contracts)
+5     backends     mistral/, state/ (implement the contracts)
+4     config       config/ (the file; its stores are the kinds of the registry)
+3     stores       destinations/ (each store kind: its schema, its construction
+                   and its destination; the registry listing them)
 2     contracts    contracts (the protocols and records both sides share)
 1     vocabulary   errors, secret, keys, clock, durations, schedule, logs, retry,
-                   render, pool, config, the package itself
+                   render, pool, fields, the package itself
 ===== ============ =============================================================
 
-``config`` is vocabulary: it imports only other vocabulary and almost every layer reads
-it, so it sits below the contracts. docs/design/20261206-import-layers.md explains the table.
+``config`` reads the store kinds from ``destinations/registry.py`` (each kind owns its
+schema), so the kinds sit below it, and it below everything that reads a configuration.
+docs/design/20261206-import-layers.md explains the table.
 """
 
 from __future__ import annotations
@@ -38,17 +43,18 @@ PACKAGE = ROOT / "rotator"
 LAYERS: dict[str, tuple[int, str]] = {
     "rotator": (1, "vocabulary"),
     "rotator.contracts": (2, "contracts"),
-    "rotator.mistral": (3, "backends"),
-    "rotator.destinations": (3, "backends"),
-    "rotator.state": (3, "backends"),
-    "rotator.engine": (3, "engine"),
-    "rotator.app": (4, "app"),
-    "rotator.cli": (5, "faces"),
-    "rotator.__main__": (5, "faces"),
-    "rotator.daemon": (5, "faces"),
-    "rotator.probe": (5, "faces"),
-    "rotator.report": (5, "faces"),
-    "rotator.checks": (5, "faces"),
+    "rotator.destinations": (3, "stores"),
+    "rotator.config": (4, "config"),
+    "rotator.mistral": (5, "backends"),
+    "rotator.state": (5, "backends"),
+    "rotator.engine": (5, "engine"),
+    "rotator.app": (6, "app"),
+    "rotator.cli": (7, "faces"),
+    "rotator.__main__": (7, "faces"),
+    "rotator.daemon": (7, "faces"),
+    "rotator.probe": (7, "faces"),
+    "rotator.report": (7, "faces"),
+    "rotator.checks": (7, "faces"),
 }
 
 ALLOWED: set[tuple[str, str]] = set()
@@ -56,8 +62,11 @@ ALLOWED: set[tuple[str, str]] = set()
 ``tests/unit/test_wheel_contents.py`` checks ``rotator`` reaches it only behind ``dev standin``)."""
 
 BYPASS: set[tuple[str, str]] = {
-    # The faces reach the backends only through the composition root (app/).
+    # The faces reach the backends and the store kinds only through the composition root (app/).
     ("faces", "backends"),
+    ("faces", "stores"),
+    # The engine speaks to destinations through the contracts, as to every backend.
+    ("engine", "stores"),
 }
 
 

@@ -13,8 +13,8 @@ from sqlalchemy import Engine, text
 from rotator.secret import Secret
 from rotator.state import SqlStateStore
 from rotator.state.audit import ChainKey
-from rotator.state.database import create_state_engine
 from tests.state_fixtures import rechain
+from tests.support.legacy_state.database import create_state_engine
 from tests.unit.test_cli_errors import VALID, run_cli
 
 T = TypeVar("T")

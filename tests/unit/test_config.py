@@ -7,18 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from rotator.config import (
-    AwsDestination,
-    AwsSecretsManagerStore,
-    Config,
-    Policy,
-    Target,
-    TokenAuth,
-    VaultDestination,
-    VaultStore,
-    load_config,
-    parse_config,
-)
+from rotator.config import Config, Policy, Target, load_config, parse_config
+from rotator.destinations.aws.schema import AwsDestination, AwsSecretsManagerStore
+from rotator.destinations.vault.schema import TokenAuth, VaultDestination, VaultStore
 from rotator.errors import ConfigError
 from rotator.schedule import Schedule
 from rotator.secret import Secret

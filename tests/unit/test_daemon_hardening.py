@@ -22,7 +22,7 @@ from rotator.daemon.control import Health
 from rotator.daemon.leader import Elector, SoleElector, Timing
 from rotator.daemon.metrics import failure_reason
 from rotator.daemon.runner import Daemon
-from rotator.destinations.vault_api import HvacApi
+from rotator.destinations.vault.api import HvacApi
 from rotator.errors import ConfigError, RotatorError, TransientError
 from rotator_dev.standin import StandinHandle
 from tests.unit.test_daemon_runner import FAST, TOKEN, NeverLeads, Running, World, eventually

@@ -17,7 +17,7 @@ from rotator.daemon.metrics import (
     failure_reason,
     mistral_expiry,
 )
-from rotator.destinations._common import add_call_observer, observed
+from rotator.destinations._common import observed
 from rotator.engine.engine import TargetStatus
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
@@ -395,20 +395,17 @@ def test_observe_call_counts_and_times_backend_calls() -> None:
     assert m.sample("rotator_backend_request_duration_seconds_sum", labels) == 0.75
 
 
-def test_destination_calls_reach_an_installed_observer_until_removed() -> None:
-    """Each destination SDK call is observed once with its outcome; removal stops it."""
+def test_destination_calls_reach_the_injected_on_call_hook() -> None:
+    """Each destination SDK call is reported once with its outcome to the ``on_call`` its seam
+    was built with; a seam built without one reports to nobody."""
     m = Metrics()
-    remove = add_call_observer(m.observe_call)
-    try:
-        with observed("vault", "read", "secret/data/p/a"):
-            pass
-        with pytest.raises(TransientError), observed("aws", "PutSecretValue", "p/a"):
-            raise TransientError("aws", "PutSecretValue", "throttled", status=429)
-        with pytest.raises(ConflictError), observed("vault", "write", "secret/data/p/a"):
-            raise ConflictError("cas mismatch")
-    finally:
-        remove()
-    with observed("vault", "read", "secret/data/p/a"):
+    with observed("vault", "read", "secret/data/p/a", m.observe_call):
+        pass
+    with pytest.raises(TransientError), observed("aws", "PutSecretValue", "p/a", m.observe_call):
+        raise TransientError("aws", "PutSecretValue", "throttled", status=429)
+    with pytest.raises(ConflictError), observed("vault", "write", "p/a", m.observe_call):
+        raise ConflictError("cas mismatch")
+    with observed("vault", "read", "secret/data/p/a", None):
         pass
     assert (
         m.sample(
@@ -432,21 +429,16 @@ def test_destination_calls_reach_an_installed_observer_until_removed() -> None:
         == 1.0
     )
     assert "secret/data/p/a" not in exposition(m)
-    remove()  # idempotent
 
 
-def test_a_failing_observer_does_not_break_the_destination_call() -> None:
-    """An observer that raises is ignored: the call's own result is what the caller sees."""
+def test_a_failing_on_call_hook_does_not_break_the_destination_call() -> None:
+    """A hook that raises is ignored: the call's own result is what the caller sees."""
 
     def broken(backend: str, operation: str, status: str, seconds: float) -> None:
         raise RuntimeError("metrics are down")
 
-    remove = add_call_observer(broken)
-    try:
-        with observed("vault", "read", "p"):
-            value = 42
-    finally:
-        remove()
+    with observed("vault", "read", "p", broken):
+        value = 42
     assert value == 42
 
 

@@ -9,9 +9,9 @@ from sqlalchemy import insert, select
 
 from rotator.clock import FakeClock
 from rotator.state import SqlStateStore
-from rotator.state.database import create_state_engine
-from rotator.state.migrations import migrate
-from rotator.state.models import TargetRow
+from tests.support.legacy_state.database import create_state_engine
+from tests.support.legacy_state.migrations import migrate
+from tests.support.legacy_state.models import TargetRow
 
 START = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 

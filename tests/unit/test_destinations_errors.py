@@ -9,8 +9,8 @@ import hvac.exceptions
 import pytest
 import requests
 
-from rotator.destinations.aws_api import map_aws_error, scrub_aws_error
-from rotator.destinations.vault_api import map_hvac_error
+from rotator.destinations.aws.api import map_aws_error, scrub_aws_error
+from rotator.destinations.vault.api import map_hvac_error
 from rotator.errors import AuthError, ConflictError, PermanentError, TransientError
 
 

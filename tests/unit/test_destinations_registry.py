@@ -4,32 +4,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
 
 import pytest
 
 from rotator.clock import FakeClock
-from rotator.config import (
-    AppRoleAuth,
-    AwsSecretsManagerStore,
-    TokenAuth,
-    VaultStore,
-)
-from rotator.config import (
-    AwsDestination as AwsDestinationConfig,
-)
-from rotator.config import (
-    VaultDestination as VaultDestinationConfig,
-)
-from rotator.contracts import Destination
-from rotator.destinations import registry
-from rotator.destinations.aws import AwsDestination
+from rotator.destinations.aws.destination import AwsDestination
+from rotator.destinations.aws.schema import AwsDestination as AwsDestinationConfig
+from rotator.destinations.aws.schema import AwsSecretsManagerStore
 from rotator.destinations.registry import StoreConnections, build_destination
-from rotator.destinations.vault import VaultDestination
-from rotator.errors import ConfigError
+from rotator.destinations.vault.destination import VaultDestination
+from rotator.destinations.vault.schema import AppRoleAuth, TokenAuth, VaultStore
+from rotator.destinations.vault.schema import VaultDestination as VaultDestinationConfig
+from rotator.errors import ConfigError, TransientError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret
-from rotator_dev.memory import MemoryDestination, MemoryStore
 
 
 @pytest.fixture
@@ -101,33 +89,6 @@ def test_unknown_store_type_is_a_config_error(pool: BlockingPool) -> None:
         build_destination(Odd(), OddDestination(), pool=pool, clock=FakeClock())
 
 
-def test_a_new_backend_is_one_registration(pool: BlockingPool) -> None:
-    """register() adds a store type; build_destination then serves it."""
-    memory = MemoryStore(pending=True)
-
-    def factory(store: Any, destination: Any, /, **_: Any) -> Destination:
-        return MemoryDestination(memory, path=destination.path)
-
-    @dataclass
-    class MemoryStoreConfig:
-        type: str = "memory-test"
-
-    @dataclass
-    class MemoryDestinationConfig:
-        store: str = "mem"
-        path: str = "p"
-
-    registry.register("memory-test", factory)
-    try:
-        assert "memory-test" in registry.store_types()
-        dest = build_destination(
-            MemoryStoreConfig(), MemoryDestinationConfig(), pool=pool, clock=FakeClock()
-        )
-        assert isinstance(dest, MemoryDestination)
-    finally:
-        registry._FACTORIES.pop("memory-test")
-
-
 def test_static_token_store_builds_without_network(pool: BlockingPool) -> None:
     """Building never logs in: a Vault store on a closed port builds fine."""
     store = VaultStore(
@@ -137,3 +98,28 @@ def test_static_token_store_builds_without_network(pool: BlockingPool) -> None:
     assert isinstance(
         build_destination(store, config, pool=pool, clock=FakeClock()), VaultDestination
     )
+
+
+async def test_the_on_call_given_to_build_destination_hears_the_stores_calls(
+    pool: BlockingPool,
+) -> None:
+    """The metrics hook is injected at construction: a Vault store on a closed port reports its
+    first call (proving its token) to the ``on_call`` its destination was built with, as
+    transient."""
+    calls: list[tuple[str, str, str]] = []
+    store = VaultStore(
+        type="vault",
+        url="http://127.0.0.1:1",
+        auth=TokenAuth(method="token", token=Secret("t")),
+        timeout="2s",
+    )
+    dest = build_destination(
+        store,
+        VaultDestinationConfig(store="v", path="p", field="f"),
+        pool=pool,
+        clock=FakeClock(),
+        on_call=lambda backend, operation, status, _s: calls.append((backend, operation, status)),
+    )
+    with pytest.raises(TransientError):
+        await dest.read_current()
+    assert calls == [("vault", "lookup-self", "transient")]  # the session proves its token first

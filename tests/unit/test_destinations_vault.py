@@ -9,8 +9,8 @@ import pytest
 
 from rotator.clock import FakeClock
 from rotator.contracts import OWNER
-from rotator.destinations.vault import VaultDestination
-from rotator.destinations.vault_auth import StaticToken, VaultSession
+from rotator.destinations.vault.auth import StaticToken, VaultSession
+from rotator.destinations.vault.destination import VaultDestination
 from rotator.errors import AuthError, TransientError
 from rotator.pool import BlockingPool
 from rotator.secret import Secret

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from rotator.clock import FakeClock
-from rotator.destinations.vault_api import VaultApi
-from rotator.destinations.vault_auth import (
+from rotator.destinations.vault.api import VaultApi
+from rotator.destinations.vault.auth import (
     AppRoleLogin,
     KubernetesLogin,
     StaticToken,

@@ -3,7 +3,8 @@
 Routes are the backticked first cells (``| `GET /livez` | …``) of tables whose header row starts
 ``| route |``; metrics those of tables whose header row starts ``| metric |``, with the type in
 the second cell. The app is built by :func:`rotator.daemon.http.build_app` with an admin token
-(so the API exists) and a control that is never called; metric names come from a fresh
+(so the API exists), the status page mounted, and a control and a source that are never
+called; metric names come from a fresh
 :class:`rotator.daemon.metrics.Metrics` registry (counters under their ``_total`` sample name).
 The third cell lists each metric's labels; they are compared with the label names of a registry
 fed through Metrics' public methods, so every family has samples. The outcomes and reasons the
@@ -24,6 +25,8 @@ from rotator.config import load_config
 from rotator.daemon.control import Health
 from rotator.daemon.http import BearerAuth, build_app
 from rotator.daemon.metrics import _REASONS, Metrics
+from rotator.daemon.ui.app import StatusPage
+from rotator.daemon.ui.source import Snapshot, TargetHistory
 from rotator.engine.engine import TargetStatus
 from rotator.engine.rotation import RotationResult
 from rotator.engine.steps import Outcome
@@ -54,6 +57,16 @@ class _UnusedControl:
         raise AssertionError("not called")
 
 
+class _UnusedSource:
+    """Satisfies StatusSource; building the status page never calls it."""
+
+    async def snapshot(self) -> Snapshot:
+        raise AssertionError("not called")
+
+    async def history(self, target: str, *, rotations: int, audit: int) -> TargetHistory | None:
+        raise AssertionError("not called")
+
+
 def table_rows(markdown: str, header: str) -> dict[str, str]:
     """First cell (backticked) -> second cell, for the tables whose header starts ``header``."""
     rows: dict[str, str] = {}
@@ -73,8 +86,13 @@ def table_rows(markdown: str, header: str) -> dict[str, str]:
 
 def app_routes() -> set[str]:
     """``METHOD /path`` of every route of the app, the API's included (HEAD left out)."""
+    token = Secret("t0ken-for-docs")
+    page = StatusPage(_UnusedSource())
     app = build_app(
-        _UnusedControl(), admin_token=Secret("t0ken-for-docs"), registry=Metrics().registry
+        _UnusedControl(),
+        admin_token=token,
+        registry=Metrics().registry,
+        ui=page.app(admin_token=token, loopback=True),
     )
     found: set[str] = set()
 
@@ -183,6 +201,7 @@ def test_the_route_walk_reaches_inside_the_token_guarded_api() -> None:
     """The API routes behind the bearer-token wrapper are found with their prefix."""
     routes = app_routes()
     assert "POST /api/v1/targets/{name}/rotate" in routes
+    assert "GET /ui/targets/{name}" in routes
     assert "GET /livez" in routes
     assert "HEAD /livez" not in routes
 

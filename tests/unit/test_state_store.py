@@ -8,6 +8,7 @@ import sqlite3
 import stat
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -15,8 +16,6 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import insert, text
-from sqlalchemy.exc import IntegrityError
 
 from rotator.clock import FakeClock
 from rotator.contracts import RetiringKey
@@ -24,8 +23,8 @@ from rotator.errors import ConfigError, ConflictError, TransientError
 from rotator.pool import BlockingPool
 from rotator.state import SqlStateStore
 from rotator.state import audit as audit_chain
-from rotator.state.database import create_state_engine
-from rotator.state.models import RotationRow
+from rotator.state.database import open_database
+from rotator.state.sql import Stmt
 from tests.state_fixtures import (
     AUDIT_KEY,
     START,
@@ -258,30 +257,29 @@ async def test_file_and_directory_are_private(tmp_path: Path) -> None:
 
 
 async def test_sqlite_runs_in_wal_mode_with_foreign_keys(tmp_path: Path) -> None:
-    """The file is in WAL mode and the store's connections enforce foreign keys."""
+    """The file is in WAL mode, and the store's connection commits durably (synchronous=FULL),
+    enforces foreign keys and waits for other processes' locks (busy timeout)."""
     url = f"sqlite:///{tmp_path}/state.db"
     store = SqlStateStore(url)
     await store.migrate()
     await store.close()
     with sqlite3.connect(tmp_path / "state.db") as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
-    engine = create_state_engine(url)
+    db = open_database(url)
     try:
-        with pytest.raises(IntegrityError), engine.begin() as conn:
-            conn.execute(
-                insert(RotationRow).values(
-                    rotation_id="0" * 8 + "-0000-0000-0000-" + "0" * 12,
-                    target="no-such-target",
-                    state="planned",
-                    started_at=START,
-                    emergency=False,
-                    old_key_ids=[],
-                )
-            )
-        with engine.connect() as conn:
-            assert conn.execute(text("PRAGMA busy_timeout")).scalar() == 30000
+        pragmas = {
+            name: db.run("once", lambda tx, name=name: tx.one(Stmt(f"PRAGMA {name}")))
+            for name in ("synchronous", "foreign_keys", "busy_timeout")
+        }
+        assert pragmas == {"synchronous": (2,), "foreign_keys": (1,), "busy_timeout": (30000,)}
+        orphan = Stmt(
+            "INSERT INTO rotations (rotation_id, target, state, started_at, emergency,"
+            " old_key_ids) VALUES (?, 'no-such-target', 'planned', ?, 0, '[]')"
+        )
+        with pytest.raises(sqlite3.IntegrityError, match="FOREIGN KEY"):
+            db.run("write", lambda tx: tx.run(orphan, ("0" * 32, "2026-03-01 12:00:00.000000")))
     finally:
-        engine.dispose()
+        db.close()
 
 
 @pytest.mark.parametrize(
@@ -319,6 +317,18 @@ async def test_calls_run_on_the_given_pool(tmp_path: Path) -> None:
     store_without_pool = SqlStateStore(f"sqlite:///{tmp_path}/state.db")
     assert await store_without_pool.get_target(TARGET) is None
     await store_without_pool.close()
+
+
+async def test_without_a_pool_the_store_runs_on_threads_of_its_own(tmp_path: Path) -> None:
+    """Given no pool, transactions run on the store's own threads, never on a pool the SDK calls
+    share; closing the store ends them, and a later call starts them again."""
+    store = SqlStateStore(f"sqlite:///{tmp_path}/state.db")
+    await store.migrate()
+    names = {await store._run(lambda: threading.current_thread().name) for _ in range(20)}
+    assert {name.split("_")[0] for name in names} == {"rotator-state"}, names
+    await store.close()
+    assert await store.get_target(TARGET) is None
+    await store.close()
 
 
 async def test_no_plaintext_reaches_the_sqlite_files(tmp_path: Path) -> None:

@@ -72,6 +72,11 @@ class Elector(ABC):
         self.health = health
         self.timing = timing
         self.clock: Clock = clock or SystemClock()
+        self.identity: str | None = None
+        """This instance's name in the election (None where the election names no one)."""
+        self.holder: str | None = None
+        """The leader's identity as last seen (Kubernetes: the Lease's holder); None when
+        unknown or when this backend does not tell (the status page shows it)."""
         self._leading = False
         self._reported = False
         """What :attr:`health` and ``on_change`` were last told."""

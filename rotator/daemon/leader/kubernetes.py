@@ -124,6 +124,7 @@ class KubernetesLeaseElector(Elector):
             if spec != self._observed:
                 self._observed, self._observed_at = spec, now
             holder = spec.get("holderIdentity") or ""
+            self.holder = holder or None
             duration = float(spec.get("leaseDurationSeconds") or self.timing.lease_duration)
             if holder and holder != self.identity:
                 if self._leading:

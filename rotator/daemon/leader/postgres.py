@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from rotator.clock import Clock
+from rotator.config.dburl import parse_database_url
 from rotator.daemon.control import Health
 from rotator.daemon.leader.base import Elector, Timing, _why, default_identity
 
@@ -82,7 +83,7 @@ class PostgresElector(Elector):
         self._conninfo = conninfo
         self._key = lock_key
         self._safe_url = safe_url
-        self._identity = identity or default_identity()
+        self._identity = self.identity = identity or default_identity()
         self._conn: psycopg.AsyncConnection[Any] | None = None
 
     @property
@@ -165,16 +166,12 @@ class PostgresElector(Elector):
 
 
 def _is_postgres(url: str) -> bool:
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).get_backend_name() == "postgresql"
+    return parse_database_url(url).backend == "postgresql"
 
 
 def _conninfo(url: str) -> str:
-    """The libpq URI of a SQLAlchemy ``postgresql+driver://`` URL (password kept)."""
-    from sqlalchemy.engine import make_url
-
-    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+    """The libpq URI of a ``postgresql[+driver]://`` URL (password kept)."""
+    return parse_database_url(url).libpq()
 
 
 __all__ = ["MIGRATION_LOCK_KEY", "PostgresElector", "leader_lock_key"]

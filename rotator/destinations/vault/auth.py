@@ -19,7 +19,8 @@ from typing import Protocol, TypeVar
 import structlog
 
 from rotator.clock import Clock
-from rotator.destinations.vault_api import TokenLease, VaultApi
+from rotator.destinations.vault.api import TokenLease, VaultApi
+from rotator.destinations.vault.schema import AppRoleAuth, KubernetesAuth, TokenAuth
 from rotator.errors import AuthError, PermanentError
 from rotator.secret import Secret
 
@@ -166,3 +167,12 @@ class VaultSession:
     def _set(self, lease: TokenLease) -> None:
         self._lease = lease
         self._since = self._clock.monotonic()
+
+
+def credentials_for(auth: TokenAuth | AppRoleAuth | KubernetesAuth) -> VaultCredentials:
+    """The credentials a store's ``auth`` settings describe."""
+    if isinstance(auth, TokenAuth):
+        return StaticToken(auth.token)
+    if isinstance(auth, AppRoleAuth):
+        return AppRoleLogin(role_id=auth.role_id, secret_id=auth.secret_id, mount=auth.mount)
+    return KubernetesLogin(role=auth.role, jwt_path=str(auth.jwt_path), mount=auth.mount)

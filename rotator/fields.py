@@ -1,4 +1,5 @@
-"""Field types, secret-file reading and the base model of every configuration schema."""
+"""Field types, secret-file reading and the base model of every configuration schema: the
+sections of :mod:`rotator.config` and each store kind's."""
 
 from __future__ import annotations
 
@@ -264,8 +265,6 @@ class _Model(BaseModel):
 
     _secret_fields: ClassVar[tuple[str, ...]] = ()
     """Fields that may also be given as ``<field>_file``; exactly one of the two."""
-    _foreign_keys: ClassVar[Mapping[str, str]] = {}
-    """Keys of a sibling model, mapped to a hint explaining where they belong."""
     _hidden_fields: ClassVar[frozenset[str]] = frozenset()
     """Fields that are not read from the input (set by the loader)."""
 
@@ -281,10 +280,6 @@ class _Model(BaseModel):
             if key in allowed:
                 continue
             name = key if isinstance(key, str) else repr(key)
-            if key in cls._foreign_keys:
-                store = data.get("store")
-                shown = repr(store) if isinstance(store, str) else "(none)"
-                raise _field_error(cls._foreign_keys[key].replace("{store}", shown), name)
             raise _field_error(f"unknown key (known: {', '.join(_display(known, cls))})", name)
         for name in cls._secret_fields:
             file_key = f"{name}_file"

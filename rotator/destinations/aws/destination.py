@@ -31,13 +31,15 @@ from __future__ import annotations
 import uuid
 from collections.abc import Mapping
 
-from rotator.clock import Clock
-from rotator.config import AwsDestination as AwsDestinationConfig
-from rotator.config import AwsSecretsManagerStore
-from rotator.contracts import OWNER, AccessCheck, CurrentValue, PromotedValue, StagedValue
+from rotator.contracts import (
+    OWNER,
+    AccessCheck,
+    CurrentValue,
+    PromotedValue,
+    StagedValue,
+)
 from rotator.destinations._common import (
     MANAGED_BY,
-    StoreConnections,
     check_rotation_id,
     check_staged_secret,
     current_from_marks,
@@ -49,11 +51,10 @@ from rotator.destinations._common import (
     require_create_missing,
     with_field,
 )
-from rotator.destinations.aws_api import (
+from rotator.destinations.aws.api import (
     CURRENT,
     PENDING,
     PREVIOUS,
-    Boto3SecretsManager,
     SecretDescription,
     SecretsManagerApi,
 )
@@ -434,34 +435,3 @@ class AwsDestination:
             " after authorizing them; CloudTrail shows them as failed calls)"
         )
         return ("write", True, probed)
-
-
-def from_config(
-    store: AwsSecretsManagerStore,
-    destination: AwsDestinationConfig,
-    *,
-    pool: BlockingPool,
-    clock: Clock,
-    connections: StoreConnections,
-) -> AwsDestination:
-    """An :class:`AwsDestination` for a configured destination; the store's boto3 client
-    (credentials from the default AWS chain) is shared through ``connections``."""
-    del clock  # boto3 refreshes its own credentials; nothing here is timed
-
-    def connect() -> Boto3SecretsManager:
-        return Boto3SecretsManager.connect(
-            region=store.region,
-            endpoint_url=store.endpoint_url,
-            timeout=store.timeout.total_seconds(),
-        )
-
-    return AwsDestination(
-        api=connections.get(destination.store, connect),
-        pool=pool,
-        store=destination.store,
-        secret_id=destination.secret_id,
-        field=destination.field,
-        create_missing=destination.create_missing,
-        kms_key_id=destination.kms_key_id,
-        tags=destination.tags,
-    )

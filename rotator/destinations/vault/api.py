@@ -22,6 +22,7 @@ import hvac
 import hvac.exceptions
 import requests
 
+from rotator.contracts import OnCall
 from rotator.destinations._common import observed, unexpected_failure
 from rotator.errors import (
     AuthError,
@@ -168,10 +169,12 @@ def _detail(exc: Exception) -> str:
 
 
 class HvacApi:
-    """:class:`VaultApi` over an ``hvac.Client`` (its URL, namespace, TLS and timeout)."""
+    """:class:`VaultApi` over an ``hvac.Client`` (its URL, namespace, TLS and timeout); every call
+    is reported to ``on_call`` (the metrics hook, :data:`rotator.contracts.OnCall`)."""
 
-    def __init__(self, client: hvac.Client) -> None:
+    def __init__(self, client: hvac.Client, *, on_call: OnCall | None = None) -> None:
         self._client = client
+        self._on_call = on_call
 
     @classmethod
     def connect(
@@ -182,14 +185,16 @@ class HvacApi:
         ca_cert: str | None = None,
         verify: bool = True,
         timeout: float = 10.0,
+        on_call: OnCall | None = None,
     ) -> HvacApi:
         """A client for ``url``; TLS is verified against ``ca_cert`` when given."""
         tls: bool | str = ca_cert if (verify and ca_cert) else verify
-        return cls(hvac.Client(url=url, namespace=namespace, verify=tls, timeout=timeout))
+        client = hvac.Client(url=url, namespace=namespace, verify=tls, timeout=timeout)
+        return cls(client, on_call=on_call)
 
     def _call(self, operation: str, path: str, fn: Callable[[], T]) -> T:
         """``fn()`` (the hvac call and the reading of its answer), every failure mapped."""
-        with observed(BACKEND, operation, path):
+        with observed(BACKEND, operation, path, self._on_call):
             try:
                 return fn()
             except (hvac.exceptions.VaultError, requests.exceptions.RequestException) as exc:

@@ -70,7 +70,7 @@ class UtcDateTime(TypeDecorator[datetime]):
     def process_result_value(
         self,
         value: datetime | None,
-        dialect: Dialect,  # noqa: ARG002 - the signature SQLAlchemy calls
+        dialect: Dialect,
     ) -> datetime | None:
         return None if value is None else as_utc(value)
 

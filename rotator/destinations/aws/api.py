@@ -21,6 +21,7 @@ import boto3
 import botocore.config
 import botocore.exceptions
 
+from rotator.contracts import OnCall
 from rotator.destinations._common import observed, unexpected_failure
 from rotator.errors import (
     AuthError,
@@ -196,10 +197,12 @@ def _map_client_error(
 
 
 class Boto3SecretsManager:
-    """:class:`SecretsManagerApi` over a boto3 ``secretsmanager`` client (thread-safe)."""
+    """:class:`SecretsManagerApi` over a boto3 ``secretsmanager`` client (thread-safe); every call
+    is reported to ``on_call`` (the metrics hook, :data:`rotator.contracts.OnCall`)."""
 
-    def __init__(self, client: SecretsManagerClient) -> None:
+    def __init__(self, client: SecretsManagerClient, *, on_call: OnCall | None = None) -> None:
         self._client = client
+        self._on_call = on_call
 
     @classmethod
     def connect(
@@ -209,6 +212,7 @@ class Boto3SecretsManager:
         endpoint_url: str | None = None,
         timeout: float = 10.0,
         session: boto3.session.Session | None = None,
+        on_call: OnCall | None = None,
     ) -> Boto3SecretsManager:
         """A client for ``region`` (and ``endpoint_url``) with credentials from ``session``, by
         default the default AWS chain (environment, shared files, web identity, IMDS). boto3
@@ -222,11 +226,11 @@ class Boto3SecretsManager:
         client = session.client(
             "secretsmanager", region_name=region, endpoint_url=endpoint_url, config=config
         )
-        return cls(client)
+        return cls(client, on_call=on_call)
 
     def _call(self, operation: str, secret_id: str, fn: Callable[[], T]) -> T:
         """``fn()`` (the boto3 call and the reading of its answer), every failure mapped."""
-        with observed(BACKEND, operation, secret_id):
+        with observed(BACKEND, operation, secret_id, self._on_call):
             try:
                 return fn()
             except (botocore.exceptions.BotoCoreError, botocore.exceptions.ClientError) as exc:

@@ -17,7 +17,13 @@ from rotator.contracts import (
     Rotation,
     TargetState,
 )
-from rotator.state.models import AuditRow, JournalRow, RetiringKeyRow, RotationRow, TargetRow
+from tests.support.legacy_state.models import (
+    AuditRow,
+    JournalRow,
+    RetiringKeyRow,
+    RotationRow,
+    TargetRow,
+)
 
 if TYPE_CHECKING:
     from _typeshed import DataclassInstance

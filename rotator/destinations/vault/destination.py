@@ -12,12 +12,8 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 
-from rotator.clock import Clock
-from rotator.config import AppRoleAuth, KubernetesAuth, TokenAuth, VaultStore
-from rotator.config import VaultDestination as VaultDestinationConfig
 from rotator.contracts import AccessCheck, CurrentValue, PromotedValue, StagedValue
 from rotator.destinations._common import (
-    StoreConnections,
     check_rotation_id,
     check_staged_secret,
     current_from_marks,
@@ -32,12 +28,8 @@ from rotator.destinations._common import (
     stamped_by_rotator,
     with_marks,
 )
-from rotator.destinations.vault_api import HvacApi, KvVersion, VaultApi
-from rotator.destinations.vault_auth import (
-    AppRoleLogin,
-    KubernetesLogin,
-    StaticToken,
-    VaultCredentials,
+from rotator.destinations.vault.api import KvVersion, VaultApi
+from rotator.destinations.vault.auth import (
     VaultSession,
 )
 from rotator.errors import AuthError, BackendError, ConflictError, PermanentError
@@ -355,42 +347,3 @@ def _data_of(current: CurrentValue) -> dict[str, object]:
     data = json.loads(current.document.reveal())
     return dict(data) if isinstance(data, dict) else {}
 
-
-def from_config(
-    store: VaultStore,
-    destination: VaultDestinationConfig,
-    *,
-    pool: BlockingPool,
-    clock: Clock,
-    connections: StoreConnections,
-) -> VaultDestination:
-    """A :class:`VaultDestination` for a configured destination; the store's session (one login)
-    is shared with the other destinations of that store through ``connections``."""
-
-    def connect() -> VaultSession:
-        api = HvacApi.connect(
-            store.url,
-            namespace=store.namespace,
-            ca_cert=str(store.ca_cert) if store.ca_cert else None,
-            verify=store.verify,
-            timeout=store.timeout.total_seconds(),
-        )
-        return VaultSession(api, _credentials(store.auth), clock)
-
-    return VaultDestination(
-        session=connections.get(destination.store, connect),
-        pool=pool,
-        store=destination.store,
-        mount=store.mount,
-        path=destination.path,
-        field=destination.field,
-        create_missing=destination.create_missing,
-    )
-
-
-def _credentials(auth: TokenAuth | AppRoleAuth | KubernetesAuth) -> VaultCredentials:
-    if isinstance(auth, TokenAuth):
-        return StaticToken(auth.token)
-    if isinstance(auth, AppRoleAuth):
-        return AppRoleLogin(role_id=auth.role_id, secret_id=auth.secret_id, mount=auth.mount)
-    return KubernetesLogin(role=auth.role, jwt_path=str(auth.jwt_path), mount=auth.mount)

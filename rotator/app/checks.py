@@ -10,16 +10,21 @@ from __future__ import annotations
 
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config
-from rotator.contracts import CheckResult
+from rotator.contracts import CheckResult, OnCall
 from rotator.destinations.registry import StoreConnections, build_destination
 from rotator.errors import RotatorError
 from rotator.pool import BlockingPool
 
 
 async def check_destinations(
-    cfg: Config, *, pool: BlockingPool | None = None, clock: Clock | None = None
+    cfg: Config,
+    *,
+    pool: BlockingPool | None = None,
+    clock: Clock | None = None,
+    on_call: OnCall | None = None,
 ) -> list[CheckResult]:
-    """One line per check of every destination of every target; never raises for a backend."""
+    """One line per check of every destination of every target; never raises for a backend.
+    ``on_call`` hears every backend call the checks make, as in :func:`build_destination`."""
     own_pool = pool is None
     pool = pool or BlockingPool()
     connections = StoreConnections()
@@ -37,6 +42,7 @@ async def check_destinations(
                         pool=pool,
                         clock=clock or SystemClock(),
                         connections=connections,
+                        on_call=on_call,
                     )
                     checks = await dest.check_access()
                 except RotatorError as exc:
