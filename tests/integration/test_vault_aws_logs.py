@@ -67,8 +67,11 @@ async def rotate_and_conflict(harness: Harness) -> list[BaseException]:
     await dest.roll_back(staged)
     harness.seed(path, {"api_key": "0therWriterCCCCCCCCCCCCCCCCCCCCC"})
     errors: list[BaseException] = []
-    try:
-        await dest.stage(Secret(CANARY), rotation_id=str(uuid.uuid4()), key_id="k", base=base)
+    try:  # a write since the plan's read: refused at the promotion's compare-and-swap at last
+        late = await dest.stage(
+            Secret(CANARY), rotation_id=str(uuid.uuid4()), key_id="k", base=base
+        )
+        await dest.promote(late, Secret(CANARY))
     except ConflictError as exc:
         errors.append(exc)
     return errors
