@@ -346,4 +346,3 @@ def _data_of(current: CurrentValue) -> dict[str, object]:
         return {}
     data = json.loads(current.document.reveal())
     return dict(data) if isinstance(data, dict) else {}
-
