@@ -4,8 +4,9 @@ The composition root: it alone imports the engine and the concrete backends (sta
 Mistral clients, destination registry) together. The faces call :func:`build_engine`.
 
 The Mistral clients and the destinations (httpx, hvac, boto3 and their TLS contexts) are imported
-where they are built, so a command that reads the state store only (``build_engine(...,
-backends=False)``: ``rotator status``, ``history``) never loads them."""
+where they are built: a target's destinations at their first use (an idle daemon never loads
+its stores' libraries), and none of them for a command that reads the state store only
+(``build_engine(..., backends=False)``: ``rotator status``, ``history``)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from typing import TYPE_CHECKING, NoReturn, cast
 from rotator.clock import Clock, SystemClock
 from rotator.config import Config, Target
 from rotator.contracts import CheckResult, Destination, KeyIssuer, KeyVerifier
-from rotator.destinations._common import add_call_observer
+from rotator.destinations._common import StoreConnections, add_call_observer
 from rotator.engine.context import AlertHook, Deps
 from rotator.engine.engine import Engine
 from rotator.errors import ConfigError
@@ -77,7 +78,6 @@ async def build_engine(
         raise ConfigError(cfg.source, "state.url", exc.problem) from None
     if not backends:
         return Engine(cfg, _state_only_deps(store, clock, pool))
-    from rotator.destinations.registry import StoreConnections, build_destination
     from rotator.mistral.factory import admin_client, verifier
 
     connections = StoreConnections()
@@ -85,6 +85,10 @@ async def build_engine(
     user_id = cfg.mistral.user_id or await _resolve_user(cfg, admin)
 
     def destinations(target: Target) -> Sequence[Destination]:
+        """Called by the engine at a target's first use of its destinations: the backends'
+        modules (boto3, hvac) are imported then, not for a daemon whose targets are idle."""
+        from rotator.destinations.registry import build_destination
+
         return [
             build_destination(
                 cfg.stores[d.store], d, pool=pool, clock=clock, connections=connections
