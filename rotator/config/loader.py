@@ -226,7 +226,8 @@ def _read_events(text: str) -> object:
 
     The node tree (a node and two marks per value, 85 MB for 10 000 targets) cost as much time
     as the parse, and once freed it left the heap fragmented by the values built meanwhile:
-    the daemon kept that memory. Here each event is dropped as soon as it is read. Anything
+    the daemon kept that memory. Here each event is dropped as soon as it is read, and equal
+    strings (keys, store names, fields: most of a fleet's file) are one object. Anything
     but plain mappings, sequences and the core scalar types (an explicit or unknown tag, a merge
     key ``<<``, a duplicate or unhashable key, a duplicate or unknown anchor, more than one
     document, very deep nesting) raises :class:`_Unsupported`, and PyYAML's loaders read the
@@ -252,6 +253,7 @@ class _EventReader:
         self._anchors: dict[str, object] = {}
         self._open: list[list[Any]] = []
         self._root: object = None
+        self._strings: dict[str, str] = {}
 
     def document(self) -> object:
         get = self._loader.get_event
@@ -277,7 +279,7 @@ class _EventReader:
             if tag is None or tag == "!":
                 tag = self._loader.resolve(yaml.ScalarNode, event.value, event.implicit)
             if tag == _STR_TAG:
-                value: object = event.value
+                value: object = self._strings.setdefault(event.value, event.value)
             elif tag in _PLAIN_TAGS:
                 node = yaml.ScalarNode(tag, event.value)
                 value = self._loader.yaml_constructors[tag](self._loader, node)
