@@ -55,9 +55,12 @@ BACKENDS_AND_SERVER = (
     "rotator.destinations.vault",
     "rotator.mistral.admin",
     "rotator.daemon.runner",
+    "rich",
+    "pygments",
 )
 """What ``rotator status`` reads the state store without: the SDKs, the Mistral client, the
-HTTP server and the daemon."""
+HTTP server and the daemon; and rich, which structlog would load for renderers rotator does
+not use (:func:`rotator.__main__._import_structlog_without_rich`)."""
 
 PROBE = """
 import json, sys
@@ -105,7 +108,7 @@ def test_version_imports_none_of_the_heavy_modules() -> None:
 
 def test_status_imports_neither_backend_sdks_nor_the_http_server(tmp_path: Path) -> None:
     """``rotator status`` (a Vault and an AWS destination configured) reads the state store
-    without importing boto3, hvac, httpx, the HTTP server or the daemon."""
+    without importing boto3, hvac, httpx, the HTTP server, the daemon or rich."""
     cfg = _config(tmp_path)
     _make_state(tmp_path / "state.db")
     code, modules, out = imports_of("status", "--json", "--config", str(cfg))
