@@ -60,7 +60,7 @@ BACKENDS_AND_SERVER = (
 )
 """What ``rotator status`` reads the state store without: the SDKs, the Mistral client, the
 HTTP server and the daemon; and rich, which structlog would load for renderers rotator does
-not use (:func:`rotator.__main__._import_structlog_without_rich`)."""
+not use (:func:`rotator.__main__._leave_out_unused_extras`)."""
 
 PROBE = """
 import json, sys
@@ -69,7 +69,8 @@ try:
     main(sys.argv[1:])
 except SystemExit as exc:
     code = exc.code
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}), file=sys.stderr)
+loaded = sorted(name for name, module in sys.modules.items() if module is not None)
+print(json.dumps({"code": code, "modules": loaded}), file=sys.stderr)
 """
 
 
@@ -97,6 +98,21 @@ def test_the_console_script_is_the_small_entry_point() -> None:
     """pyproject's ``rotator`` script is rotator.__main__:main, which ``python -m`` runs too."""
     project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
     assert project["scripts"] == {"rotator": "rotator.__main__:main"}
+
+
+def test_python_dash_m_runs_the_same_entry_point() -> None:
+    """``python -m rotator`` answers like the console script (``--version``, then a command)."""
+    for argv, expected in ((["--version"], f"rotator {__version__}"), (["--help"], "Usage:")):
+        done = subprocess.run(
+            [sys.executable, "-m", "rotator", *argv],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+            cwd=REPO,
+        )
+        assert done.returncode == 0, done.stderr
+        assert expected in done.stdout
 
 
 def test_version_imports_none_of_the_heavy_modules() -> None:
