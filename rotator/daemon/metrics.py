@@ -240,7 +240,7 @@ class _RotationsCollector(Collector):
     """``rotator_rotations_total{target,outcome}``: a counter family served from one table.
 
     Every declared target shows each counted outcome, 0 until counted, without a counter object
-    per series (five per target, about 1.3 KB each: 13 MB for 10 000 targets). Thread-safe."""
+    per series (five per target: 2.7 KB, 27 MB for 10 000 targets, by tracemalloc). Thread-safe."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
