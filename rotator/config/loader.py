@@ -254,6 +254,9 @@ class _EventReader:
         self._open: list[list[Any]] = []
         self._root: object = None
         self._strings: dict[str, str] = {}
+        self._plain: dict[str, object] = {}  # an untagged plain scalar's text -> its value
+        # Without path resolvers (none are registered) an untagged quoted scalar is a string.
+        self._quoted_are_strings = not loader.yaml_path_resolvers
 
     def document(self) -> object:
         get = self._loader.get_event
@@ -275,16 +278,7 @@ class _EventReader:
         """The value an event completes, or ``_NO_KEY`` when it opens a collection."""
         cls = type(event)
         if cls is yaml.ScalarEvent:
-            tag = event.tag
-            if tag is None or tag == "!":
-                tag = self._loader.resolve(yaml.ScalarNode, event.value, event.implicit)
-            if tag == _STR_TAG:
-                value: object = self._strings.setdefault(event.value, event.value)
-            elif tag in _PLAIN_TAGS:
-                node = yaml.ScalarNode(tag, event.value)
-                value = self._loader.yaml_constructors[tag](self._loader, node)
-            else:
-                raise _Unsupported(tag)
+            value = self._scalar(event)
             self._anchor(event.anchor, value)
             return value
         if cls is yaml.AliasEvent:
@@ -305,6 +299,29 @@ class _EventReader:
         self._anchor(event.anchor, container)
         self._open.append([container, _NO_KEY])
         return _NO_KEY
+
+    def _scalar(self, event: Any) -> object:
+        """A scalar's value; an untagged one's resolved once per distinct text (a fleet's file
+        repeats most of its keys and values)."""
+        text, tag = event.value, event.tag
+        untagged = tag is None or tag == "!"
+        if untagged and event.implicit[0]:
+            known = self._plain.get(text, _NO_KEY)
+            if known is not _NO_KEY:
+                return known
+        elif untagged and self._quoted_are_strings:
+            return self._strings.setdefault(text, text)
+        if untagged:
+            tag = self._loader.resolve(yaml.ScalarNode, text, event.implicit)
+        if tag == _STR_TAG:
+            value: object = self._strings.setdefault(text, text)
+        elif tag in _PLAIN_TAGS:
+            value = self._loader.yaml_constructors[tag](self._loader, yaml.ScalarNode(tag, text))
+        else:
+            raise _Unsupported(tag)
+        if untagged and event.implicit[0]:
+            self._plain[text] = value
+        return value
 
     def _add(self, value: object) -> None:
         """Put a completed value where it belongs: in the open collection, or at the root."""
