@@ -18,7 +18,9 @@ RUN python -m venv /opt/build \
  && /opt/build/bin/pip install --require-hashes --no-deps --only-binary=:all: \
       -r requirements/build.txt
 # The runtime virtualenv (requirements/main.txt, the PostgreSQL driver included) has no pip and
-# no setuptools: the build pip installs into it.
+# no setuptools: the build pip installs into it. pip compiles every module's bytecode as it
+# installs (never pass --no-compile here): the virtualenv is read-only at run time and
+# PYTHONDONTWRITEBYTECODE is set, so without it every start would compile what it imports.
 RUN python -m venv --without-pip /opt/rotator \
  && /opt/build/bin/pip --python /opt/rotator/bin/python install \
       --require-hashes --no-deps --only-binary=:all: -r requirements/main.txt

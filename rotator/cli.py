@@ -3,11 +3,16 @@
 Exit status: 0 success; 1 an operation failed (the system is left safe); 2 bad usage or invalid
 configuration — one line naming the file, the field path and the problem, never a traceback.
 Logs go to stderr so stdout carries only the command's output (or its one JSON document).
+
+Imports are the command's own: at module level only typer and the standard library, so that
+``--help`` and a usage error stay quick; the configuration (pydantic, PyYAML), logging
+(structlog), asyncio and the engine are imported by the commands that use them, and the backends'
+SDKs and the HTTP server only where the composition root needs them (``rotator status`` builds no
+destination client). ``rotator --version`` never gets here (:mod:`rotator.__main__`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import re
@@ -17,20 +22,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
 
-import structlog
 import typer
 
 # typer vendors its own click; its exception classes are the ones raised here.
 from typer._click.exceptions import ClickException, UsageError
 
 from rotator import __version__
-from rotator.config import Config, load_config
 from rotator.errors import ConfigError, RotatorError, UnreadableAuditRowError
-from rotator.logs import LogFormat, configure_logging, scrub
 
 if TYPE_CHECKING:
+    from rotator.config import Config
     from rotator.engine.engine import Engine
     from rotator.engine.rotation import RotationResult
+    from rotator.logs import LogFormat
 
 T = TypeVar("T")
 
@@ -80,6 +84,8 @@ def _globals(ctx: typer.Context) -> _Globals:
 def _load(ctx: typer.Context, config: Path | None) -> Config:
     """The configuration named after the command, else before it, else by $ROTATOR_CONFIG;
     read once per command however often asked for."""
+    from rotator.config import load_config
+
     settings = _globals(ctx)
     path = config or settings.config
     if path not in settings.loaded:
@@ -126,6 +132,8 @@ def _root(
     ctx.obj = _Globals(
         config=config, log_level=level, log_format=fmt, strict_permissions=strict_permissions
     )
+    from rotator.logs import configure_logging
+
     configure_logging(level=level, fmt=fmt, stream=sys.stderr)
 
 
@@ -139,6 +147,8 @@ def check(
     as_json: JsonOption = False,
 ) -> None:
     """Validate the config, then reach and authenticate to every backend; a line per check."""
+    import asyncio
+
     from rotator.checks import render_checks, run_checks
 
     cfg = _load(ctx, config)
@@ -156,23 +166,33 @@ def _with_engine(
     work: Callable[[Engine], Awaitable[T]],
     *,
     create_state: bool = True,
+    backends: bool = True,
 ) -> T:
     """Load the configuration, build the engine, run ``work`` on it, close it.
 
     Only the commands that change something create a missing state database
-    (``create_state``); the read-only ones say there is none (exit 2).
+    (``create_state``); the read-only ones say there is none (exit 2). The commands that read
+    the state store alone pass ``backends=False``: no Mistral or destination client is built
+    (see :func:`rotator.app.wiring.build_engine`), and no webhook is needed.
 
     The configured webhooks hear the engine's alerts (stuck, failed, refused revocations) from
     the CLI as from the daemon; deliveries in flight get a few seconds before the command exits.
     """
+    import asyncio
+
     from rotator.app.wiring import build_engine
-    from rotator.daemon.notify import Notifier
 
     cfg = _load(ctx, config)
 
     async def go() -> T:
-        notifier = Notifier.from_config(cfg) if cfg.notifications.webhooks else None
-        engine = await build_engine(cfg, on_alert=notifier, create_state=create_state)
+        notifier = None
+        if backends and cfg.notifications.webhooks:
+            from rotator.daemon.notify import Notifier
+
+            notifier = Notifier.from_config(cfg)
+        engine = await build_engine(
+            cfg, on_alert=notifier, create_state=create_state, backends=backends
+        )
         try:
             return await work(engine)
         finally:
@@ -375,7 +395,7 @@ def status(
             rows.append(row)
         return rows
 
-    rows = _with_engine(ctx, config, work, create_state=False)
+    rows = _with_engine(ctx, config, work, create_state=False, backends=False)
     if as_json:
         typer.echo(json.dumps([{k: v for k, v in r.items() if k != "age"} for r in rows], indent=2))
     else:
@@ -460,7 +480,7 @@ def history(
             return rows, None, True
         return rows, verdict.line(), verdict.ok
 
-    rows, verdict, ok = _with_engine(ctx, config, work, create_state=False)
+    rows, verdict, ok = _with_engine(ctx, config, work, create_state=False, backends=False)
     columns = ["seq", "at", "event", "target", "rotation_id", "facts"]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
@@ -540,7 +560,10 @@ def adopt(
 )
 def run(ctx: typer.Context, config: ConfigOption = None) -> None:
     """The daemon (``rotator run``); see the help text."""
+    import asyncio
+
     from rotator.daemon.runner import run_daemon
+    from rotator.logs import configure_logging
 
     settings = _globals(ctx)
     configure_logging(level=settings.log_level, fmt=settings.log_format, stream=sys.stdout)
@@ -593,6 +616,13 @@ def dev_standin(
         raise typer.Exit(EXIT_FAILED) from None
 
 
+def _scrub(text: str) -> str:
+    """:func:`rotator.logs.scrub`, imported when a message is shown (it brings in structlog)."""
+    from rotator.logs import scrub
+
+    return scrub(text)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the `rotator` console script; maps every failure to an exit status."""
     args = sys.argv[1:] if argv is None else argv
@@ -602,14 +632,14 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = app(args=args, prog_name="rotator", standalone_mode=False)
     except ConfigError as exc:
-        print(scrub(str(exc)), file=sys.stderr)
+        print(_scrub(str(exc)), file=sys.stderr)
         code = EXIT_USAGE
     except UsageError as exc:
         hint = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
         print(f"rotator: {exc.format_message()}{hint}", file=sys.stderr)
         code = EXIT_USAGE
     except RotatorError as exc:
-        print(f"rotator: {scrub(str(exc))}", file=sys.stderr)
+        print(f"rotator: {_scrub(str(exc))}", file=sys.stderr)
         code = EXIT_FAILED
     except ClickException as exc:
         print(f"rotator: {exc.format_message()}", file=sys.stderr)
@@ -618,7 +648,9 @@ def main(argv: list[str] | None = None) -> None:
         print("rotator: interrupted", file=sys.stderr)
         code = 130
     except Exception as exc:  # noqa: BLE001 - last line of defence: one line, no traceback
+        import structlog
+
         structlog.get_logger(__name__).exception("internal_error")
-        print(f"rotator: internal error: {type(exc).__name__}: {scrub(str(exc))}", file=sys.stderr)
+        print(f"rotator: internal error: {type(exc).__name__}: {_scrub(str(exc))}", file=sys.stderr)
         code = EXIT_FAILED
     sys.exit(code if isinstance(code, int) else EXIT_OK)

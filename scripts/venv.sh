@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Creates or refreshes .venv from the hashed requirements; sourced by the other scripts.
-# Re-installs only when requirements/dev.txt or pyproject.toml changed. --no-compile: bytecode is
-# written on first import instead of for every file of every package (a third of the install).
+# Re-installs only when requirements/dev.txt or pyproject.toml changed.
+#
+# Bytecode is compiled ahead of time: where bytecode cannot be written at import (a read-only
+# tree, or PYTHONDONTWRITEBYTECODE=1, which many shells and CI set) every start would compile
+# every module it imports again (`rotator --version` took 0.99 s instead of 0.38 s that way).
+# pip installs with --no-compile and compileall then compiles site-packages on every core, once
+# per install (the .compiled stamp); rotator/ and rotator_dev/ (the checkout, installed
+# editable) are compiled at every run, which redoes only the files changed since (~0.05 s).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$root/.venv"
@@ -23,6 +29,15 @@ if [ "$(cat "$venv/.stamp" 2>/dev/null)" != "$stamp_want" ]; then
   rm -f "$log"
   echo "$stamp_want" > "$venv/.stamp"
 fi
+if [ "$(cat "$venv/.compiled" 2>/dev/null)" != "$stamp_want" ]; then
+  echo "==> compiling the dependencies' bytecode" >&2
+  # A file that does not compile (say, a template shipped as .py) is reported, not fatal.
+  "$venv/bin/python" -m compileall -q -j0 "$venv"/lib/python3*/site-packages >&2 ||
+    echo "(some files did not compile; they are compiled at import instead)" >&2
+  echo "$stamp_want" > "$venv/.compiled"
+fi
+"$venv/bin/python" -m compileall -q "$root/rotator" "$root/rotator_dev" >&2 ||
+  echo "(rotator's own sources did not all compile)" >&2
 # The dev kit (rotator_dev/: the Mistral stand-in, the demo, the in-memory destination) is not
 # part of the rotator distribution, so the editable install maps rotator/ alone; a link in
 # site-packages makes it importable by .venv's python from any directory (`rotator dev standin`,

@@ -89,13 +89,19 @@ class Loops:
         audit_head = AuditHeadPublisher(shared.metrics, shared.clock)
         while True:
             try:
-                rows, states = await self._planner.status()
-                shared.metrics.refresh(shared.cfg, rows, states, now=shared.clock.now())
-                self._notify_overdue(rows)
-                await audit_head.publish(shared.current_engine())
+                await self._refresh_metrics(audit_head)
             except Exception as exc:  # noqa: BLE001 - metrics never stop the daemon
                 log.warning("metrics_refresh_failed", error=scrub(str(exc)))
             await wait_event(shared.metrics_wake, shared.timings.metrics_every, clear=True)
+
+    async def _refresh_metrics(self, audit_head: AuditHeadPublisher) -> None:
+        """One refresh of the gauges; its per-target rows are freed on return, not held by the
+        loop while it waits (a status row and a state per target: 5 MB for 10 000 targets)."""
+        shared = self._shared
+        rows, states = await self._planner.status()
+        shared.metrics.refresh(shared.cfg, rows, states, now=shared.clock.now())
+        self._notify_overdue(rows)
+        await audit_head.publish(shared.current_engine())
 
     def _notify_overdue(self, rows: list[TargetStatus]) -> None:
         """``rotation_overdue`` once per episode: a key rotator rotated is older than max_age

@@ -64,12 +64,36 @@ class Deps:
     if it was lost, so a deposed leader stops at a journaled point)."""
 
 
-@dataclass(frozen=True, slots=True)
 class TargetContext:
-    """One configured target bound to its destinations (in configuration order)."""
+    """One configured target bound to its destinations (in configuration order).
 
-    target: Target
-    destinations: tuple[Destination, ...]
+    ``destinations`` may be given as a function of no argument that builds them: it is then
+    called at their first use, so a target that never rotates (an idle daemon's, most of the
+    time) never builds a client nor imports its store's library."""
+
+    __slots__ = ("_build", "_destinations", "target")
+
+    def __init__(
+        self,
+        target: Target,
+        destinations: Sequence[Destination] | Callable[[], Sequence[Destination]],
+    ) -> None:
+        self.target = target
+        self._build: Callable[[], Sequence[Destination]] | None = None
+        self._destinations: tuple[Destination, ...] | None = None
+        if callable(destinations):
+            self._build = destinations
+        else:
+            self._destinations = tuple(destinations)
+
+    @property
+    def destinations(self) -> tuple[Destination, ...]:
+        """The target's destinations, built now if they were not yet."""
+        if self._destinations is None:
+            assert self._build is not None
+            self._destinations = tuple(self._build())
+            self._build = None
+        return self._destinations
 
     @property
     def name(self) -> str:

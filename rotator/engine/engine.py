@@ -16,7 +16,7 @@ from datetime import datetime
 import structlog
 
 from rotator.clock import Clock
-from rotator.config import Config
+from rotator.config import Config, Target
 from rotator.contracts import (
     AuditAnchor,
     AuditEvent,
@@ -95,7 +95,7 @@ class Engine:
     def __init__(self, cfg: Config, deps: Deps) -> None:
         self.cfg = cfg
         self.deps = deps
-        self.contexts = {t.name: TargetContext(t, tuple(deps.destinations(t))) for t in cfg.targets}
+        self.contexts = {t.name: _context(t, deps) for t in cfg.targets}
         self._locks = {name: asyncio.Lock() for name in self.contexts}
         self._slots = asyncio.Semaphore(cfg.engine.concurrency)
 
@@ -533,6 +533,11 @@ class Engine:
         await self.deps.store.close()
         if self.deps.pool is not None:
             self.deps.pool.shutdown(wait=False)
+
+
+def _context(target: Target, deps: Deps) -> TargetContext:
+    """The target's context; its destinations are built at their first use."""
+    return TargetContext(target, lambda: deps.destinations(target))
 
 
 def _plan_old(state: TargetState | None) -> list[str]:

@@ -104,6 +104,20 @@ def test_image_holds_the_app_and_nothing_to_build_with(image: str, timeline: Tim
         " of the repository, not with the wheel or the image"
     )
 
+    # Bytecode compiled at the build (pip's default): the read-only virtualenv with
+    # PYTHONDONTWRITEBYTECODE=1 would otherwise compile every imported module at every start.
+    uncompiled = in_image(
+        image,
+        "-c",
+        "import importlib.util, pathlib\n"
+        "for p in pathlib.Path('/opt/rotator').rglob('*.py'):\n"
+        "    if not pathlib.Path(importlib.util.cache_from_source(str(p))).is_file():\n"
+        "        print(p)",
+        entrypoint=python,
+    )
+    assert uncompiled.returncode == 0, uncompiled
+    assert uncompiled.stdout.split() == [], uncompiled.stdout[:2000]
+
     version = podman("run", "--rm", "--no-healthcheck", "--read-only", *LIMITS, image, "--version")
     assert version.stdout.strip() == f"rotator {__version__}"
     timed = in_image(

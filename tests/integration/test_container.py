@@ -537,7 +537,7 @@ def test_builder_steps_replayed_offline(dockerfile: Dockerfile, tmp_path: Path) 
     with zipfile.ZipFile(wheel) as archive:
         names = set(archive.namelist())
         entry_points = next(n for n in names if n.endswith(".dist-info/entry_points.txt"))
-        assert "rotator = rotator.cli:main" in archive.read(entry_points).decode()
+        assert "rotator = rotator.__main__:main" in archive.read(entry_points).decode()
     assert {"rotator/probe.py", "rotator/py.typed", "rotator/__main__.py"} <= names
     assert not [n for n in names if n.startswith("tests/")]
 
