@@ -8,8 +8,8 @@ rotations, failures and recoveries done by another process (the CLI) move the da
 well. A failed run leaves its backoff in the store (the engine records every failed attempt); a
 target still due right after a run waits ``retry_floor`` seconds, so nothing spins.
 
-Each run, scheduled or on demand, is a task of the planner's own (never the jobs' fire task,
-which ``shutdown`` cancels), started by :meth:`Planner._launch` and ended by
+Each run, scheduled or on demand, is a task of the planner's own (never an APScheduler coroutine
+job, which ``shutdown`` would cancel), started by :meth:`Planner._launch` and ended by
 :meth:`Planner._run_then_replan`, the only way out of a run: no path leaves a target unplanned.
 """
 
@@ -233,7 +233,7 @@ class Planner:
     # -- runs ------------------------------------------------------------------------------------
 
     async def _fire(self, name: str) -> None:
-        """A job's fire: hand the run to a task of the planner's own and return."""
+        """The APScheduler job: hand the run to a task of the planner's own and return."""
         if not self._shared.leading() or not self._shared.gate.is_set():
             return  # re-planned when leadership is taken or the reload ends
         if name in self._tasks:

@@ -1,4 +1,4 @@
-"""Planning each target's next fire from state (due, jitter, backoff), and the jobs that fire it."""
+"""Planning each target's next fire from state (due, jitter, backoff), and the APScheduler jobs."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 from rotator.clock import FakeClock
 from rotator.config import Policy
 from rotator.contracts import TargetState
-from rotator.daemon.scheduler import FirePlan, RotationJobs, jitter_offset, plan_fire
+from rotator.daemon.scheduler import JOB_DEFAULTS, FirePlan, RotationJobs, jitter_offset, plan_fire
 
 START = datetime(2026, 3, 2, 10, 0, tzinfo=UTC)
 DAY = timedelta(days=1)
@@ -157,31 +157,9 @@ def test_daemon_floor_applies_like_a_backoff() -> None:
     assert (plan.fire_at, plan.reason) == (floor, "backoff")
 
 
-async def test_a_missed_job_runs_late_once_and_stale_instants_never_fire() -> None:
-    """A job whose instant passed long ago runs once, not once per missed period; a job moved
-    later or dropped does not fire at its old instant; wakeup() fires nothing twice."""
-    fired: list[str] = []
-
-    async def fire(name: str) -> None:
-        fired.append(name)
-
-    now = datetime.now(UTC)
-    jobs = RotationJobs(fire, now=lambda: now)
-    jobs.start()
-    try:
-        jobs.plan(FirePlan("missed", now - 90 * DAY, now - 90 * DAY, "max_age"))
-        jobs.plan(FirePlan("moved", now - DAY, now - DAY, "schedule"))
-        jobs.plan(FirePlan("moved", now + DAY, now + DAY, "schedule"))
-        jobs.plan(FirePlan("dropped", now - DAY, now - DAY, "schedule"))
-        jobs.drop("dropped")
-        for _ in range(3):
-            jobs.wakeup()
-            await asyncio.sleep(0)
-        assert fired == ["missed"]
-        assert jobs.targets() == ["moved"]
-        assert jobs.planned("moved") == now + DAY
-    finally:
-        jobs.shutdown()
+def test_job_defaults_run_late_once() -> None:
+    """Jobs run late rather than skip, coalesce missed runs and never overlap."""
+    assert JOB_DEFAULTS == {"misfire_grace_time": None, "coalesce": True, "max_instances": 1}
 
 
 async def test_past_fire_runs_at_once_and_replan_replaces_the_job() -> None:
