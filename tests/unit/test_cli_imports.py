@@ -51,8 +51,8 @@ BACKENDS_AND_SERVER = (
     "uvicorn",
     "starlette",
     "prometheus_client",
-    "rotator.destinations.aws",
-    "rotator.destinations.vault",
+    "rotator.destinations.aws.destination",  # a kind's runtime (its package's __init__ and
+    "rotator.destinations.vault.destination",  # schema are configuration: they stay cheap)
     "rotator.mistral.admin",
     "rotator.daemon.runner",
     "rich",
