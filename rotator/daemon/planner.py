@@ -39,6 +39,9 @@ from rotator.render import iso
 
 log = structlog.get_logger(__name__)
 
+EARLY_FIRE_S = 1.0
+"""How far ahead of its plan a scheduled fire waits instead of being dropped as not due."""
+
 _FAILED = frozenset({Outcome.ROLLED_BACK, Outcome.STUCK})
 _PROMOTED = frozenset({Outcome.ROTATED, Outcome.PROMOTED})
 _KEEP_REQUESTS = 1000
@@ -325,12 +328,19 @@ class Planner:
                 del self._tasks[name]
 
     async def _still_due(self, engine: Engine, name: str) -> bool:
-        """A scheduled fire re-checks state (another process may have rotated meanwhile)."""
+        """A scheduled fire re-checks state (another process may have rotated meanwhile).
+
+        A fire up to :data:`EARLY_FIRE_S` ahead of the plan (a job placed before the last
+        rotation, a timer slightly early) waits out the rest: a rotation never starts before
+        its planned instant. Further ahead, it is not due (the planner places it again)."""
         plan = self._plan_of(engine, name, await engine.get_target(name))
-        if plan.fire_at <= self._shared.clock.now() + timedelta(seconds=1):
-            return True
-        log.info("rotation_not_due", **plan.as_log())
-        return False
+        ahead = (plan.fire_at - self._shared.clock.now()).total_seconds()
+        if ahead > EARLY_FIRE_S:
+            log.info("rotation_not_due", **plan.as_log())
+            return False
+        if ahead > 0:
+            await asyncio.sleep(ahead)
+        return True
 
 
 def _not_run(target: str, why: str) -> RotationResult:
