@@ -30,6 +30,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 from rotator.app.wiring import build_engine
 from rotator.clock import FakeClock
 from rotator.config import Config
+from rotator.engine.context import TargetContext
 from rotator.engine.engine import Engine
 from rotator.engine.steps import Outcome
 from rotator.state import SqlStateStore
@@ -214,7 +215,7 @@ class EngineMachine(RuleBasedStateMachine):
                 self.engine.deps.store = StepHookStore.crashing_at(store, k, when).as_store()
             case ("stage" | "promote" as method, int(k)):
                 dests = crashing_after(ctx.destinations, method, k)
-                self.engine.contexts[name] = dataclasses.replace(ctx, destinations=dests)
+                self.engine.contexts[name] = TargetContext(ctx.target, dests)
         was_open = self.open_rotations() > 0
         try:
             result = self.run(self.engine.rotate(name, emergency=emergency))

@@ -19,7 +19,7 @@ import json
 import os
 import sys
 import traceback
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NoReturn, cast
 
@@ -106,6 +106,7 @@ async def _engine_job(job: Job) -> dict[str, Any]:
     from rotator.app.wiring import build_engine
     from rotator.config import load_config
     from rotator.contracts import Destination, KeyIssuer, StateStore
+    from rotator.engine.context import TargetContext
 
     engine = await build_engine(load_config(Path(job.config)))
     before = [await engine.rotate(job.target) for _ in range(job.rotations_before)]
@@ -123,7 +124,7 @@ async def _engine_job(job: Job) -> dict[str, Any]:
         dests = tuple(
             cast("Destination", CrashingProxy(d, "dest", calls)) for d in ctx.destinations
         )
-        engine.contexts[name] = replace(ctx, destinations=dests)
+        engine.contexts[name] = TargetContext(ctx.target, dests)
     try:
         if job.action == "rotate":
             results: list[dict[str, object]] = [(await engine.rotate(job.target)).as_dict()]
