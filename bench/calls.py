@@ -12,8 +12,10 @@ every request each server receives is counted:
   by method and path (the secret's path shown as ``{path}``), AWS's by its ``X-Amz-Target``;
 - the state store (rotator only): ``bench/inproc.py`` runs the same command in process with the
   engine's store wrapped in a counter of every method call. Writes are every method but the
-  reads (``get_``, ``list_`` …) and the lifecycle (``migrate``, ``close``); by the ``StateStore``
-  contract each write is one transaction, so writes per rotation are the durable transactions.
+  reads (``get_``, ``list_`` …), the lifecycle (``migrate``, ``close``) and the per-target lock
+  (``try_lock_target``, ``unlock_target``: an ``flock`` or an advisory lock, no transaction); by
+  the ``StateStore`` contract each write is one transaction, so writes per rotation are the
+  durable transactions.
 
 Counts are divided by N: a call made once per command (start-up) shows as 1/N.
 Results: ``bench/results/<name>.json`` and ``.md``.
@@ -40,16 +42,20 @@ from tests.support.faultproxy import FaultProxy
 
 INPROC = Path(__file__).with_name("inproc.py")
 LIFECYCLE = {"migrate", "close"}
+LOCKS = {"try_lock_target", "unlock_target"}
 READS = ("get_", "list_", "open_", "read_", "find_", "journal", "audit_", "verify_", "probe")
 READ_NAMES = {"revocations_due"}
 BACKENDS = ("mistral", "vault", "aws")
 
 
 def store_kind(method: str) -> str:
-    """``read``, ``lifecycle`` or ``write`` (a durable transaction): by the method's name, so a
-    method added to the store later is counted as a write unless it reads by its name."""
+    """``read``, ``lifecycle``, ``lock`` or ``write`` (a durable transaction): by the method's
+    name, so a method added to the store later is counted as a write unless it reads by its
+    name."""
     if method in LIFECYCLE:
         return "lifecycle"
+    if method in LOCKS:
+        return "lock"
     if method.startswith(READS) or method in READ_NAMES:
         return "read"
     return "write"
