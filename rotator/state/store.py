@@ -287,18 +287,14 @@ class SqlStateStore:
         old_key_ids: Sequence[str] | None = None,
         error: str | None = None,
     ) -> Rotation:
-        changes: dict[str, Any] = {
-            "state": guard.optional_ident(state, "state", LABEL),
-            "new_key_id": guard.optional_ident(new_key_id, "new_key_id", ID),
-            "new_key_name": guard.optional_ident(new_key_name, "new_key_name", NAME),
-            "new_key_fingerprint": guard.optional_ident(
-                new_key_fingerprint, "new_key_fingerprint", FINGERPRINT
-            ),
-            "old_key_ids": None
-            if old_key_ids is None
-            else guard.idents(old_key_ids, "old_key_ids", ID),
-            "error": guard.error_text(error),
-        }
+        changes = _rotation_changes(
+            state=state,
+            new_key_id=new_key_id,
+            new_key_name=new_key_name,
+            new_key_fingerprint=new_key_fingerprint,
+            old_key_ids=old_key_ids,
+            error=error,
+        )
         return self._db.run("write", ops.update_rotation, rotation_id, changes)
 
     @_offloaded
@@ -352,8 +348,7 @@ class SqlStateStore:
         *,
         state: str | None = None,
     ) -> JournalEntry:
-        step = guard.ident(step, "step", LABEL)
-        clean = guard.facts(facts)
+        ((step, clean),) = _clean_steps([(step, facts)])
         state = guard.optional_ident(state, "state", LABEL)
         now = self._clock.now()
         return self._db.run(
@@ -374,14 +369,12 @@ class SqlStateStore:
         batch = _clean_steps(steps)
         if not batch:
             raise ValueError("append_steps needs at least one step")
-        changes: dict[str, Any] = {
-            "state": guard.optional_ident(state, "state", LABEL),
-            "new_key_id": guard.optional_ident(new_key_id, "new_key_id", ID),
-            "new_key_fingerprint": guard.optional_ident(
-                new_key_fingerprint, "new_key_fingerprint", FINGERPRINT
-            ),
-            "error": guard.error_text(error),
-        }
+        changes = _rotation_changes(
+            state=state,
+            new_key_id=new_key_id,
+            new_key_fingerprint=new_key_fingerprint,
+            error=error,
+        )
         now = self._clock.now()
         return self._db.run("write", ops.append_steps, rotation_id, batch, now=now, changes=changes)
 
@@ -446,6 +439,30 @@ _PROBE_READS = (
 _PROBE_WRITE = Stmt(
     "INSERT INTO schema_version (version, description, applied_at) VALUES (-1, 'probe', ?)"
 )
+
+
+def _rotation_changes(
+    *,
+    state: str | None = None,
+    new_key_id: str | None = None,
+    new_key_name: str | None = None,
+    new_key_fingerprint: str | None = None,
+    old_key_ids: Sequence[str] | None = None,
+    error: str | None = None,
+) -> dict[str, Any]:
+    """The rotation fields to set, each checked (None: left unchanged)."""
+    return {
+        "state": guard.optional_ident(state, "state", LABEL),
+        "new_key_id": guard.optional_ident(new_key_id, "new_key_id", ID),
+        "new_key_name": guard.optional_ident(new_key_name, "new_key_name", NAME),
+        "new_key_fingerprint": guard.optional_ident(
+            new_key_fingerprint, "new_key_fingerprint", FINGERPRINT
+        ),
+        "old_key_ids": None
+        if old_key_ids is None
+        else guard.idents(old_key_ids, "old_key_ids", ID),
+        "error": guard.error_text(error),
+    }
 
 
 def _clean_steps(steps: JournalSteps) -> list[tuple[str, dict[str, JsonValue]]]:
